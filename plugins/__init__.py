@@ -1,0 +1,1 @@
+"""Built-in plugins: registered at start-up through the same hooks a component uses."""

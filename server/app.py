@@ -1,0 +1,71 @@
+"""Build the two aiohttp applications; reads like a table of contents."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from .config import load_config_file, load_config_text
+from .engine import Engine, engine_context
+from .errors import ConfigError
+from .health import add_health_routes
+from .http import handle_execution, handle_trigger, handle_webhook
+from .keys import ENGINE, METRICS, SETTINGS
+from .metrics import Metrics
+from .middleware import error_middleware, observe_middleware
+from .openapi import openapi
+from .plugins import build_plugin_manager
+from .registry import build_registry
+from .scheduler import scheduler_context
+from .settings import Settings
+
+
+@dataclass(frozen=True)
+class Apps:
+    """The main listener's app, the admin listener's app, and the engine they share."""
+
+    main: web.Application
+    admin: web.Application
+    engine: Engine
+
+
+def build_engine(settings: Settings, *, metrics: Metrics | None = None, config_text: str | None = None,
+                 entry_points: bool = True) -> Engine:
+    """Plugins, then the registry, then the config compiled against it."""
+    pm = build_plugin_manager(entry_points=entry_points)
+    registry = build_registry(pm)
+    if config_text is not None:
+        config = load_config_text(config_text, registry)
+    elif settings.config_path is not None:
+        config = load_config_file(settings.config_path, registry)
+    else:
+        raise ConfigError(["no config file: pass -config FILE or set WORKFLOW_CONFIG"])
+    return Engine(settings, metrics or Metrics(), pm, registry, config)
+
+
+def create_apps(settings: Settings, *, engine: Engine | None = None) -> Apps:
+    """The main and admin applications around one engine."""
+    engine = engine or build_engine(settings)
+    main = _base_app(settings, engine)
+    main.cleanup_ctx.append(engine_context)
+    main.cleanup_ctx.append(scheduler_context)
+    main.router.add_get("/openapi.json", openapi)
+    main.router.add_get("/executions/{id}", handle_execution)
+    main.router.add_route("*", "/webhooks/{tail:.*}", handle_webhook)
+    main.router.add_route("*", "/{tail:.*}", handle_trigger)
+    admin = _base_app(settings, engine)
+    return Apps(main, admin, engine)
+
+
+def _base_app(settings: Settings, engine: Engine) -> web.Application:
+    app = web.Application(middlewares=[observe_middleware, error_middleware],
+                          client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app[ENGINE] = engine
+    app[METRICS] = engine.metrics
+    add_health_routes(app)
+    app.router.add_get("/metrics", engine.metrics.handler())
+    return app
+
+

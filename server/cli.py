@@ -1,0 +1,114 @@
+"""The command line: run the server, validate a config, or print an admin token."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from aiohttp import web
+
+from .app import create_apps
+from .config import load_config_file
+from .durations import parse_duration
+from .errors import ConfigError, RegistrationError
+from .logs import setup_logging
+from .plugins import build_plugin_manager
+from .registry import build_registry
+from .settings import Settings, SettingsError, from_environment
+
+log = logging.getLogger("workflow.server")
+MIN_SECRET_BYTES = 32
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `workflow-server` and `python -m server`."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = args[0] if args and args[0] in ("run", "validate", "token") else "run"
+    if args and args[0] == command:
+        args = args[1:]
+    handler = {"run": _run, "validate": _validate, "token": _token}[command]
+    try:
+        return handler(args)
+    except (SettingsError, ConfigError, RegistrationError) as exc:
+        # Config problems already read `file:line: message`; print them as they are.
+        for problem in getattr(exc, "problems", None) or [f"workflow-server: {exc}"]:
+            print(problem, file=sys.stderr)
+        return 1
+
+
+def _run(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="workflow-server", allow_abbrev=False,
+                                     description="Run the workflow server.")
+    parser.add_argument("-config", "--config", "-c", dest="config", help="config file (env WORKFLOW_CONFIG)")
+    parser.add_argument("-addr", "--addr", dest="addr", help="main listener, e.g. :8080 (env WORKFLOW_ADDR)")
+    parser.add_argument("-admin-addr", "--admin-addr", dest="admin_addr",
+                        help="admin listener, e.g. :8081 (env WORKFLOW_ADMIN_ADDR)")
+    ns = parser.parse_args(args)
+    settings = from_environment(config=ns.config, addr=ns.addr, admin_addr=ns.admin_addr)
+    setup_logging(settings.log_format, settings.log_level)
+    if settings.config_path is None:
+        parser.error("no config file: pass -config FILE or set WORKFLOW_CONFIG")
+    apps = create_apps(settings)
+    asyncio.run(serve(apps.main, apps.admin, settings))
+    return 0
+
+
+async def serve(main_app: web.Application, admin_app: web.Application, settings: Settings) -> None:
+    """Listen on both addresses until SIGTERM or SIGINT, then drain in-flight work and return."""
+    runners = []
+    for app, address in ((main_app, settings.addr), (admin_app, settings.admin_addr)):
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout)
+        await runner.setup()
+        runners.append(runner)
+        site = web.TCPSite(runner, address.host or None, address.port, shutdown_timeout=settings.shutdown_timeout)
+        await site.start()
+        log.info("listening on %s (%s)", address, "main" if app is main_app else "admin")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    started = time.monotonic()
+    log.info("stopping: draining in-flight work (up to %.0fs)", settings.shutdown_timeout)
+    for runner in reversed(runners):  # admin first; the main app owns the shared resources
+        await runner.cleanup()
+    log.info("stopped after %.2fs", time.monotonic() - started)
+
+
+def _validate(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="workflow-server validate", description="Check a config file.")
+    parser.add_argument("file", type=Path)
+    ns = parser.parse_args(args)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    registry = build_registry(build_plugin_manager())
+    config = load_config_file(ns.file, registry)
+    print(f"{ns.file}: ok ({len(config.pipelines)} pipelines)")
+    return 0
+
+
+def _token(args: list[str]) -> int:
+    import jwt
+
+    parser = argparse.ArgumentParser(prog="workflow-server token", description="Print an admin JWT.")
+    parser.add_argument("-sub", "--sub", required=True, help="the token's subject (who)")
+    parser.add_argument("-role", "--role", default="admin", help="role claim (default admin)")
+    parser.add_argument("-ttl", "--ttl", default="1h", help="lifetime, e.g. 15m, 1h (default 1h)")
+    ns = parser.parse_args(args)
+    secret = from_environment().jwt_secret
+    if not secret or len(secret.encode()) < MIN_SECRET_BYTES:
+        print(f"workflow-server: JWT_SECRET must be set to at least {MIN_SECRET_BYTES} bytes", file=sys.stderr)
+        return 1
+    try:
+        ttl = parse_duration(ns.ttl)
+    except ValueError as exc:
+        parser.error(f"--ttl: {exc}")
+    now = int(time.time())
+    claims = {"sub": ns.sub, "role": ns.role, "iat": now, "exp": now + int(ttl)}
+    print(jwt.encode(claims, secret, algorithm="HS256"))
+    return 0

@@ -1,0 +1,273 @@
+"""Load a YAML config into validated, compiled pipelines, reporting every problem as file:line."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .durations import parse_duration
+from .errors import ConfigError
+from .pipeline_model import Pipeline, Step, Trigger, plan_flow
+from .registry import Registry
+from .routing import Router, RouteConflict
+from .templates import TemplateError, compile_value
+from .yamlload import LineDict, LineList, YAMLProblem, load_yaml
+
+log = logging.getLogger("workflow.config")
+
+# Keys the original engine used at the top level: accepted so its configs load, then ignored.
+LEGACY_KEYS = ("modules", "workflows", "triggers", "requires", "version", "description")
+TOP_LEVEL_KEYS = frozenset({"name", "pipelines", "chat"}) | frozenset(LEGACY_KEYS)
+PIPELINE_KEYS = frozenset({"trigger", "steps", "on_error", "timeout", "compensation", "description"})
+STEP_KEYS = frozenset({"name", "type", "config", "next", "timeout", "description"})
+TRIGGER_TYPES = ("http", "chat", "event", "schedule", "manual")
+ON_ERROR = ("stop", "skip", "compensate")
+CHAT_PLATFORMS = ("slack", "twilio", "telegram", "generic")
+RESERVED_PREFIXES = ("/healthz", "/readyz", "/livez", "/health", "/ready", "/live", "/metrics",
+                     "/openapi.json", "/executions/", "/webhooks/")
+DEFAULT_PIPELINE_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """A loaded configuration: pipelines by name plus the indexes that dispatch to them."""
+
+    name: str
+    source: str
+    pipelines: Mapping[str, Pipeline]
+    router: Router
+    events: Mapping[str, tuple[Pipeline, ...]] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+
+class _Problems:
+    """Collects problems as `file:line: message` so a load reports all of them at once."""
+
+    def __init__(self, source: str) -> None:
+        self.source, self.items, self.warnings = source, [], []
+
+    def add(self, line: int, message: str) -> None:
+        self.items.append(f"{self.source}:{line}: {message}")
+
+    def warn(self, line: int, message: str) -> None:
+        self.warnings.append(f"{self.source}:{line}: {message}")
+
+
+def load_config_file(path: str | Path, registry: Registry, *, env: Mapping[str, str] | None = None,
+                     strict: bool = True) -> AppConfig:
+    """Read and compile the config at `path`; raise ConfigError listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read config: {exc.strerror or exc}"]) from None
+    return load_config_text(text, registry, source=str(path), env=env, strict=strict)
+
+
+def load_config_text(text: str, registry: Registry, *, source: str = "<config>",
+                     env: Mapping[str, str] | None = None, strict: bool = True) -> AppConfig:
+    """Compile config text; unknown step types are errors when `strict`, else warnings."""
+    problems = _Problems(source)
+    try:
+        doc = load_yaml(text, env)
+    except YAMLProblem as exc:
+        raise ConfigError([f"{source}:{line}: {msg}" for line, msg in exc.problems]) from None
+    if not isinstance(doc, LineDict):
+        raise ConfigError([f"{source}:1: the config must be a mapping with a 'pipelines' key"])
+    for key in doc:
+        if key in LEGACY_KEYS:
+            log.info("ignoring top-level key %r (%s:%d): used by the original engine, not needed here",
+                     key, source, doc.line_of(key))
+        elif key not in TOP_LEVEL_KEYS:
+            problems.add(doc.line_of(key), f"unknown top-level key {key!r}")
+    raw_pipelines = doc.get("pipelines")
+    if not isinstance(raw_pipelines, LineDict) or not raw_pipelines:
+        problems.add(doc.line_of("pipelines"), "'pipelines' must be a mapping of pipeline names to pipelines")
+        raw_pipelines = LineDict()
+    pipelines = {}
+    for name, raw in raw_pipelines.items():
+        pipeline = _pipeline(str(name), raw, raw_pipelines.line_of(name), registry, problems, strict)
+        if pipeline is not None:
+            pipelines[pipeline.name] = pipeline
+    router = Router()
+    events: dict[str, list[Pipeline]] = {}
+    for pipeline in pipelines.values():
+        trigger = pipeline.trigger
+        if trigger.type == "http":
+            try:
+                router.add(trigger.method, trigger.path, pipeline)
+            except RouteConflict as exc:
+                problems.add(trigger.line, str(exc))
+        elif trigger.type == "event":
+            events.setdefault(trigger.topic, []).append(pipeline)
+    if problems.items:
+        raise ConfigError(problems.items)
+    for warning in problems.warnings:
+        log.warning("%s", warning)
+    return AppConfig(str(doc.get("name") or Path(source).stem), source, pipelines, router,
+                     {topic: tuple(ps) for topic, ps in events.items()}, tuple(problems.warnings))
+
+
+def _pipeline(name: str, raw: Any, line: int, registry: Registry, problems: _Problems,
+              strict: bool) -> Pipeline | None:
+    where = f"pipeline {name!r}"
+    if not isinstance(raw, LineDict):
+        problems.add(line, f"{where}: must be a mapping with 'trigger' and 'steps'")
+        return None
+    for key in raw:
+        if key not in PIPELINE_KEYS:
+            problems.add(raw.line_of(key), f"{where}: unknown key {key!r} (expected one of "
+                         f"{', '.join(sorted(PIPELINE_KEYS))})")
+    trigger = _trigger(where, raw.get("trigger"), raw.line_of("trigger"), problems)
+    on_error = raw.get("on_error", "stop")
+    if on_error not in ON_ERROR:
+        problems.add(raw.line_of("on_error"), f"{where}: on_error must be one of {', '.join(ON_ERROR)}")
+    timeout = _duration(where, raw, "timeout", problems) or DEFAULT_PIPELINE_TIMEOUT
+    steps = _steps(where, raw.get("steps"), raw.line_of("steps"), "steps", registry, problems, strict)
+    compensation = _steps(where, raw.get("compensation", LineList()), raw.line_of("compensation"),
+                          "compensation", registry, problems, strict, required=False)
+    if steps is None or compensation is None or trigger is None:
+        return None
+    try:
+        flow = plan_flow(steps)
+    except ValueError as exc:
+        problems.add(line, f"{where}: {exc}")
+        return None
+    return Pipeline(name, trigger, steps, flow, on_error, timeout, compensation, line)
+
+
+def _trigger(where: str, raw: Any, line: int, problems: _Problems) -> Trigger | None:
+    if not isinstance(raw, LineDict):
+        problems.add(line, f"{where}: 'trigger' must be a mapping with a 'type'")
+        return None
+    kind = raw.get("type")
+    if kind not in TRIGGER_TYPES:
+        problems.add(raw.line_of("type"), f"{where}: trigger type {kind!r} is not one of {', '.join(TRIGGER_TYPES)}")
+        return None
+    config = raw.get("config") or LineDict()
+    if not isinstance(config, dict):
+        problems.add(raw.line_of("config"), f"{where}: trigger config must be a mapping")
+        return None
+    at = config.line_of if isinstance(config, LineDict) else (lambda _k: line)
+    trigger = Trigger(kind, dict(config), line)
+    if kind == "http":
+        path, method = config.get("path"), str(config.get("method", "POST")).upper()
+        if not isinstance(path, str) or not path.startswith("/"):
+            problems.add(at("path"), f"{where}: an http trigger needs a 'path' starting with '/'")
+            return None
+        if any(path == p.rstrip("/") or path.startswith(p) for p in RESERVED_PREFIXES):
+            problems.add(at("path"), f"{where}: path {path!r} is reserved by the server")
+            return None
+        if method not in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+            problems.add(at("method"), f"{where}: method {method!r} is not GET, POST, PUT, PATCH or DELETE")
+            return None
+        return Trigger(kind, dict(config), line, path=path, method=method,
+                       is_async=bool(config.get("async", False)))
+    if kind == "event":
+        topic = config.get("topic")
+        if not isinstance(topic, str) or not topic:
+            problems.add(at("topic"), f"{where}: an event trigger needs a 'topic'")
+            return None
+        return Trigger(kind, dict(config), line, topic=topic)
+    if kind == "chat" and config.get("platform") not in CHAT_PLATFORMS:
+        problems.add(at("platform"), f"{where}: a chat trigger needs 'platform': one of {', '.join(CHAT_PLATFORMS)}")
+        return None
+    if kind == "schedule":
+        if "interval" not in config:
+            problems.add(at("interval"), f"{where}: a schedule trigger needs an 'interval' such as '5m'")
+            return None
+        try:
+            return Trigger(kind, dict(config), line, interval=parse_duration(config["interval"]))
+        except ValueError as exc:
+            problems.add(at("interval"), f"{where}: interval: {exc}")
+            return None
+    return trigger
+
+
+def _steps(where: str, raw: Any, line: int, key: str, registry: Registry, problems: _Problems,
+           strict: bool, *, required: bool = True) -> tuple[Step, ...] | None:
+    if not isinstance(raw, LineList) or (required and not raw):
+        problems.add(line, f"{where}: '{key}' must be a list of steps")
+        return None
+    before = len(problems.items)
+    steps, seen = [], set()
+    for index, item in enumerate(raw):
+        step = _step(where, key, index, item, raw.line_of(index), registry, problems, strict)
+        if step is None:
+            continue
+        if step.name in seen:
+            problems.add(step.line, f"{where}: duplicate step name {step.name!r}")
+        seen.add(step.name)
+        steps.append(step)
+    names = {s.name for s in steps}
+    for step in steps:
+        for target in step.targets + ((step.next,) if step.next else ()):
+            if target not in names:
+                problems.add(step.line, f"{where}: step {step.name!r} jumps to {target!r}, "
+                             f"which is not a step of this pipeline")
+    return tuple(steps) if len(problems.items) == before else None
+
+
+def _step(where: str, key: str, index: int, raw: Any, line: int, registry: Registry,
+          problems: _Problems, strict: bool) -> Step | None:
+    if not isinstance(raw, LineDict):
+        problems.add(line, f"{where}: {key}[{index}] must be a mapping with 'name' and 'type'")
+        return None
+    name, kind = raw.get("name"), raw.get("type")
+    label = f"{where}, step {name!r}"
+    ok = True
+    for k in raw:
+        if k not in STEP_KEYS:
+            problems.add(raw.line_of(k), f"{label}: unknown key {k!r}")
+            ok = False
+    if not isinstance(name, str) or not name:
+        problems.add(line, f"{where}: {key}[{index}] needs a 'name'")
+        return None
+    if not isinstance(kind, str) or not kind:
+        problems.add(line, f"{label}: needs a 'type'")
+        return None
+    config = raw.get("config") if raw.get("config") is not None else LineDict()
+    if not isinstance(config, dict):
+        problems.add(raw.line_of("config"), f"{label}: 'config' must be a mapping")
+        return None
+    try:
+        rendered = compile_value(config)
+    except TemplateError as exc:
+        problems.add(raw.line_of("config"), f"{label}: config.{exc}")
+        return None
+    step_type = registry.steps.get(kind)
+    prepared, targets = None, ()
+    if step_type is None:
+        message = f"{label}: unknown step type {kind!r}"
+        if strict:
+            problems.add(raw.line_of("type"), message)
+            ok = False
+        else:
+            problems.warn(raw.line_of("type"), message + " (the pipeline answers 503 until a plugin provides it)")
+    else:
+        try:
+            prepared = step_type.prepare(config) if step_type.prepare else None
+            targets = tuple(step_type.routes(config)) if step_type.routes else ()
+        except (ValueError, TypeError, KeyError) as exc:
+            problems.add(raw.line_of("config"), f"{label}: {exc}")
+            ok = False
+    timeout = _duration(label, raw, "timeout", problems)
+    nxt = raw.get("next")
+    if nxt is not None and not isinstance(nxt, str):
+        problems.add(raw.line_of("next"), f"{label}: 'next' must name a step")
+        ok = False
+    if not ok:
+        return None
+    return Step(name, kind, dict(config), rendered, nxt, timeout, line, prepared, targets)
+
+
+def _duration(where: str, raw: LineDict, key: str, problems: _Problems) -> float | None:
+    if key not in raw:
+        return None
+    try:
+        return parse_duration(raw[key])
+    except ValueError as exc:
+        problems.add(raw.line_of(key), f"{where}: {key}: {exc}")
+        return None

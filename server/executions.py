@@ -1,0 +1,79 @@
+"""Recent executions kept in memory so `GET /executions/{id}` can answer for async triggers."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from .pipeline import Outcome
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(slots=True)
+class ExecutionRecord:
+    """The status of one queued execution, then its result."""
+
+    id: str
+    pipeline: str
+    workflow_type: str
+    status: str = "queued"
+    submitted_at: str = ""
+    started_at: str | None = None
+    finished_at: str | None = None
+    outcome: Outcome | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The body of `GET /executions/{id}`."""
+        body: dict[str, Any] = {
+            "id": self.id, "pipeline": self.pipeline, "workflow_type": self.workflow_type,
+            "status": self.status, "submitted_at": self.submitted_at,
+            "started_at": self.started_at, "finished_at": self.finished_at,
+        }
+        if self.outcome is not None:
+            if self.outcome.error is not None:
+                body["error"] = self.outcome.error.to_json()
+            else:
+                body["result"] = self.outcome.result
+                if self.outcome.response is not None:
+                    body["response_status"] = self.outcome.response.status
+            body["steps"] = [{"name": s.name, "type": s.type, "status": s.status,
+                              "duration_ms": round(s.duration * 1000, 3), "error": s.error}
+                             for s in self.outcome.steps]
+        return body
+
+
+class ExecutionLog:
+    """A bounded, insertion-ordered map of recent executions; the oldest finished ones go first."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._records: OrderedDict[str, ExecutionRecord] = OrderedDict()
+
+    def submitted(self, execution_id: str, pipeline: str, workflow_type: str) -> ExecutionRecord:
+        """Record a newly queued execution."""
+        record = ExecutionRecord(execution_id, pipeline, workflow_type, submitted_at=_now())
+        self._records[execution_id] = record
+        while len(self._records) > self.capacity:
+            self._records.popitem(last=False)
+        return record
+
+    def started(self, execution_id: str) -> None:
+        """Mark an execution as running."""
+        record = self._records.get(execution_id)
+        if record is not None:
+            record.status, record.started_at = "running", _now()
+
+    def finished(self, outcome: Outcome) -> None:
+        """Store the outcome of an execution."""
+        record = self._records.get(outcome.execution_id)
+        if record is not None:
+            record.status, record.finished_at, record.outcome = outcome.status, _now(), outcome
+
+    def get(self, execution_id: str) -> ExecutionRecord | None:
+        """The record for `execution_id`, if still kept."""
+        return self._records.get(execution_id)

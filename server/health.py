@@ -1,0 +1,46 @@
+"""Liveness, readiness and health with named checks, on both listeners."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .keys import ENGINE
+from .middleware import json_response
+
+
+async def livez(request: web.Request) -> web.Response:
+    """The process is up and its event loop answers."""
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready once plugins and config are loaded and until shutdown begins."""
+    engine = request.app[ENGINE]
+    if engine.ready and not engine.draining:
+        return json_response({"status": "ready"})
+    reason = "draining" if engine.draining else "starting"
+    return json_response({"status": "not ready", "reason": reason}, 503)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Overall health with one entry per check; 503 when any check fails."""
+    engine = request.app[ENGINE]
+    queue = engine.queue
+    checks = {
+        "config": {"status": "ok", "pipelines": len(engine.config.pipelines), "source": engine.config.source},
+        "plugins": {"status": "ok", "step_types": len(engine.registry.steps),
+                    "providers": len(engine.registry.providers())},
+        "queue": {"status": "ok" if queue.depth < engine.settings.async_queue_size else "full",
+                  "depth": queue.depth, "capacity": engine.settings.async_queue_size},
+        "lifecycle": {"status": "ok" if engine.ready and not engine.draining else "unavailable",
+                      "ready": engine.ready, "draining": engine.draining},
+    }
+    healthy = all(check["status"] == "ok" for check in checks.values())
+    return json_response({"status": "ok" if healthy else "unhealthy", "checks": checks}, 200 if healthy else 503)
+
+
+def add_health_routes(app: web.Application) -> None:
+    """The health paths and their short aliases."""
+    for path, handler in (("/healthz", healthz), ("/readyz", readyz), ("/livez", livez),
+                          ("/health", healthz), ("/ready", readyz), ("/live", livez)):
+        app.router.add_get(path, handler, allow_head=True)

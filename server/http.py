@@ -1,0 +1,86 @@
+"""The main listener's dynamic routes: pipeline triggers, webhook endpoints and async executions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from .errors import BadRequest, MethodNotAllowed, NotFound, ServiceUnavailable
+from .keys import ENGINE, ROUTE_LABEL
+from .middleware import error_response, json_response
+from .pipeline import Outcome
+
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+async def handle_trigger(request: web.Request) -> web.StreamResponse:
+    """Dispatch a request to the pipeline whose HTTP trigger matches it, through the live config."""
+    engine = request.app[ENGINE]
+    if not engine.ready:
+        raise ServiceUnavailable("the server is not ready")
+    try:
+        pipeline, template, params = engine.config.router.match(request.method, request.path)
+    except MethodNotAllowed as exc:
+        request[ROUTE_LABEL] = exc.route
+        raise
+    request[ROUTE_LABEL] = template
+    payload = await read_payload(request)
+    payload["params"] = params
+    payload["query"] = dict(request.query)
+    if pipeline.trigger.is_async:
+        execution_id = engine.submit(pipeline, payload)
+        location = f"/executions/{execution_id}"
+        return json_response({"execution_id": execution_id, "status": "queued", "location": location},
+                             202, {"Location": location})
+    return outcome_response(await engine.run(pipeline, payload))
+
+
+async def handle_webhook(request: web.Request) -> web.StreamResponse:
+    """Dispatch `/webhooks/...` to an endpoint registered by a plugin, through the live registry."""
+    engine = request.app[ENGINE]
+    handler, template, params = engine.registry.webhooks.match(request.method, request.path)
+    request[ROUTE_LABEL] = template
+    request.match_info.update(params)
+    return await handler(request)
+
+
+async def handle_execution(request: web.Request) -> web.Response:
+    """`GET /executions/{id}`: the status of an async execution and, once finished, its result."""
+    record = request.app[ENGINE].executions.get(request.match_info["id"])
+    if record is None:
+        raise NotFound(f"no execution {request.match_info['id']!r} (unknown, or expired from history)")
+    return json_response(record.to_json())
+
+
+async def read_payload(request: web.Request) -> dict[str, Any]:
+    """The pipeline's starting data: the JSON object body, or the fields of a form post."""
+    if not request.body_exists:
+        return {}
+    if request.content_type in FORM_TYPES:
+        form = await request.post()
+        return {key: value for key, value in form.items() if isinstance(value, str)}
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest(f"request body must be a JSON object, not {type(body).__name__}")
+    return body
+
+
+def outcome_response(outcome: Outcome) -> web.Response:
+    """The HTTP answer for a finished execution."""
+    if outcome.error is not None:
+        answer = error_response(outcome.error)
+    elif outcome.response is None:
+        answer = json_response(outcome.data)
+    else:
+        response = outcome.response
+        answer = json_response(response.body, response.status, dict(response.headers) or None)
+    answer.headers["X-Execution-ID"] = outcome.execution_id
+    return answer

@@ -1,0 +1,19 @@
+"""Every typed application and request key."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .metrics import Metrics
+    from .settings import Settings
+
+ENGINE: web.AppKey["Engine"] = web.AppKey("engine")
+METRICS: web.AppKey["Metrics"] = web.AppKey("metrics")
+SETTINGS: web.AppKey["Settings"] = web.AppKey("settings")
+
+# The route template a dispatcher matched, for the metrics `path` label.
+ROUTE_LABEL: web.RequestKey[str] = web.RequestKey("route_label", str)

@@ -1,0 +1,109 @@
+"""One frozen settings object, read once from flags and the environment."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from .durations import parse_duration
+
+
+class SettingsError(ValueError):
+    """A flag or environment variable with an unusable value; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A listening address; an empty host means every interface."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the server reads from its environment, typed and validated."""
+
+    config_path: Path | None = None
+    addr: Address = Address("", 8080)
+    admin_addr: Address = Address("", 8081)
+    components_dir: Path = Path("components")
+    data_dir: Path = Path("data")
+    log_format: str = "text"
+    log_level: str = "INFO"
+    max_body_bytes: int = 1024 * 1024
+    shutdown_timeout: float = 30.0
+    step_timeout: float = 30.0
+    async_workers: int = 8
+    async_queue_size: int = 10_000
+    execution_history: int = 10_000
+    jwt_secret: str | None = None
+
+
+def parse_address(text: str, *, name: str) -> Address:
+    """Parse `:PORT`, `HOST:PORT` or `[V6]:PORT`."""
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+    else:
+        host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or ("]" in host):
+        raise SettingsError(f"{name}: {text!r} is not an address like ':8080', 'HOST:PORT' or '[::1]:PORT'")
+    return Address(host, int(port))
+
+
+def from_environment(
+    env: Mapping[str, str] | None = None, *, config: str | None = None, addr: str | None = None,
+    admin_addr: str | None = None, stream_is_tty: bool | None = None,
+) -> Settings:
+    """Settings from the environment, with command-line flags taking precedence."""
+    env = os.environ if env is None else env
+    tty = sys.stderr.isatty() if stream_is_tty is None else stream_is_tty
+    config = config or env.get("WORKFLOW_CONFIG") or None
+    log_format = env.get("WORKFLOW_LOG_FORMAT", "text" if tty else "json").lower()
+    if log_format not in ("json", "text"):
+        raise SettingsError(f"WORKFLOW_LOG_FORMAT: {log_format!r} is not 'json' or 'text'")
+    log_level = env.get("WORKFLOW_LOG_LEVEL", "info").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise SettingsError(f"WORKFLOW_LOG_LEVEL: {log_level.lower()!r} is not debug, info, warning or error")
+    return Settings(
+        config_path=Path(config) if config else None,
+        addr=parse_address(addr or env.get("WORKFLOW_ADDR", ":8080"), name="WORKFLOW_ADDR"),
+        admin_addr=parse_address(admin_addr or env.get("WORKFLOW_ADMIN_ADDR", ":8081"),
+                                 name="WORKFLOW_ADMIN_ADDR"),
+        components_dir=Path(env.get("WORKFLOW_COMPONENTS_DIR", "components")),
+        data_dir=Path(env.get("WORKFLOW_DATA_DIR", "data")),
+        log_format=log_format,
+        log_level=log_level,
+        max_body_bytes=_positive_int(env, "WORKFLOW_MAX_BODY_BYTES", 1024 * 1024),
+        shutdown_timeout=_duration(env, "WORKFLOW_SHUTDOWN_TIMEOUT", "30s"),
+        step_timeout=_duration(env, "WORKFLOW_STEP_TIMEOUT", "30s"),
+        async_workers=_positive_int(env, "WORKFLOW_ASYNC_WORKERS", 8),
+        async_queue_size=_positive_int(env, "WORKFLOW_ASYNC_QUEUE_SIZE", 10_000),
+        execution_history=_positive_int(env, "WORKFLOW_EXECUTION_HISTORY", 10_000),
+        jwt_secret=env.get("JWT_SECRET") or None,
+    )
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    if not raw.strip().isdigit() or int(raw) <= 0:
+        raise SettingsError(f"{name}: {raw!r} is not a positive whole number")
+    return int(raw)
+
+
+def _duration(env: Mapping[str, str], name: str, default: str) -> float:
+    raw = env.get(name, default)
+    try:
+        return parse_duration(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}: {exc}") from None

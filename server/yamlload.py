@@ -1,0 +1,102 @@
+"""YAML loading that remembers line numbers and expands `${VAR}` in strings."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Mapping
+
+import yaml
+
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class LineDict(dict):
+    """A mapping from YAML that knows the line of itself and of each key (1-based)."""
+
+    line: int = 0
+    key_lines: dict[str, int]
+
+    def line_of(self, key: str) -> int:
+        """The line of `key`, or of the mapping itself when the key is absent."""
+        return self.key_lines.get(key, self.line)
+
+
+class LineList(list):
+    """A sequence from YAML that knows the line of each item (1-based)."""
+
+    line: int = 0
+    item_lines: list[int]
+
+    def line_of(self, index: int) -> int:
+        """The line of item `index`."""
+        return self.item_lines[index] if index < len(self.item_lines) else self.line
+
+
+class YAMLProblem(Exception):
+    """Every problem found while reading one file, each as `(line, message)`."""
+
+    def __init__(self, problems: list[tuple[int, str]]) -> None:
+        super().__init__("; ".join(f"{line}: {msg}" for line, msg in problems))
+        self.problems = problems
+
+
+def load_yaml(text: str, env: Mapping[str, str] | None = None) -> Any:
+    """Parse `text` into LineDict/LineList trees, expanding `${VAR}` (and `${VAR:-default}`)."""
+    env = os.environ if env is None else env
+    missing: list[tuple[int, str]] = []
+    loader = _Loader(text)
+    loader.env, loader.missing = env, missing
+    try:
+        data = loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else 0
+        raise YAMLProblem([(line, f"invalid YAML: {exc.problem}")]) from None
+    except yaml.YAMLError as exc:
+        raise YAMLProblem([(0, f"invalid YAML: {exc}")]) from None
+    finally:
+        loader.dispose()
+    if missing:
+        raise YAMLProblem(missing)
+    return data
+
+
+class _Loader(yaml.SafeLoader):
+    env: Mapping[str, str]
+    missing: list[tuple[int, str]]
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> LineDict:
+        result = LineDict(super().construct_mapping(node, deep=True))
+        result.line = node.start_mark.line + 1
+        result.key_lines = {k.value: k.start_mark.line + 1 for k, _ in node.value
+                            if isinstance(k, yaml.ScalarNode)}
+        return result
+
+    def construct_sequence(self, node: yaml.SequenceNode, deep: bool = False) -> LineList:
+        result = LineList(super().construct_sequence(node, deep=True))
+        result.line = node.start_mark.line + 1
+        result.item_lines = [item.start_mark.line + 1 for item in node.value]
+        return result
+
+    def construct_yaml_str(self, node: yaml.ScalarNode) -> str:
+        value = super().construct_yaml_str(node)
+        return self._expand(value, node.start_mark.line + 1) if "$" in value else value
+
+    def _expand(self, value: str, line: int) -> str:
+        def replace(match: re.Match[str]) -> str:
+            if match.group(0) == "$$":
+                return "$"
+            name, default = match.group(1), match.group(2)
+            if name in self.env:
+                return self.env[name]
+            if default is not None:
+                return default
+            self.missing.append((line, f"environment variable {name} is not set (used as ${{{name}}})"))
+            return ""
+
+        return _VAR.sub(replace, value)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:map", _Loader.construct_mapping)
+_Loader.add_constructor("tag:yaml.org,2002:seq", _Loader.construct_sequence)
+_Loader.add_constructor("tag:yaml.org,2002:str", _Loader.construct_yaml_str)
