@@ -12,6 +12,7 @@ from .errors import ConfigError
 from .health import add_health_routes
 from .http import handle_execution, handle_trigger, handle_webhook
 from .keys import ENGINE, METRICS, SETTINGS
+from .logs import install_context_ids
 from .metrics import Metrics
 from .middleware import error_middleware, observe_middleware
 from .openapi import openapi
@@ -46,6 +47,7 @@ def build_engine(settings: Settings, *, metrics: Metrics | None = None, config_t
 
 def create_apps(settings: Settings, *, engine: Engine | None = None) -> Apps:
     """The main and admin applications around one engine."""
+    install_context_ids()
     engine = engine or build_engine(settings)
     main = _base_app(settings, engine)
     main.cleanup_ctx.append(engine_context)

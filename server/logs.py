@@ -15,13 +15,20 @@ execution_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("execu
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
-class ContextFilter(logging.Filter):
-    """Stamp each record with the ids of the request and execution it belongs to."""
+def install_context_ids() -> None:
+    """Stamp every log record, whoever handles it, with the request and execution ids of its context."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "stamps_context_ids", False):
+        return
 
-    def filter(self, record: logging.LogRecord) -> bool:
+    def factory(*args, **kwargs) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
         record.request_id = request_id.get()
         record.execution_id = execution_id.get()
-        return True
+        return record
+
+    factory.stamps_context_ids = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
 
 
 class JSONFormatter(logging.Formatter):
@@ -59,7 +66,7 @@ def setup_logging(fmt: str = "text", level: str = "INFO") -> None:
     """Route every logger through one handler on stderr in the chosen format."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
-    handler.addFilter(ContextFilter())
+    install_context_ids()
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

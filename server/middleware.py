@@ -11,7 +11,7 @@ from aiohttp import web
 
 from . import logs
 from .errors import MethodNotAllowed, PayloadTooLarge, WorkflowError
-from .keys import METRICS
+from .keys import METRICS, SETTINGS
 from .metrics import route_label
 
 log = logging.getLogger("workflow.http")
@@ -60,9 +60,10 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         return await handler(request)
     except WorkflowError as exc:
         return error_response(exc)
-    except web.HTTPRequestEntityTooLarge as exc:
-        return error_response(PayloadTooLarge(
-            f"request body is larger than the limit of {exc.max_size} bytes", limit=exc.max_size))
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[SETTINGS].max_body_bytes
+        return error_response(PayloadTooLarge(f"request body is larger than the limit of {limit} bytes",
+                                              limit=limit))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -14,8 +14,10 @@ _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 class LineDict(dict):
     """A mapping from YAML that knows the line of itself and of each key (1-based)."""
 
-    line: int = 0
-    key_lines: dict[str, int]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Built by hand (not from YAML) it knows no lines; line_of must still answer.
+        self.line, self.key_lines = 0, {}
 
     def line_of(self, key: str) -> int:
         """The line of `key`, or of the mapping itself when the key is absent."""
@@ -25,8 +27,9 @@ class LineDict(dict):
 class LineList(list):
     """A sequence from YAML that knows the line of each item (1-based)."""
 
-    line: int = 0
-    item_lines: list[int]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.line, self.item_lines = 0, []
 
     def line_of(self, index: int) -> int:
         """The line of item `index`."""
@@ -44,9 +47,9 @@ class YAMLProblem(Exception):
 def load_yaml(text: str, env: Mapping[str, str] | None = None) -> Any:
     """Parse `text` into LineDict/LineList trees, expanding `${VAR}` (and `${VAR:-default}`)."""
     env = os.environ if env is None else env
-    missing: list[tuple[int, str]] = []
+    problems: list[tuple[int, str]] = []
     loader = _Loader(text)
-    loader.env, loader.missing = env, missing
+    loader.env, loader.problems = env, problems
     try:
         data = loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
@@ -56,21 +59,35 @@ def load_yaml(text: str, env: Mapping[str, str] | None = None) -> Any:
         raise YAMLProblem([(0, f"invalid YAML: {exc}")]) from None
     finally:
         loader.dispose()
-    if missing:
-        raise YAMLProblem(missing)
+    if problems:
+        raise YAMLProblem(problems)
     return data
 
 
 class _Loader(yaml.SafeLoader):
     env: Mapping[str, str]
-    missing: list[tuple[int, str]]
+    problems: list[tuple[int, str]]
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> LineDict:
+        self._check_duplicates(node)
         result = LineDict(super().construct_mapping(node, deep=True))
         result.line = node.start_mark.line + 1
         result.key_lines = {k.value: k.start_mark.line + 1 for k, _ in node.value
                             if isinstance(k, yaml.ScalarNode)}
         return result
+
+    def _check_duplicates(self, node: yaml.MappingNode) -> None:
+        # PyYAML keeps the last of two equal keys, so a repeated pipeline name would vanish silently.
+        seen: dict[tuple[str, str], int] = {}
+        for key, _ in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                continue
+            line = key.start_mark.line + 1
+            first = seen.setdefault((key.tag, key.value), line)
+            if first != line or sum(1 for k, _ in node.value if k is not key and isinstance(k, yaml.ScalarNode)
+                                    and (k.tag, k.value) == (key.tag, key.value)
+                                    and k.start_mark.line + 1 == line and k.start_mark.index < key.start_mark.index):
+                self.problems.append((line, f"duplicate key {key.value!r} (first defined on line {first})"))
 
     def construct_sequence(self, node: yaml.SequenceNode, deep: bool = False) -> LineList:
         result = LineList(super().construct_sequence(node, deep=True))
@@ -87,11 +104,12 @@ class _Loader(yaml.SafeLoader):
             if match.group(0) == "$$":
                 return "$"
             name, default = match.group(1), match.group(2)
-            if name in self.env:
+            # Shell semantics: `${VAR:-default}` also replaces a variable that is set but empty.
+            if self.env.get(name) or (name in self.env and default is None):
                 return self.env[name]
             if default is not None:
                 return default
-            self.missing.append((line, f"environment variable {name} is not set (used as ${{{name}}})"))
+            self.problems.append((line, f"environment variable {name} is not set (used as ${{{name}}})"))
             return ""
 
         return _VAR.sub(replace, value)

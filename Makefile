@@ -1,0 +1,29 @@
+# Two commands on a fresh machine with Python 3.11+:  `make run`  and  `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CONFIG ?= example/order-processing-pipeline.yaml
+
+.PHONY: run test validate bench clean
+
+# The virtual environment is rebuilt whenever pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/workflow-server -config $(CONFIG)
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+validate: $(VENV)/.installed
+	$(BIN)/workflow-server validate $(CONFIG)
+
+bench: $(VENV)/.installed
+	$(BIN)/python tests/bench/bench_throughput.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
