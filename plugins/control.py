@@ -37,7 +37,8 @@ def conditional_targets(config: Mapping[str, Any]) -> list[str]:
 async def conditional(ctx: StepContext) -> StepResult:
     """Jump to the route matching `field`'s value, else to `default`; fail when neither exists."""
     value = lookup(ctx.data, ctx.config["field"]) if ctx.prepared else ctx.config["field"]
-    routes: Mapping[str, str] = ctx.config["routes"]
+    # YAML reads unquoted keys such as `true:` or `200:` as bool/int, so compare keys as text.
+    routes: dict[str, str] = {_route_key(k): v for k, v in ctx.config["routes"].items()}
     key = _route_key(value)
     target = routes.get(key) or ctx.config.get("default")
     if target is None:

@@ -84,5 +84,5 @@ def _convert(field: str, value: Any, kind: str) -> Any:
         if kind == "int" and isinstance(value, str) and "." in value:
             return int(float(value))
         return {"int": int, "float": float, "str": str}[kind](value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # int(inf) overflows: still bad input, not a crash
         raise ValidationError(f"{field}: cannot convert {value!r} to {kind}", field=field) from None

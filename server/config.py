@@ -40,6 +40,8 @@ class AppConfig:
     router: Router
     events: Mapping[str, tuple[Pipeline, ...]] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    # The parsed document, kept so a new registry (a component reload) can recompile it.
+    document: LineDict = field(default_factory=LineDict, repr=False, compare=False)
 
 
 class _Problems:
@@ -68,8 +70,7 @@ def load_config_file(path: str | Path, registry: Registry, *, env: Mapping[str, 
 
 def load_config_text(text: str, registry: Registry, *, source: str = "<config>",
                      env: Mapping[str, str] | None = None, strict: bool = True) -> AppConfig:
-    """Compile config text; unknown step types are errors when `strict`, else warnings."""
-    problems = _Problems(source)
+    """Parse and compile config text; unknown step types are errors when `strict`, else warnings."""
     try:
         doc = load_yaml(text, env)
     except YAMLProblem as exc:
@@ -80,7 +81,17 @@ def load_config_text(text: str, registry: Registry, *, source: str = "<config>",
         if key in LEGACY_KEYS:
             log.info("ignoring top-level key %r (%s:%d): used by the original engine, not needed here",
                      key, source, doc.line_of(key))
-        elif key not in TOP_LEVEL_KEYS:
+    config = compile_config(doc, registry, source=source, strict=strict)
+    for warning in config.warnings:
+        log.warning("%s", warning)
+    return config
+
+
+def compile_config(doc: LineDict, registry: Registry, *, source: str, strict: bool = True) -> AppConfig:
+    """Compile a parsed config against `registry`: templates, step configs, flow and routes."""
+    problems = _Problems(source)
+    for key in doc:
+        if key not in TOP_LEVEL_KEYS:
             problems.add(doc.line_of(key), f"unknown top-level key {key!r}")
     raw_pipelines = doc.get("pipelines")
     if not isinstance(raw_pipelines, LineDict) or not raw_pipelines:
@@ -98,16 +109,14 @@ def load_config_text(text: str, registry: Registry, *, source: str = "<config>",
         if trigger.type == "http":
             try:
                 router.add(trigger.method, trigger.path, pipeline)
-            except RouteConflict as exc:
-                problems.add(trigger.line, str(exc))
+            except RouteConflict as exc:  # also a malformed path, such as /a/{id}/{id}
+                problems.add(trigger.line, f"pipeline {pipeline.name!r}: {exc}")
         elif trigger.type == "event":
             events.setdefault(trigger.topic, []).append(pipeline)
     if problems.items:
         raise ConfigError(problems.items)
-    for warning in problems.warnings:
-        log.warning("%s", warning)
     return AppConfig(str(doc.get("name") or Path(source).stem), source, pipelines, router,
-                     {topic: tuple(ps) for topic, ps in events.items()}, tuple(problems.warnings))
+                     {topic: tuple(ps) for topic, ps in events.items()}, tuple(problems.warnings), doc)
 
 
 def _pipeline(name: str, raw: Any, line: int, registry: Registry, problems: _Problems,
@@ -146,7 +155,10 @@ def _trigger(where: str, raw: Any, line: int, problems: _Problems) -> Trigger | 
     if kind not in TRIGGER_TYPES:
         problems.add(raw.line_of("type"), f"{where}: trigger type {kind!r} is not one of {', '.join(TRIGGER_TYPES)}")
         return None
-    config = raw.get("config") or LineDict()
+    config = raw.get("config")
+    if config is None:  # absent: problems with its keys point at the trigger
+        config = LineDict()
+        config.line = line
     if not isinstance(config, dict):
         problems.add(raw.line_of("config"), f"{where}: trigger config must be a mapping")
         return None
@@ -157,7 +169,8 @@ def _trigger(where: str, raw: Any, line: int, problems: _Problems) -> Trigger | 
         if not isinstance(path, str) or not path.startswith("/"):
             problems.add(at("path"), f"{where}: an http trigger needs a 'path' starting with '/'")
             return None
-        if any(path == p.rstrip("/") or path.startswith(p) for p in RESERVED_PREFIXES):
+        # Whole segments only: /metrics and /metrics/x are the server's, /metrics-summary is not.
+        if any(path == p.rstrip("/") or path.startswith(p.rstrip("/") + "/") for p in RESERVED_PREFIXES):
             problems.add(at("path"), f"{where}: path {path!r} is reserved by the server")
             return None
         if method not in ("GET", "POST", "PUT", "PATCH", "DELETE"):
@@ -201,7 +214,8 @@ def _steps(where: str, raw: Any, line: int, key: str, registry: Registry, proble
             problems.add(step.line, f"{where}: duplicate step name {step.name!r}")
         seen.add(step.name)
         steps.append(step)
-    names = {s.name for s in steps}
+    # Steps that failed validation still count as names, so a jump to one is not a second error.
+    names = {item.get("name") for item in raw if isinstance(item, dict) and isinstance(item.get("name"), str)}
     for step in steps:
         for target in step.targets + ((step.next,) if step.next else ()):
             if target not in names:
@@ -232,11 +246,12 @@ def _step(where: str, key: str, index: int, raw: Any, line: int, registry: Regis
     if not isinstance(config, dict):
         problems.add(raw.line_of("config"), f"{label}: 'config' must be a mapping")
         return None
+    rendered = None
     try:
         rendered = compile_value(config)
-    except TemplateError as exc:
+    except TemplateError as exc:  # keep going: the step's other problems are reported too
         problems.add(raw.line_of("config"), f"{label}: config.{exc}")
-        return None
+        ok = False
     step_type = registry.steps.get(kind)
     prepared, targets = None, ()
     if step_type is None:

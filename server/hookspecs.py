@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable
+import logging
+from typing import Any, Awaitable, Callable
 
 import pluggy
 
@@ -54,3 +55,37 @@ def register_webhooks(register: Register) -> None:
     """
 
 
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+@hookspec
+def startup(services: Any, logger: logging.Logger) -> Awaitable[None] | None:
+    """Start what the plugin needs before it serves.
+
+    Called once per plugin when it goes into service: for built-in and entry-point plugins
+    when the server starts; for a component, each time a new version has loaded and
+    registered cleanly, before it is swapped in. May be ``async``; it runs under the
+    server's lifecycle timeout, and for a component a failure or a timeout refuses the new
+    version (the old one keeps serving).
+
+    :param services: a :class:`server.Services` with the shared ``http`` client session,
+        ``publish(topic, payload)`` on the event bus and ``run_pipeline(name, payload)``.
+    :param logger: a logger named after the plugin or component.
+    :return: nothing, or an awaitable the server awaits.
+    """
+
+
+@hookspec
+def shutdown(logger: logging.Logger) -> Awaitable[None] | None:
+    """Release what :func:`startup` acquired.
+
+    Called once per plugin when it leaves service: for built-in and entry-point plugins when
+    the server stops; for a component's old version after the executions still using it
+    have drained (or the drain wait ran out), and when its file is deleted. May be
+    ``async``; bounded by the lifecycle timeout; errors are logged, never raised.
+
+    :param logger: the same logger :func:`startup` received.
+    :return: nothing, or an awaitable the server awaits.
+    """

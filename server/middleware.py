@@ -19,9 +19,11 @@ REQUEST_ID_HEADER = "X-Request-ID"
 
 
 def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    """A JSON response; the one serializer every handler uses."""
-    return web.Response(body=json.dumps(body, default=str, separators=(",", ":")).encode(), status=status,
-                        content_type="application/json", headers=headers)
+    """A JSON response (a step may choose another JSON type, such as application/problem+json)."""
+    payload = json.dumps(body, default=str, separators=(",", ":")).encode()
+    if headers and any(k.lower() == "content-type" for k in headers):
+        return web.Response(body=payload, status=status, headers=headers)
+    return web.Response(body=payload, status=status, content_type="application/json", headers=headers)
 
 
 def error_response(error: WorkflowError) -> web.Response:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
 import time
 import uuid
@@ -94,7 +96,7 @@ class Executor:
                            registry: Registry, depth: int) -> None:
         run = _Run(self, pipeline, payload, outcome, registry, depth)
         try:
-            async with asyncio.timeout(pipeline.timeout):
+            async with run.deadline:
                 await run.steps(pipeline.steps, 0 if pipeline.steps else END, pipeline.on_error)
         except WorkflowError as exc:
             outcome.error = exc
@@ -127,6 +129,7 @@ class _Run:
         self.logger = logging.LoggerAdapter(logging.getLogger(f"workflow.step"),
                                             {"pipeline": pipeline.name})
         self.services = executor._services()
+        self.deadline = asyncio.timeout(pipeline.timeout)
 
     async def steps(self, steps: tuple[Step, ...], index: int, on_error: str) -> None:
         """Walk the flow from `index`, applying the pipeline's on_error policy."""
@@ -144,7 +147,7 @@ class _Run:
             except WorkflowError:
                 if on_error != "skip":
                     raise
-                index = self.pipeline.flow[index]
+                index = self.skipped(index)
                 continue
             if result.response is not None:
                 self.outcome.response = result.response
@@ -156,6 +159,16 @@ class _Run:
                 index = self.pipeline.index[result.goto]
             else:
                 index = self.pipeline.flow[index]
+
+    def skipped(self, index: int) -> int:
+        """Where a failed step skipped by on_error=skip leads: a router goes to its join, never into a branch."""
+        step, after = self.pipeline.steps[index], self.pipeline.flow[index]
+        if step.next is not None or not step.targets:
+            return after
+        join = max(self.pipeline.index[t] for t in step.targets) + 1
+        if after == END or after >= join:  # a router that is itself a target: its own router's join
+            return after
+        return join if join < len(self.pipeline.steps) else END
 
     async def step(self, step: Step) -> StepResult:
         """Run one step under its timeout, merge its output and record how it went."""
@@ -183,11 +196,16 @@ class _Run:
             raise
         except Exception as exc:
             status, error = "error", f"{type(exc).__name__}: {exc}"
-            self.logger.exception("step %s (%s) raised", step.name, step.type, extra={"step": step.name})
+            self.logger.logger.exception("step %s (%s) raised", step.name, step.type,
+                                         extra={"pipeline": self.pipeline.name, "step": step.name})
             raise StepError(f"step {step.name!r} ({step.type}) failed: {type(exc).__name__}",
                             step=step.name) from None
         finally:
             self.outcome.steps.append(StepRecord(step.name, step.type, status, time.perf_counter() - start, error))
+            # The metric's statuses are fixed (success, error, timeout): a step cut short by the
+            # pipeline's deadline timed out; one cancelled by a disconnect or shutdown failed.
+            if status == "cancelled":
+                status = "timeout" if self.deadline.expired() else "error"
             self.executor.metrics.observe_step(step.type, status)
         output = result.output
         self.outputs[step.name] = output if output is not None else {}
@@ -198,16 +216,20 @@ class _Run:
     def context(self, step: Step) -> StepContext:
         """The read-only view handed to the step function."""
         config = step.renderer.render(self.scope)
+        # A LoggerAdapter replaces any `extra=` of the call (before 3.13), so the step is in its own.
+        logger = logging.LoggerAdapter(self.logger.logger, {**self.logger.extra, "step": step.name})
         return StepContext(self.outcome.data, config, step.name, step.type, self.pipeline.name,
                            self.outcome.execution_id, self.trigger, self.outputs, self.meta,
-                           self.logger, self.services, step.prepared, self.depth)
+                           logger, self.services, step.prepared, self.depth)
 
     async def call(self, step_type: StepType, ctx: StepContext) -> Any:
         """Await an async step; run a plain one in the bounded thread pool."""
         if step_type.is_async:
             return await step_type.fn(ctx)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor.thread_pool, step_type.fn, ctx)
+        # Copy the context so the step's log lines keep the request and execution ids.
+        call = functools.partial(contextvars.copy_context().run, step_type.fn, ctx)
+        return await loop.run_in_executor(self.executor.thread_pool, call)
 
     async def compensate(self) -> None:
         """Run the compensation steps in reverse order; their failures are logged, not raised."""

@@ -139,6 +139,16 @@ class RegistryBuilder:
                         _webhook_router(self.endpoints))
 
 
+def compose_registry(base: Registry, *parts: tuple[Mapping[str, StepType], Iterable[Endpoint]]) -> Registry:
+    """`base` plus already-validated parts (each a component's steps and endpoints), without re-checking."""
+    steps = dict(base.steps)
+    endpoints = list(base.endpoints)
+    for part_steps, part_endpoints in parts:
+        steps.update(part_steps)
+        endpoints.extend(part_endpoints)
+    return Registry(MappingProxyType(steps), tuple(endpoints), _webhook_router(endpoints))
+
+
 def build_registry(pm: pluggy.PluginManager) -> Registry:
     """Collect every registration of every plugin in `pm` into a snapshot."""
     builder = RegistryBuilder()

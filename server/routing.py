@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
 from .errors import MethodNotAllowed, NotFound
@@ -12,7 +13,7 @@ _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class RouteConflict(ValueError):
-    """Two triggers claim the same method and path."""
+    """Two triggers claim the same method and path, or a path cannot be routed."""
 
 
 class Router(Generic[T]):
@@ -26,6 +27,9 @@ class Router(Generic[T]):
     def add(self, method: str, template: str, target: T) -> None:
         """Route `method template` to `target`; raise RouteConflict if that route is taken."""
         shape = _PARAM.sub("{}", template)
+        names = _names(template)
+        if len(set(names)) != len(names):
+            raise RouteConflict(f"{method} {template} names a path parameter twice")
         if (method, shape) in self._shapes:
             raise RouteConflict(f"{method} {template} is already the trigger of "
                                 f"{self._shapes[(method, shape)]}")
@@ -56,7 +60,8 @@ class Router(Generic[T]):
                 continue
             hit = methods.get(method)
             if hit is not None:
-                return hit[1], hit[0], found.groupdict()
+                # Methods sharing a shape may name their parameters differently (/a/{id}, /a/{x}).
+                return hit[1], hit[0], dict(zip(_names(hit[0]), found.groups()))
             allowed.extend(methods)
             route = route or template
         if allowed:
@@ -68,6 +73,11 @@ class Router(Generic[T]):
         out = [(m, t, tgt) for methods in self._static.values() for m, (t, tgt) in methods.items()]
         out += [(m, t, tgt) for _, _, methods in self._dynamic for m, (t, tgt) in methods.items()]
         return out
+
+
+@lru_cache(maxsize=1024)
+def _names(template: str) -> tuple[str, ...]:
+    return tuple(_PARAM.findall(template))
 
 
 def _compile(template: str) -> re.Pattern[str]:

@@ -75,9 +75,10 @@ def from_environment(
         raise SettingsError(f"WORKFLOW_LOG_LEVEL: {log_level.lower()!r} is not debug, info, warning or error")
     return Settings(
         config_path=Path(config) if config else None,
-        addr=parse_address(addr or env.get("WORKFLOW_ADDR", ":8080"), name="WORKFLOW_ADDR"),
+        addr=parse_address(addr or env.get("WORKFLOW_ADDR", ":8080"),
+                           name="--addr" if addr else "WORKFLOW_ADDR"),
         admin_addr=parse_address(admin_addr or env.get("WORKFLOW_ADMIN_ADDR", ":8081"),
-                                 name="WORKFLOW_ADMIN_ADDR"),
+                                 name="--admin-addr" if admin_addr else "WORKFLOW_ADMIN_ADDR"),
         components_dir=Path(env.get("WORKFLOW_COMPONENTS_DIR", "components")),
         data_dir=Path(env.get("WORKFLOW_DATA_DIR", "data")),
         log_format=log_format,

@@ -82,12 +82,11 @@ class _Loader(yaml.SafeLoader):
         for key, _ in node.value:
             if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
                 continue
-            line = key.start_mark.line + 1
-            first = seen.setdefault((key.tag, key.value), line)
-            if first != line or sum(1 for k, _ in node.value if k is not key and isinstance(k, yaml.ScalarNode)
-                                    and (k.tag, k.value) == (key.tag, key.value)
-                                    and k.start_mark.line + 1 == line and k.start_mark.index < key.start_mark.index):
-                self.problems.append((line, f"duplicate key {key.value!r} (first defined on line {first})"))
+            ident, line = (key.tag, key.value), key.start_mark.line + 1
+            if ident in seen:
+                self.problems.append((line, f"duplicate key {key.value!r} (first defined on line {seen[ident]})"))
+            else:
+                seen[ident] = line
 
     def construct_sequence(self, node: yaml.SequenceNode, deep: bool = False) -> LineList:
         result = LineList(super().construct_sequence(node, deep=True))

@@ -168,6 +168,15 @@ def venv_script(name: str) -> str:
     return found
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc), or NaN when unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
 # --------------------------------------------------------------------------- wrk
 
 
@@ -183,6 +192,7 @@ class WrkResult:
     non2xx: int
     socket_errors: dict[str, int] = field(default_factory=dict)
     raw: str = ""
+    server_cpu: float = float("nan")  # share of one CPU the server used during the run (set by the caller)
 
     @property
     def errors(self) -> int:
@@ -246,10 +256,12 @@ def write_post_lua(path: Path, body: str, content_type: str = "application/json"
     return path
 
 
-def wrk_command(url: str, *, duration: float, connections: int, threads: int = 1, script: Path | None = None,
+def wrk_command(url: str, *, duration: int, connections: int, threads: int = 1, script: Path | None = None,
                 cpus: str | None = None, timeout: str = "5s") -> list[str]:
-    """The exact wrk command line (pinned to `cpus` when given)."""
-    cmd = [wrk_binary(), f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency", "--timeout", timeout]
+    """The exact wrk command line (pinned to `cpus` when given); wrk takes whole seconds only."""
+    if int(duration) != duration or duration < 1:
+        raise ValueError(f"wrk durations are whole seconds >= 1, not {duration!r}")
+    cmd = [wrk_binary(), f"-t{threads}", f"-c{connections}", f"-d{int(duration)}s", "--latency", "--timeout", timeout]
     if script is not None:
         cmd += ["-s", str(script)]
     cmd.append(url)

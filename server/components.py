@@ -1,0 +1,154 @@
+"""Load one component file into a fresh module object and collect what it registers, off the live registry."""
+
+from __future__ import annotations
+
+import hashlib
+import linecache
+import re
+import traceback
+import types
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Mapping
+
+import pluggy
+
+from . import hookspecs
+from .errors import RegistrationError, WorkflowError
+from .registry import Endpoint, Registry, RegistryBuilder, StepType
+
+COMPONENT_ID = re.compile(r"^[a-z0-9_]{1,64}$")
+MODULE_PREFIX = "workflow_components."
+
+
+class ComponentError(WorkflowError):
+    """A component version that cannot go into service; names the file and, where known, the line."""
+
+    status = 422
+
+    def __init__(self, message: str, *, file: str, line: int | None = None, status: int | None = None) -> None:
+        where = f"{file}:{line}" if line else file
+        super().__init__(f"{where}: {message}", status=status, file=file, line=line)
+        self.reason = message
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One version of a component file as read from disk (or received by the admin API)."""
+
+    id: str
+    path: str
+    text: str
+    sha256: str
+
+    @classmethod
+    def from_text(cls, component_id: str, path: str, text: str) -> "Source":
+        """A source with its content hash."""
+        return cls(component_id, path, text, hashlib.sha256(text.encode()).hexdigest())
+
+
+@dataclass(eq=False)
+class Component:
+    """One loaded, validated version of a component: its module and what it registered."""
+
+    id: str
+    path: str
+    sha256: str
+    module: types.ModuleType
+    plugin_manager: pluggy.PluginManager
+    steps: Mapping[str, StepType]
+    endpoints: tuple[Endpoint, ...]
+    version: int = 1
+    loaded_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
+
+
+def component_id_for(path: str | Path) -> str:
+    """The id of a component file: its lower-cased stem, which must match `[a-z0-9_]{1,64}`."""
+    stem = Path(path).stem.lower()
+    if not COMPONENT_ID.match(stem):
+        raise ComponentError(f"component ids are 1-64 characters of a-z, 0-9 and _, not {stem!r}",
+                             file=str(path), status=400)
+    return stem
+
+
+def read_source(path: str | Path) -> Source:
+    """Read a component file (blocking: run it in a thread)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ComponentError(f"not UTF-8 text: {exc.reason}", file=str(path)) from None
+    return Source.from_text(component_id_for(path), str(path), text)
+
+
+def build_module(source: Source) -> types.ModuleType:
+    """Compile and execute `source` into a new module object that never enters `sys.modules`.
+
+    Blocking: run it in a thread. Each version gets its own module, so nothing of an older
+    version (or a stale .pyc) can leak into it.
+    """
+    try:
+        code = compile(source.text, source.path, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        raise ComponentError(f"syntax error: {exc.msg}", file=source.path, line=exc.lineno) from None
+    module = types.ModuleType(MODULE_PREFIX + source.id)
+    module.__file__ = source.path
+    # Tracebacks from the component show its source even though no file is imported.
+    linecache.cache[source.path] = (len(source.text), None, source.text.splitlines(True), source.path)
+    try:
+        exec(code, module.__dict__)
+    except Exception as exc:
+        raise ComponentError(f"failed to import: {type(exc).__name__}: {exc}", file=source.path,
+                             line=_line_in(exc, source.path)) from None
+    return module
+
+
+def collect(module: types.ModuleType, source: Source, base: Registry) -> Component:
+    """Register `module` with its own plugin manager and collect its step types and endpoints.
+
+    `base` is the registry without this component; a name it already holds is refused.
+    """
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    name = f"component:{source.id}"
+    try:
+        pm.register(module, name=name)
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        message = " ".join(str(exc).split())
+        raise ComponentError(message, file=source.path, line=_hook_line(module, message)) from None
+    if not pm.get_hookcallers(module):
+        raise ComponentError("defines no hook implementations (decorate them with @hookimpl)", file=source.path)
+    builder = RegistryBuilder(base=base)
+    try:
+        builder.collect(pm)
+    except RegistrationError as exc:
+        raise ComponentError(exc.message.removeprefix(f"{name}: "), file=source.path) from None
+    except Exception as exc:
+        raise ComponentError(f"registration failed: {type(exc).__name__}: {exc}", file=source.path,
+                             line=_line_in(exc, source.path)) from None
+    steps = {k: v for k, v in builder.steps.items() if v.provider == name}
+    endpoints = tuple(e for e in builder.endpoints if e.provider == name)
+    return Component(source.id, source.path, source.sha256, module, pm, steps, endpoints)
+
+
+def _line_in(exc: BaseException, path: str) -> int | None:
+    """The deepest line of `path` in the traceback (or the SyntaxError's own line)."""
+    if isinstance(exc, SyntaxError) and exc.filename == path:
+        return exc.lineno
+    lines = [frame.lineno for frame in traceback.extract_tb(exc.__traceback__) if frame.filename == path]
+    return lines[-1] if lines else None
+
+
+def _hook_line(module: types.ModuleType, message: str) -> int | None:
+    """The line of the hook implementation pluggy complained about."""
+    named = re.search(r"for hook '(\w+)'", message)
+    candidates = [vars(module).get(named.group(1))] if named else []
+    candidates += [v for v in vars(module).values() if hasattr(v, f"{hookspecs.PROJECT}_impl")]
+    for value in candidates:
+        code = getattr(value, "__code__", None)
+        if code is not None:
+            return code.co_firstlineno
+    return None
+
+

@@ -1,0 +1,183 @@
+"""Build-then-swap for components: load a version off the loop, validate it, swap one reference."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+from .components import Component, ComponentError, Source, build_module, collect, read_source
+from .config import compile_config
+from .errors import ConfigError
+from .lifecycle import LifecycleError, run_hook, run_hook_logged
+from .registry import Registry, compose_registry
+
+if TYPE_CHECKING:
+    from .engine import Engine, State
+
+log = logging.getLogger("workflow.reloader")
+
+
+@dataclass(slots=True)
+class Failure:
+    """The last refused version of a component file."""
+
+    id: str
+    path: str
+    error: str
+    line: int | None
+    sha256: str | None
+    at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
+
+
+class ComponentManager:
+    """The components in service, the last failure of each file, and the only code that swaps them."""
+
+    def __init__(self, engine: "Engine", built_in: Registry, *, lifecycle_timeout: float = 10.0,
+                 drain_timeout: float = 30.0) -> None:
+        self.engine = engine
+        self.built_in = built_in
+        self.components: dict[str, Component] = {}
+        self.failures: dict[str, Failure] = {}
+        self.lifecycle_timeout = lifecycle_timeout
+        self.drain_timeout = drain_timeout
+        self._lock = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ changes
+
+    async def sync_path(self, path: str | Path, *, seen_at: float | None = None) -> Component | None:
+        """Bring the component at `path` in line with the file: load, reload, or remove it."""
+        seen_at = time.perf_counter() if seen_at is None else seen_at
+        self._count("file_change", "success")
+        try:
+            source = await asyncio.to_thread(read_source, path)
+        except FileNotFoundError:
+            await self.remove(Path(path).stem.lower())
+            return None
+        except ComponentError as exc:
+            self._refused(Path(path).stem.lower(), str(path), exc, None, "load")
+            return None
+        current = self.components.get(source.id)
+        if current is not None and current.sha256 == source.sha256:
+            self.failures.pop(source.id, None)  # a save that restores the serving version clears the error
+            return current
+        try:
+            return await self.apply(source, seen_at=seen_at)
+        except ComponentError:
+            return None
+
+    async def apply(self, source: Source, *, seen_at: float | None = None) -> Component:
+        """Load `source` as the next version of its component, or raise ComponentError and change nothing."""
+        seen_at = time.perf_counter() if seen_at is None else seen_at
+        operation = "reload" if source.id in self.components else "load"
+        async with self._lock:
+            try:
+                component, state = await self._build(source)
+            except ComponentError as exc:
+                self._refused(source.id, source.path, exc, source.sha256, operation)
+                raise
+            old = self.components.get(source.id)
+            component.version = old.version + 1 if old else 1
+            self.components[source.id] = component
+            self.failures.pop(source.id, None)
+            retired = self.engine.swap(state)
+        elapsed = time.perf_counter() - seen_at
+        self._count(operation, "success")
+        self._count("register", "success")
+        self.engine.metrics.reload_seconds.observe(elapsed)
+        self.engine.metrics.dynamic_components.set(len(self.components))
+        log.info("%s %s: %s in %.1f ms, steps %s", operation, source.path, source.sha256[:12],
+                 elapsed * 1000, ", ".join(sorted(component.steps)) or "-",
+                 extra={"component": source.id, "sha256": source.sha256[:12], "result": "success",
+                        "duration_ms": round(elapsed * 1000, 3)})
+        if old is not None:
+            self._retire(old, retired)
+        return component
+
+    async def remove(self, component_id: str) -> bool:
+        """Take a component out of service; its pipelines answer 503 until a provider returns."""
+        async with self._lock:
+            self.failures.pop(component_id, None)
+            old = self.components.get(component_id)
+            if old is None:
+                return False
+            registry = self._compose(exclude=component_id)
+            config = compile_config(self.engine.config.document, registry, source=self.engine.config.source,
+                                    strict=False)
+            del self.components[component_id]
+            retired = self.engine.swap(self.engine.state_for(registry, config))
+        self._count("unregister", "success")
+        self.engine.metrics.dynamic_components.set(len(self.components))
+        log.info("unregister %s: steps %s", old.path, ", ".join(sorted(old.steps)) or "-",
+                 extra={"component": component_id, "result": "success"})
+        self._retire(old, retired)
+        return True
+
+    # ------------------------------------------------------------------ building
+
+    async def _build(self, source: Source) -> tuple[Component, "State"]:
+        module = await asyncio.to_thread(build_module, source)
+        base = self._compose(exclude=source.id)
+        component = collect(module, source, base)
+        registry = compose_registry(base, (component.steps, component.endpoints))
+        try:
+            config = compile_config(self.engine.config.document, registry, source=self.engine.config.source,
+                                    strict=False)
+        except ConfigError as exc:
+            raise ComponentError("the config does not compile with this version: " + "; ".join(exc.problems),
+                                 file=source.path) from None
+        try:
+            await run_hook(component.plugin_manager, "startup", self.lifecycle_timeout,
+                           services=self.engine.services)
+        except LifecycleError as exc:
+            raise ComponentError(str(exc), file=source.path) from None
+        return component, self.engine.state_for(registry, config)
+
+    def _compose(self, exclude: str | None = None) -> Registry:
+        return compose_registry(self.built_in, *((c.steps, c.endpoints) for cid, c in self.components.items()
+                                                 if cid != exclude))
+
+    # ------------------------------------------------------------------ retiring
+
+    def _retire(self, old: Component, retired: list["State"]) -> None:
+        """Stop `old` once the executions that may still use it have finished (bounded)."""
+        task = asyncio.create_task(self._stop_after_drain(old, retired), name=f"retire-{old.id}")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _stop_after_drain(self, old: Component, retired: list["State"]) -> None:
+        if not await self.engine.drain(retired, self.drain_timeout):
+            log.warning("stopping %s v%d while executions still use it (waited %.0fs)",
+                        old.id, old.version, self.drain_timeout, extra={"component": old.id})
+        await run_hook_logged(old.plugin_manager, "shutdown", self.lifecycle_timeout)
+        for plugin in list(old.plugin_manager.get_plugins()):
+            old.plugin_manager.unregister(plugin)
+
+    async def close(self) -> None:
+        """Wait for retiring versions, then stop every component in service."""
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
+        for component in self.components.values():
+            await run_hook_logged(component.plugin_manager, "shutdown", self.lifecycle_timeout)
+
+    # ------------------------------------------------------------------ reporting
+
+    def _refused(self, component_id: str, path: str, exc: ComponentError, sha256: str | None,
+                 operation: str) -> None:
+        self.failures[component_id] = Failure(component_id, path, exc.message, exc.details.get("line"), sha256)
+        self._count(operation, "error")
+        log.error("%s %s refused: %s", operation, path, exc.message,
+                  extra={"component": component_id, "sha256": (sha256 or "")[:12], "result": "error"})
+
+    def _count(self, operation: str, status: str) -> None:
+        self.engine.metrics.child(self.engine.metrics.module_operations, "dynamic", operation, status).inc()
+
+    def steps_by_component(self) -> MappingProxyType:
+        """Step type names per component id, for listings."""
+        return MappingProxyType({cid: sorted(c.steps) for cid, c in self.components.items()})

@@ -1,0 +1,130 @@
+"""Watch the components folder and the config file; start-up loading; all as one cleanup context."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import AsyncIterator
+
+import watchfiles
+from aiohttp import web
+
+from .config import load_config_text
+from .errors import ConfigError
+from .keys import ENGINE, RELOADER
+
+log = logging.getLogger("workflow.watcher")
+
+
+class ComponentFilter(watchfiles.DefaultFilter):
+    """Only `*.py` files directly in the folder; hidden, `_`-prefixed and editor temp files are ignored."""
+
+    def __call__(self, change: watchfiles.Change, path: str) -> bool:
+        name = Path(path).name
+        return (name.endswith(".py") and not name.startswith((".", "_", "#"))
+                and super().__call__(change, path))
+
+
+class ConfigFilter(watchfiles.DefaultFilter):
+    """Only the config file itself (its folder is watched, so atomic renames are seen)."""
+
+    def __init__(self, config_path: Path) -> None:
+        super().__init__()
+        self.name = config_path.name
+
+    def __call__(self, change: watchfiles.Change, path: str) -> bool:
+        return Path(path).name == self.name
+
+
+def component_files(directory: Path) -> list[Path]:
+    """The component files in `directory`, in a stable order."""
+    accept = ComponentFilter()
+    return sorted(p for p in directory.glob("*.py") if p.is_file() and accept(watchfiles.Change.added, str(p)))
+
+
+async def load_all(app: web.Application) -> None:
+    """Load every component file at start-up; a failing one is logged and skipped, never fatal."""
+    manager = app[RELOADER]
+    directory = app[ENGINE].settings.components_dir
+    if not directory.is_dir():
+        log.info("no components folder at %s", directory)
+        return
+    started = time.perf_counter()
+    for path in await asyncio.to_thread(component_files, directory):
+        await manager.sync_path(path)
+    log.info("loaded %d component(s) from %s in %.0f ms (%d refused)", len(manager.components), directory,
+             (time.perf_counter() - started) * 1000, len(manager.failures))
+
+
+async def reload_config(app: web.Application) -> bool:
+    """Re-read the config file; swap it in if it compiles, else keep the running one and log every problem."""
+    engine = app[ENGINE]
+    path = engine.settings.config_path
+    if path is None:
+        return False
+    metrics = engine.metrics
+    try:
+        text = await asyncio.to_thread(path.read_text, encoding="utf-8")
+        config = await asyncio.to_thread(load_config_text, text, engine.registry, source=str(path), strict=False)
+    except (OSError, ConfigError) as exc:
+        problems = exc.problems if isinstance(exc, ConfigError) else [f"{path}: {exc}"]
+        for problem in problems:
+            log.error("config reload refused: %s", problem)
+        metrics.child(metrics.module_operations, "config", "reload", "error").inc()
+        return False
+    engine.swap(engine.state_for(engine.registry, config))
+    metrics.child(metrics.module_operations, "config", "reload", "success").inc()
+    log.info("config reloaded from %s: %d pipeline(s)", path, len(config.pipelines))
+    return True
+
+
+async def watcher_context(app: web.Application) -> AsyncIterator[None]:
+    """Load the components, then watch them and the config file until shutdown."""
+    engine = app[ENGINE]
+    settings = engine.settings
+    if settings.watch:
+        settings.components_dir.mkdir(parents=True, exist_ok=True)
+    await load_all(app)
+    stop = asyncio.Event()
+    tasks = []
+    if settings.watch:
+        tasks.append(asyncio.create_task(_watch_components(app, stop), name="watch-components"))
+        if settings.config_path is not None:
+            tasks.append(asyncio.create_task(_watch_config(app, stop), name="watch-config"))
+    yield
+    stop.set()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await app[RELOADER].close()
+
+
+def _watch_options(app: web.Application) -> dict:
+    settings = app[ENGINE].settings
+    debounce = max(1, int(settings.debounce * 1000))
+    # `step` is the quiet time that ends a burst of events: it, not `debounce`, sets the usual latency.
+    return {"debounce": debounce, "step": min(10, debounce), "force_polling": settings.polling or None,
+            "poll_delay_ms": max(10, debounce), "rust_timeout": 1000}
+
+
+async def _watch_components(app: web.Application, stop: asyncio.Event) -> None:
+    manager = app[RELOADER]
+    directory = app[ENGINE].settings.components_dir
+    async for changes in watchfiles.awatch(directory, watch_filter=ComponentFilter(), stop_event=stop,
+                                           recursive=False, **_watch_options(app)):
+        seen_at = time.perf_counter()
+        for path in sorted({path for _, path in changes}):
+            try:
+                await manager.sync_path(path, seen_at=seen_at)
+            except Exception:  # the watcher must survive anything a component does
+                log.exception("unexpected error while applying %s", path)
+
+
+async def _watch_config(app: web.Application, stop: asyncio.Event) -> None:
+    path = app[ENGINE].settings.config_path.resolve()
+    async for _ in watchfiles.awatch(path.parent, watch_filter=ConfigFilter(path), stop_event=stop,
+                                     recursive=False, **_watch_options(app)):
+        if path.exists():
+            await reload_config(app)

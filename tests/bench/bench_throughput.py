@@ -1,0 +1,354 @@
+"""Throughput: an HTTP-triggered 3-step pipeline against a bare aiohttp handler doing the same work.
+
+    .venv/bin/python tests/bench/bench_throughput.py [--duration 10] [--rounds 3] [--connections 64]
+
+Starts three servers as subprocesses on 127.0.0.1, each a single process on the same Python:
+  bare            tests/bench/bare_server.py: parse JSON, jsonschema-validate, build the answer, 201
+  pipeline        workflow-server with one pipeline (step.validate -> step.set -> step.json_response),
+                  WORKFLOW_LOG_LEVEL=warning, metrics on (they always are)
+  pipeline-info   the same server at the default log level (info: one JSON log line per request)
+warms each up, then loads them alternately with wrk (POST /bench, JSON body) for --rounds rounds
+and prints req/s per round, the medians, the ratio pipeline/bare, wrk's p50/p99 latency and its
+non-2xx counts; finally it checks /metrics for http_requests_total{path="/bench"} and prints
+TARGET MET or TARGET MISSED (pipeline/bare >= --target, 0.6 by default).
+
+Exit code: 0 when everything ran (whether or not the target was met); 1 when something failed
+(a server did not start, wrong answers, non-2xx responses or socket errors, metrics missing);
+2 for bad arguments or a missing wrk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import _common as c
+
+BUSY_CPU = 0.9  # a saturated single-process server uses ~100% of its CPU; less means something else took it
+PIPELINE_NAME = "bench"
+PATH = "/bench"
+REQUEST = {"customer_id": "C-42", "total": 19.9}
+EXPECTED = {"status": "pending", "total": 19.9, "customer": "c-42"}
+# Keep in step with SCHEMA in bare_server.py.
+SCHEMA = {
+    "type": "object",
+    "required": ["customer_id", "total"],
+    "properties": {"customer_id": {"type": "string"}, "total": {"type": "number"}},
+}
+CONFIG = f"""\
+# written by tests/bench/bench_throughput.py
+name: throughput-bench
+pipelines:
+  {PIPELINE_NAME}:
+    trigger:
+      type: http
+      config: {{path: {PATH}, method: POST}}
+    steps:
+      - name: validate
+        type: step.validate
+        config:
+          strategy: json_schema
+          schema: {json.dumps(SCHEMA)}
+      - name: set
+        type: step.set
+        config:
+          values:
+            status: pending
+            total: "{{{{ .total }}}}"
+            customer: "{{{{ .customer_id | lower }}}}"
+      - name: respond
+        type: step.json_response
+        config:
+          status: 201
+          body:
+            status: "{{{{ .status }}}}"
+            total: "{{{{ .total }}}}"
+            customer: "{{{{ .customer }}}}"
+"""
+
+
+@dataclass
+class Target:
+    """One server under test and its measurements."""
+
+    name: str
+    server: c.ServerProcess
+    base_url: str
+    ready_path: str
+    results: list[c.WrkResult] = field(default_factory=list)
+    warmup_requests: int = 0
+
+    @property
+    def url(self) -> str:
+        return self.base_url + PATH
+
+    def median_rps(self) -> float:
+        return c.median([r.rps for r in self.results])
+
+    def median_p50(self) -> float | None:
+        values = [r.p50_ms for r in self.results if r.p50_ms is not None]
+        return c.median(values) if values else None
+
+    def median_p99(self) -> float | None:
+        values = [r.p99_ms for r in self.results if r.p99_ms is not None]
+        return c.median(values) if values else None
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Pipeline vs bare aiohttp handler throughput (wrk).")
+    parser.add_argument("--duration", type=int, default=10, help="whole seconds of load per measurement (default 10)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported (default 3)")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
+    parser.add_argument("--warmup", type=int, default=2, help="whole seconds of load per server before measuring (default 2)")
+    parser.add_argument("--target", type=float, default=0.6, help="required pipeline/bare ratio (default 0.6)")
+    parser.add_argument("--skip-info", action="store_true", help="do not measure the pipeline at log level info")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin the servers and wrk to separate CPUs")
+    parser.add_argument("--keep-temp", action="store_true", help="keep the temp dir (config, lua, server logs)")
+    ns = parser.parse_args(argv)
+    if ns.duration <= 0 or ns.rounds < 1 or ns.connections < 1 or ns.threads < 1 or ns.warmup < 0:
+        parser.error("--duration, --rounds, --connections and --threads must be positive, --warmup >= 0")
+    if ns.connections < ns.threads:
+        parser.error("--connections must be at least --threads")
+    return ns
+
+
+def start_targets(ns: argparse.Namespace, tmp: Path, server_cpus: str | None) -> list[Target]:
+    """Build the three servers (not started yet)."""
+    config = tmp / "bench.yaml"
+    config.write_text(CONFIG)
+    targets = []
+
+    port = c.free_port()
+    bare_cmd = c.pinned([sys.executable, str(c.HERE / "bare_server.py"), "--host", c.HOST, "--port", str(port)],
+                        server_cpus)
+    bare = c.ServerProcess("bare", bare_cmd, c.child_env(), tmp / "bare.log", cwd=c.ROOT)
+    targets.append(Target("bare", bare, f"http://{c.HOST}:{port}", "/readyz"))
+
+    levels = [("pipeline", "warning")] + ([] if ns.skip_info else [("pipeline-info", "info")])
+    for name, level in levels:
+        port, admin = c.free_port(), c.free_port()
+        while admin == port:
+            admin = c.free_port()
+        state = tmp / name
+        (state / "components").mkdir(parents=True)
+        env = c.child_env({
+            "WORKFLOW_LOG_LEVEL": level,
+            "WORKFLOW_LOG_FORMAT": "json",
+            "WORKFLOW_COMPONENTS_DIR": str(state / "components"),
+            "WORKFLOW_DATA_DIR": str(state / "data"),
+            "WORKFLOW_SHUTDOWN_TIMEOUT": "5s",
+        })
+        for var in ("WORKFLOW_CONFIG", "WORKFLOW_ADDR", "WORKFLOW_ADMIN_ADDR", "WORKFLOW_DB_HOST",
+                    "WORKFLOW_REDIS_ADDR", "JWT_SECRET"):
+            env.pop(var, None)
+        cmd = c.pinned([c.venv_script("workflow-server"), "-config", str(config),
+                        "--addr", f"{c.HOST}:{port}", "--admin-addr", f"{c.HOST}:{admin}"], server_cpus)
+        server = c.ServerProcess(name, cmd, env, tmp / f"{name}.log", cwd=c.ROOT)
+        targets.append(Target(name, server, f"http://{c.HOST}:{port}", "/readyz"))
+    return targets
+
+
+def check_answer(target: Target) -> None:
+    """One request by hand: 201 and exactly the expected body, so both sides do the same work."""
+    status, text = c.http_post_json(target.url, json.dumps(REQUEST).encode())
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = text
+    if status != 201 or body != EXPECTED:
+        raise c.BenchError(f"{target.name}: POST {PATH} answered {status} {text!r}; expected 201 {EXPECTED}")
+
+
+def check_load(target: Target, result: c.WrkResult, what: str) -> None:
+    if result.non2xx:
+        raise c.BenchError(f"{target.name} ({what}): wrk saw {result.non2xx} Non-2xx or 3xx responses\n{result.raw}")
+    if result.errors:
+        raise c.BenchError(f"{target.name} ({what}): wrk saw socket errors {result.socket_errors}\n{result.raw}")
+    if result.requests == 0:
+        raise c.BenchError(f"{target.name} ({what}): wrk completed no requests\n{result.raw}")
+
+
+_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)$")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def metric_samples(text: str, name: str) -> list[tuple[dict[str, str], float, str]]:
+    """(labels, value, raw line) of every sample of `name` in Prometheus text."""
+    out = []
+    for line in text.splitlines():
+        m = _SAMPLE.match(line)
+        if m and m.group("name") == name:
+            out.append((dict(_LABEL.findall(m.group("labels") or "")), float(m.group("value")), line))
+    return out
+
+
+def check_metrics(target: Target) -> list[str]:
+    """/metrics must count POST /bench (status 201) at least as often as wrk saw answers."""
+    status, text = c.http_get(target.base_url + "/metrics")
+    if status != 200:
+        raise c.BenchError(f"{target.name}: GET /metrics answered {status}")
+    samples = [s for s in metric_samples(text, "http_requests_total") if s[0].get("path") == PATH]
+    if not samples:
+        raise c.BenchError(f'{target.name}: /metrics has no http_requests_total{{path="{PATH}"}} sample')
+    executions = [s for s in metric_samples(text, "workflow_executions_total")
+                  if s[0].get("action") == PIPELINE_NAME]
+    lines = [raw for _, _, raw in samples + executions]
+    counted = sum(value for labels, value, _ in samples if labels.get("status_code") == "201")
+    seen = sum(r.requests for r in target.results) + target.warmup_requests + 1
+    lines.append(f"(201s counted by the server: {counted:.0f}; completed as seen by wrk, +1 check request: {seen})")
+    if counted < seen:
+        raise c.BenchError(f"{target.name}: /metrics counted {counted:.0f} answers with 201, wrk saw {seen}")
+    return lines
+
+
+def print_table(targets: list[Target], rounds: int) -> None:
+    header = (f"{'round':<7}{'server':<15}{'req/s':>11}{'p50':>10}{'p99':>10}{'requests':>10}{'non-2xx':>9}"
+              f"{'errors':>8}{'srv cpu':>9}")
+    print(header)
+    print("-" * len(header))
+    for i in range(rounds):
+        for t in targets:
+            r = t.results[i]
+            print(f"{i + 1:<7}{t.name:<15}{r.rps:>11.1f}{c.fmt_ms(r.p50_ms):>10}{c.fmt_ms(r.p99_ms):>10}"
+                  f"{r.requests:>10}{r.non2xx:>9}{r.errors:>8}{r.server_cpu:>9.0%}")
+    print("-" * len(header))
+    for t in targets:
+        print(f"{'median':<7}{t.name:<15}{t.median_rps():>11.1f}{c.fmt_ms(t.median_p50()):>10}"
+              f"{c.fmt_ms(t.median_p99()):>10}")
+
+
+def run(ns: argparse.Namespace, tmp: Path) -> int:
+    server_cpus, load_cpus = c.cpu_plan(not ns.no_pin)
+    lua = c.write_post_lua(tmp / "post.lua", json.dumps(REQUEST, separators=(",", ":")))
+    targets = start_targets(ns, tmp, server_cpus)
+
+    print("== machine")
+    for line in c.machine_lines():
+        print("  " + line)
+    print("== command")
+    print("  " + shlex.join([sys.executable, *sys.argv]))
+    print(f"  pinning: {'servers on CPU ' + server_cpus + ', wrk on CPU ' + load_cpus if server_cpus else 'off'}")
+    for t in targets:
+        print(f"  {t.name}: {shlex.join(t.server.cmd)}")
+    for t in targets:
+        env = {k: v for k, v in t.server.env.items() if k in ("WORKFLOW_LOG_LEVEL", "WORKFLOW_LOG_FORMAT")}
+        if env:
+            print(f"  {t.name} env: {' '.join(f'{k}={v}' for k, v in sorted(env.items()))}")
+    print("  wrk:", shlex.join(c.wrk_command(targets[0].url, duration=ns.duration, connections=ns.connections,
+                                              threads=ns.threads, script=lua, cpus=load_cpus)))
+    print(f"  body: {json.dumps(REQUEST, separators=(',', ':'))}  (post.lua sets Content-Type: application/json)")
+    print("== pipeline config")
+    print("  " + CONFIG.rstrip().replace("\n", "\n  "))
+    sys.stdout.flush()
+
+    try:
+        for t in targets:
+            t.server.start()
+        for t in targets:
+            t.server.wait_ready(t.base_url + t.ready_path)
+            check_answer(t)
+        print(f"== warm-up: {ns.warmup:g}s per server")
+        for t in targets:
+            if ns.warmup > 0:
+                r = c.run_wrk(c.wrk_command(t.url, duration=ns.warmup, connections=ns.connections,
+                                            threads=ns.threads, script=lua, cpus=load_cpus), ns.warmup)
+                check_load(t, r, "warm-up")
+                t.warmup_requests = r.requests
+                print(f"  {t.name:<15}{r.rps:>11.1f} req/s")
+        print(f"== measuring: {ns.rounds} rounds x {len(targets)} servers x {ns.duration:g}s, alternating")
+        sys.stdout.flush()
+        for i in range(ns.rounds):
+            for t in targets:
+                cpu_before = c.cpu_seconds(t.server.proc.pid)
+                r = c.run_wrk(c.wrk_command(t.url, duration=ns.duration, connections=ns.connections,
+                                            threads=ns.threads, script=lua, cpus=load_cpus), ns.duration)
+                r.server_cpu = (c.cpu_seconds(t.server.proc.pid) - cpu_before) / (r.seconds or ns.duration)
+                check_load(t, r, f"round {i + 1}")
+                t.results.append(r)
+                print(f"  round {i + 1} {t.name:<15}{r.rps:>11.1f} req/s  p50 {c.fmt_ms(r.p50_ms)}  "
+                      f"p99 {c.fmt_ms(r.p99_ms)}  server cpu {r.server_cpu:.0%}")
+                sys.stdout.flush()
+        metric_lines = {t.name: check_metrics(t) for t in targets if t.name != "bare"}
+    finally:
+        for t in targets:
+            t.server.stop()
+
+    print("== results")
+    print_table(targets, ns.rounds)
+    starved = [(t.name, i + 1, r.server_cpu) for t in targets for i, r in enumerate(t.results)
+               if r.server_cpu < BUSY_CPU]
+    try:
+        load = "%.2f %.2f %.2f" % os.getloadavg()
+    except OSError:
+        load = "n/a"
+    print(f"(srv cpu: the share of one CPU the server process used during the run; loadavg now {load})")
+    if starved:
+        print(f"WARNING: the machine was busy: {len(starved)} run(s) got less than {BUSY_CPU:.0%} of a CPU "
+              f"for the server ({', '.join(f'{n} round {i} {cpu:.0%}' for n, i, cpu in starved)}); "
+              "the figures are perturbed; rerun on an idle machine")
+    bare = targets[0]
+    pipeline = targets[1]
+    ratio = pipeline.median_rps() / bare.median_rps()
+    print()
+    print(f"bare handler         {bare.median_rps():>10.1f} req/s (median)")
+    print(f"pipeline (warning)   {pipeline.median_rps():>10.1f} req/s (median)   ratio pipeline/bare = {ratio:.3f}")
+    if len(targets) > 2:
+        info = targets[2]
+        info_ratio = info.median_rps() / bare.median_rps()
+        cost = 1 - info.median_rps() / pipeline.median_rps()
+        print(f"pipeline (info)      {info.median_rps():>10.1f} req/s (median)   ratio pipeline/bare = "
+              f"{info_ratio:.3f}   (per-request log line costs {cost:.1%} of warning-level throughput; "
+              f"{info.server.log_lines()} log lines written)")
+    print()
+    print("== /metrics (main listener)")
+    for name, lines in metric_lines.items():
+        print(f"  {name}:")
+        for line in lines:
+            print(f"    {line}")
+    print()
+    verdict = "TARGET MET" if ratio >= ns.target else "TARGET MISSED"
+    print(f"{verdict}: pipeline/bare = {ratio:.3f} {'>=' if ratio >= ns.target else '<'} {ns.target:g} "
+          f"(log level warning, metrics on, {ns.connections} connections, median of {ns.rounds} x {ns.duration:g}s)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = parse_args(argv)
+    try:
+        c.wrk_binary()
+    except c.BenchError as exc:
+        print(f"bench_throughput: {exc}", file=sys.stderr)
+        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
+    started = time.monotonic()
+    failed = False
+    try:
+        return run(ns, tmp)
+    except c.BenchError as exc:
+        failed = True
+        print(f"\nBENCHMARK FAILED: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        failed = True
+        print("\ninterrupted", file=sys.stderr)
+        return 1
+    finally:
+        print(f"(took {time.monotonic() - started:.0f}s)")
+        if ns.keep_temp or failed:
+            print(f"temp dir kept: {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Step types for the pipeline and step tests, and a server fixture whose registry includes them."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import textwrap
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server import StepError, hookimpl
+from server import logs
+from server.app import create_apps
+from server.config import load_config_text
+from server.engine import Engine
+from server.metrics import Metrics
+from server.plugins import build_plugin_manager
+from server.registry import build_registry
+from server.settings import Settings
+
+from .conftest import Server
+
+# What `test.record` saw, in execution order; cleared by the `serve` fixture.
+CALLS: list[dict[str, Any]] = []
+
+
+async def record(ctx) -> Any:
+    """Remember the step's view, then output `config.output` (if any)."""
+    CALLS.append({"step": ctx.step, "data": dict(ctx.data), "trigger": dict(ctx.trigger),
+                  "config": dict(ctx.config), "execution_id": ctx.execution_id})
+    return ctx.config.get("output")
+
+
+async def sleep(ctx) -> dict[str, Any]:
+    """Sleep `seconds` on the event loop."""
+    await asyncio.sleep(float(ctx.config.get("seconds", 5)))
+    return {"slept": ctx.step}
+
+
+def sync_sleep(ctx) -> dict[str, Any]:
+    """A plain `def` step: block its thread for `seconds`, report which thread ran it."""
+    time.sleep(float(ctx.config.get("seconds", 0.3)))
+    return {f"{ctx.step}_main_thread": threading.current_thread() is threading.main_thread(),
+            f"{ctx.step}_execution_id": logs.execution_id.get()}
+
+
+async def boom(ctx) -> None:
+    """Raise an unexpected exception carrying text that must never reach the client."""
+    raise RuntimeError("secret-internal-detail")
+
+
+async def fail(ctx) -> None:
+    """Fail the step the way a plugin does."""
+    raise StepError(str(ctx.config.get("message", "failed on purpose")))
+
+
+@hookimpl
+def register_steps(register) -> None:
+    """The test step types."""
+    register("test.record", record)
+    register("test.sleep", sleep)
+    register("test.sync_sleep", sync_sleep)
+    register("test.boom", boom)
+    register("test.fail", fail)
+
+
+def build_test_engine(settings: Settings, text: str, *, strict: bool = True) -> Engine:
+    """Like server.app.build_engine, with this module registered on the plugin manager."""
+    pm = build_plugin_manager(entry_points=False)
+    pm.register(sys.modules[__name__], name="tests.pipeline_plugin")
+    registry = build_registry(pm)
+    config = load_config_text(textwrap.dedent(text), registry, strict=strict)
+    return Engine(settings, Metrics(), pm, registry, config)
+
+
+@pytest.fixture
+async def serve(aiohttp_client, settings: Settings, tmp_path: Path):
+    """Start a server from YAML text with the test step types available; `strict=False` allows unknown types."""
+    CALLS.clear()
+
+    async def make(text: str, *, strict: bool = True, **overrides: Any) -> Server:
+        final = replace(settings, **overrides)
+        engine = build_test_engine(final, text, strict=strict)
+        apps = create_apps(final, engine=engine)
+        return Server(await aiohttp_client(apps.main), await aiohttp_client(apps.admin), engine)
+
+    yield make
+    CALLS.clear()
+
+
+async def wait_for(predicate, timeout: float = 3.0) -> None:
+    """Poll `predicate` (sync or async) until it is true; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.02)
