@@ -102,6 +102,7 @@ def compile_config(doc: LineDict, registry: Registry, *, source: str, strict: bo
         pipeline = _pipeline(str(name), raw, raw_pipelines.line_of(name), registry, problems, strict)
         if pipeline is not None:
             pipelines[pipeline.name] = pipeline
+    _check_delegations(pipelines, problems)
     router = Router()
     events: dict[str, list[Pipeline]] = {}
     for pipeline in pipelines.values():
@@ -117,6 +118,16 @@ def compile_config(doc: LineDict, registry: Registry, *, source: str, strict: bo
         raise ConfigError(problems.items)
     return AppConfig(str(doc.get("name") or Path(source).stem), source, pipelines, router,
                      {topic: tuple(ps) for topic, ps in events.items()}, tuple(problems.warnings), doc)
+
+
+def _check_delegations(pipelines: Mapping[str, Pipeline], problems: _Problems) -> None:
+    """A `step.delegate` naming a pipeline that does not exist is a config error, not a 500 later."""
+    for pipeline in pipelines.values():
+        for step in pipeline.steps + pipeline.compensation:
+            target = step.config.get("pipeline") if step.type == "step.delegate" else None
+            if isinstance(target, str) and "{{" not in target and target not in pipelines:
+                problems.add(step.line, f"pipeline {pipeline.name!r}, step {step.name!r}: "
+                             f"delegates to unknown pipeline {target!r}")
 
 
 def _pipeline(name: str, raw: Any, line: int, registry: Registry, problems: _Problems,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Mapping
 
 import aiohttp
@@ -12,7 +14,7 @@ import pluggy
 from aiohttp import web
 
 from .config import AppConfig
-from .errors import NotFound, StepError, WorkflowError
+from .errors import StepError, WorkflowError
 from .executions import ExecutionLog
 from .keys import ENGINE
 from .metrics import Metrics
@@ -26,16 +28,52 @@ from .steps import Services
 log = logging.getLogger("workflow.engine")
 
 
+class Lease:
+    """Counts the executions running on one State, so a retired version can wait for them."""
+
+    __slots__ = ("count", "_idle")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle: asyncio.Event | None = None
+
+    def acquire(self) -> None:
+        """One more execution uses the state."""
+        self.count += 1
+
+    def release(self) -> None:
+        """One execution finished with the state."""
+        self.count -= 1
+        if self.count == 0 and self._idle is not None:
+            self._idle.set()
+
+    async def idle(self) -> None:
+        """Return once no execution uses the state."""
+        while self.count:
+            self._idle = asyncio.Event()
+            await self._idle.wait()
+
+
+@dataclass(frozen=True, eq=False)
+class State:
+    """What serves requests: a registry and the config compiled against it, swapped as one reference."""
+
+    registry: Registry
+    config: AppConfig
+    lease: Lease = field(default_factory=Lease)
+
+
 class Engine:
-    """Owns what every request shares. `registry` and `config` are replaced whole, never mutated."""
+    """Owns what every request shares. `state` is replaced whole, never mutated."""
 
     def __init__(self, settings: Settings, metrics: Metrics, plugin_manager: pluggy.PluginManager,
                  registry: Registry, config: AppConfig) -> None:
         self.settings = settings
         self.metrics = metrics
         self.plugin_manager = plugin_manager
-        self.registry = registry
-        self.config = config
+        self.built_in = registry
+        self.state = State(registry, config)
+        self._retired: list[State] = []
         self.ready = False
         self.draining = False
         self.executions = ExecutionLog(settings.execution_history)
@@ -43,9 +81,40 @@ class Engine:
                                 depth_gauge=metrics.queue_depth)
         self.thread_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="workflow-step")
         self.services: Services | None = None
-        self.executor = Executor(registry=lambda: self.registry, services=lambda: self.services,
+        self.executor = Executor(state=lambda: self.state, services=lambda: self.services,
                                  metrics=metrics, step_timeout=settings.step_timeout,
                                  thread_pool=self.thread_pool)
+
+    @property
+    def registry(self) -> Registry:
+        """The registry in service now."""
+        return self.state.registry
+
+    @property
+    def config(self) -> AppConfig:
+        """The config in service now."""
+        return self.state.config
+
+    @staticmethod
+    def state_for(registry: Registry, config: AppConfig) -> State:
+        """A new, unswapped state."""
+        return State(registry, config)
+
+    def swap(self, state: State) -> list[State]:
+        """Put `state` in service in one assignment; return the retired states still running executions."""
+        old, self.state = self.state, state
+        self._retired = [s for s in (*self._retired, old) if s.lease.count]
+        return list(self._retired)
+
+    async def drain(self, states: list[State], timeout: float) -> bool:
+        """Wait until no execution uses any of `states`; False if `timeout` ran out first."""
+        try:
+            async with asyncio.timeout(timeout):
+                for state in states:
+                    await state.lease.idle()
+        except TimeoutError:
+            return False
+        return True
 
     async def run(self, pipeline: Pipeline, payload: Mapping[str, Any], **options: Any) -> Outcome:
         """Run `pipeline` now and return its outcome."""
@@ -75,8 +144,8 @@ class Engine:
     async def run_by_name(self, name: str, payload: Mapping[str, Any], *, depth: int = 0) -> Outcome:
         """Run the pipeline called `name` (for `step.delegate`); raise its error if it fails."""
         pipeline = self.config.pipelines.get(name)
-        if pipeline is None:
-            raise NotFound(f"no pipeline named {name!r}")
+        if pipeline is None:  # a misconfiguration of the server, not the client's fault
+            raise StepError(f"no pipeline named {name!r}")
         if depth > self.executor.max_depth:
             raise StepError(f"delegation deeper than {self.executor.max_depth} pipelines (a cycle?)")
         outcome = await self.executor.run(pipeline, payload, depth=depth)

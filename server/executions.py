@@ -58,9 +58,17 @@ class ExecutionLog:
         """Record a newly queued execution."""
         record = ExecutionRecord(execution_id, pipeline, workflow_type, submitted_at=_now())
         self._records[execution_id] = record
-        while len(self._records) > self.capacity:
-            self._records.popitem(last=False)
+        if len(self._records) > self.capacity:
+            self._evict()
         return record
+
+    def _evict(self) -> None:
+        """Drop the oldest finished record; only when none has finished, the oldest of all."""
+        for key, old in self._records.items():
+            if old.outcome is not None:
+                del self._records[key]
+                return
+        self._records.popitem(last=False)
 
     def started(self, execution_id: str) -> None:
         """Mark an execution as running."""

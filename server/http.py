@@ -20,8 +20,9 @@ async def handle_trigger(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
     if not engine.ready:
         raise ServiceUnavailable("the server is not ready")
+    state = engine.state  # one snapshot for matching and running
     try:
-        pipeline, template, params = engine.config.router.match(request.method, request.path)
+        pipeline, template, params = state.config.router.match(request.method, request.path)
     except MethodNotAllowed as exc:
         request[ROUTE_LABEL] = exc.route
         raise
@@ -34,7 +35,7 @@ async def handle_trigger(request: web.Request) -> web.StreamResponse:
         location = f"/executions/{execution_id}"
         return json_response({"execution_id": execution_id, "status": "queued", "location": location},
                              202, {"Location": location})
-    return outcome_response(await engine.run(pipeline, payload))
+    return outcome_response(await engine.run(pipeline, payload, state=state))
 
 
 async def handle_webhook(request: web.Request) -> web.StreamResponse:

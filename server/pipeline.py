@@ -11,7 +11,7 @@ import uuid
 from concurrent.futures import Executor as ThreadPool
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from . import logs
 from .errors import PipelineTimeout, StepError, StepTypeUnavailable, WorkflowError
@@ -20,6 +20,9 @@ from .pipeline_model import END, Pipeline, Step
 from .registry import Registry, StepType
 from .steps import Response, Services, StepContext, StepResult
 from .templates import Scope
+
+if TYPE_CHECKING:
+    from .engine import State
 
 log = logging.getLogger("workflow.pipeline")
 
@@ -59,10 +62,10 @@ class Outcome:
 class Executor:
     """Runs pipelines; holds only what every execution shares."""
 
-    def __init__(self, *, registry: Callable[[], Registry], services: Callable[[], Services],
+    def __init__(self, *, state: Callable[[], "State"], services: Callable[[], Services],
                  metrics: Metrics, step_timeout: float, thread_pool: ThreadPool | None = None,
                  max_depth: int = 8) -> None:
-        self._registry = registry
+        self._state = state
         self._services = services
         self.metrics = metrics
         self.step_timeout = step_timeout
@@ -70,22 +73,28 @@ class Executor:
         self.max_depth = max_depth
 
     async def run(self, pipeline: Pipeline, payload: Mapping[str, Any], *, execution_id: str | None = None,
-                  workflow_type: str | None = None, depth: int = 0) -> Outcome:
-        """Execute `pipeline` on `payload`; never raises for step failures (see Outcome.error)."""
-        registry = self._registry()  # the snapshot this execution keeps to its end
+                  workflow_type: str | None = None, depth: int = 0, state: "State | None" = None) -> Outcome:
+        """Execute `pipeline` on `payload`; never raises for step failures (see Outcome.error).
+
+        `state` is the snapshot the pipeline was found in (default: the one in service now); the
+        execution keeps it to its end, so a reload never changes a running execution.
+        """
+        state = state or self._state()
         outcome = Outcome(execution_id or str(uuid.uuid4()), pipeline.name,
                           workflow_type or pipeline.trigger.workflow_type, data=dict(payload))
         outcome.started_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         token = logs.execution_id.set(outcome.execution_id)
         active = self.metrics.child(self.metrics.active, outcome.workflow_type)
         active.inc()
+        state.lease.acquire()
         start = time.perf_counter()
         try:
-            await self._run_guarded(pipeline, payload, outcome, registry, depth)
+            await self._run_guarded(pipeline, payload, outcome, state.registry, depth)
         except asyncio.CancelledError:
             outcome.status = "error"
             raise
         finally:
+            state.lease.release()
             active.dec()
             outcome.duration = time.perf_counter() - start
             self.metrics.observe_execution(outcome.workflow_type, pipeline.name, outcome.status, outcome.duration)
@@ -147,7 +156,7 @@ class _Run:
             except WorkflowError:
                 if on_error != "skip":
                     raise
-                index = self.skipped(index)
+                index = self.pipeline.flow[index]  # a skipped router goes to its join (plan_flow)
                 continue
             if result.response is not None:
                 self.outcome.response = result.response
@@ -159,16 +168,6 @@ class _Run:
                 index = self.pipeline.index[result.goto]
             else:
                 index = self.pipeline.flow[index]
-
-    def skipped(self, index: int) -> int:
-        """Where a failed step skipped by on_error=skip leads: a router goes to its join, never into a branch."""
-        step, after = self.pipeline.steps[index], self.pipeline.flow[index]
-        if step.next is not None or not step.targets:
-            return after
-        join = max(self.pipeline.index[t] for t in step.targets) + 1
-        if after == END or after >= join:  # a router that is itself a target: its own router's join
-            return after
-        return join if join < len(self.pipeline.steps) else END
 
     async def step(self, step: Step) -> StepResult:
         """Run one step under its timeout, merge its output and record how it went."""

@@ -87,7 +87,13 @@ def plan_flow(steps: tuple[Step, ...]) -> tuple[int, ...]:
             if step.next not in index:
                 raise ValueError(f"step {step.name!r}: next step {step.next!r} does not exist")
             flow.append(index[step.next])
-        else:
-            successor = join_of_target.get(i, i + 1)
-            flow.append(successor if successor < len(steps) else END)
+            continue
+        successor = join_of_target.get(i, i + 1)
+        # A join that lands on another router's target (nested conditionals) would fall into a
+        # sibling branch: climb to that router's join instead.
+        seen = set()
+        while successor in join_of_target and successor not in seen:
+            seen.add(successor)
+            successor = join_of_target[successor]
+        flow.append(successor if successor < len(steps) else END)
     return tuple(flow)

@@ -99,7 +99,7 @@ def test_webhook_example_joins_conditional_targets(registry: Registry) -> None:
     assert config.pipelines["payment-events"].steps[1].targets == (
         "mark-paid", "mark-failed", "mark-refunded", "ignore")
     assert flow_names(config, "payment-events") == {
-        "validate": "route", "route": "mark-paid", "mark-paid": "announce", "mark-failed": "announce",
+        "validate": "route", "route": "announce", "mark-paid": "announce", "mark-failed": "announce",
         "mark-refunded": "announce", "ignore": "announce", "announce": "respond", "respond": None}
 
 
@@ -558,7 +558,7 @@ def test_bad_durations(value: Any, message: str) -> None:
         - {name: three, type: step.log}
         - {name: join, type: step.log}
         - {name: end, type: step.log}
-    """, {"route": "one", "one": "join", "two": "join", "three": "join", "join": "end", "end": None},
+    """, {"route": "join", "one": "join", "two": "join", "three": "join", "join": "end", "end": None},
         id="targets-never-fall-through-to-a-sibling"),
     pytest.param("""
         - {name: route, type: step.conditional, config: {field: k, routes: {x: one, y: two}}}
@@ -566,12 +566,12 @@ def test_bad_durations(value: Any, message: str) -> None:
         - {name: two, type: step.log}
         - {name: middle, type: step.log}
         - {name: done, type: step.log}
-    """, {"route": "one", "one": "done", "two": "middle", "middle": "done", "done": None}, id="next-wins"),
+    """, {"route": "middle", "one": "done", "two": "middle", "middle": "done", "done": None}, id="next-wins"),
     pytest.param("""
         - {name: route, type: step.conditional, config: {field: k, routes: {x: one, y: two, z: one}}}
         - {name: one, type: step.log}
         - {name: two, type: step.log}
-    """, {"route": "one", "one": None, "two": None}, id="last-target-ends"),
+    """, {"route": None, "one": None, "two": None}, id="last-target-ends"),
     pytest.param("""
         - {name: first, type: step.log}
         - {name: route, type: step.conditional, config: {field: k, routes: {x: two}, default: one}}
@@ -579,7 +579,7 @@ def test_bad_durations(value: Any, message: str) -> None:
         - {name: between, type: step.log}
         - {name: two, type: step.log}
         - {name: after, type: step.log}
-    """, {"first": "route", "route": "one", "one": "after", "between": "two", "two": "after", "after": None},
+    """, {"first": "route", "route": "after", "one": "after", "between": "after", "two": "after", "after": None},
         id="join-is-after-the-last-target"),
 ])
 def test_conditional_join_plan(load, steps: str, expected: dict[str, str | None]) -> None:

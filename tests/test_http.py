@@ -200,4 +200,4 @@ def _add_endpoints(engine, *endpoints: Endpoint) -> None:
     builder = RegistryBuilder(base=engine.registry)
     for endpoint in endpoints:
         builder.add_endpoint(endpoint)
-    engine.registry = builder.build()
+    engine.swap(engine.state_for(builder.build(), engine.config))

@@ -283,11 +283,11 @@ async def test_a_step_type_removed_at_runtime_answers_503_naming_it(serve):
     original = srv.engine.registry
     builder = RegistryBuilder(base=original)
     del builder.steps["test.record"]
-    srv.engine.registry = builder.build()
+    srv.engine.swap(srv.engine.state_for(builder.build(), srv.engine.config))
     response = await srv.client.post("/rec")
     assert response.status == 503
     assert "test.record" in (await response.json())["error"]
-    srv.engine.registry = original
+    srv.engine.swap(srv.engine.state_for(original, srv.engine.config))
     assert (await srv.client.post("/rec")).status == 200
 
 
@@ -434,10 +434,13 @@ def _step(name: str, *, next: str | None = None, targets: tuple[str, ...] = ()) 
 @pytest.mark.parametrize("steps, flow", [
     # plain fall-through, last step ends
     ([_step("a"), _step("b")], [1, END]),
-    # router r -> x | y; x and y join at z; y's `next` wins
-    ([_step("r", targets=("x", "y")), _step("x"), _step("y", next="x"), _step("z")], [1, 3, 1, END]),
+    # router r -> x | y; x and y join at z; y's `next` wins; r itself (when skipped) goes to the join
+    ([_step("r", targets=("x", "y")), _step("x"), _step("y", next="x"), _step("z")], [3, 3, 1, END]),
     # targets at the end join past it: the pipeline ends
-    ([_step("r", targets=("x", "y")), _step("x"), _step("y")], [1, END, END]),
+    ([_step("r", targets=("x", "y")), _step("x"), _step("y")], [END, END, END]),
+    # nested routers: an inner join landing on an outer sibling target climbs to the outer join
+    ([_step("c1", targets=("c2", "w")), _step("c2", targets=("p", "q")), _step("p"), _step("q"), _step("w"),
+      _step("end")], [5, 5, 5, 5, 5, END]),
 ])
 def test_plan_flow_joins_targets_after_the_last_one(steps, flow):
     assert list(plan_flow(tuple(steps))) == flow
