@@ -7,19 +7,21 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from .config import load_config_file, load_config_text
-from .engine import Engine, engine_context
+from .engine import Engine, engine_context, mark_draining, mark_ready
 from .errors import ConfigError
 from .health import add_health_routes
 from .http import handle_execution, handle_trigger, handle_webhook
-from .keys import ENGINE, METRICS, SETTINGS
+from .keys import ENGINE, METRICS, RELOADER, SETTINGS
 from .logs import install_context_ids
 from .metrics import Metrics
 from .middleware import error_middleware, observe_middleware
 from .openapi import openapi
 from .plugins import build_plugin_manager
 from .registry import build_registry
+from .reloader import ComponentManager
 from .scheduler import scheduler_context
 from .settings import Settings
+from .watcher import watcher_context
 
 
 @dataclass(frozen=True)
@@ -36,10 +38,11 @@ def build_engine(settings: Settings, *, metrics: Metrics | None = None, config_t
     """Plugins, then the registry, then the config compiled against it."""
     pm = build_plugin_manager(entry_points=entry_points)
     registry = build_registry(pm)
+    # Components load later and may provide missing types: until then those are warnings (503 when used).
     if config_text is not None:
-        config = load_config_text(config_text, registry)
+        config = load_config_text(config_text, registry, strict=False)
     elif settings.config_path is not None:
-        config = load_config_file(settings.config_path, registry)
+        config = load_config_file(settings.config_path, registry, strict=False)
     else:
         raise ConfigError(["no config file: pass -config FILE or set WORKFLOW_CONFIG"])
     return Engine(settings, metrics or Metrics(), pm, registry, config)
@@ -49,23 +52,29 @@ def create_apps(settings: Settings, *, engine: Engine | None = None) -> Apps:
     """The main and admin applications around one engine."""
     install_context_ids()
     engine = engine or build_engine(settings)
-    main = _base_app(settings, engine)
+    components = ComponentManager(engine, engine.built_in, lifecycle_timeout=settings.lifecycle_timeout,
+                                  drain_timeout=settings.drain_timeout)
+    main = _base_app(settings, engine, components)
     main.cleanup_ctx.append(engine_context)
+    main.cleanup_ctx.append(watcher_context)
     main.cleanup_ctx.append(scheduler_context)
+    main.on_startup.append(mark_ready)
+    main.on_shutdown.append(mark_draining)
     main.router.add_get("/openapi.json", openapi)
     main.router.add_get("/executions/{id}", handle_execution)
     main.router.add_route("*", "/webhooks/{tail:.*}", handle_webhook)
     main.router.add_route("*", "/{tail:.*}", handle_trigger)
-    admin = _base_app(settings, engine)
+    admin = _base_app(settings, engine, components)
     return Apps(main, admin, engine)
 
 
-def _base_app(settings: Settings, engine: Engine) -> web.Application:
+def _base_app(settings: Settings, engine: Engine, components: ComponentManager) -> web.Application:
     app = web.Application(middlewares=[observe_middleware, error_middleware],
                           client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[ENGINE] = engine
     app[METRICS] = engine.metrics
+    app[RELOADER] = components
     add_health_routes(app)
     app.router.add_get("/metrics", engine.metrics.handler())
     return app

@@ -20,6 +20,7 @@ from .errors import ConfigError, RegistrationError
 from .logs import setup_logging
 from .plugins import build_plugin_manager
 from .registry import build_registry
+from .components import load_components
 from .settings import Settings, SettingsError, from_environment
 
 log = logging.getLogger("workflow.server")
@@ -82,12 +83,19 @@ async def serve(main_app: web.Application, admin_app: web.Application, settings:
 
 
 def _validate(args: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="workflow-server validate", description="Check a config file.")
+    parser = argparse.ArgumentParser(prog="workflow-server validate",
+                                     description="Check a config file against the plugins and the components folder.")
     parser.add_argument("file", type=Path)
     ns = parser.parse_args(args)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    registry = build_registry(build_plugin_manager())
-    config = load_config_file(ns.file, registry)
+    settings = from_environment()
+    registry, problems = load_components(build_registry(build_plugin_manager()), settings.components_dir)
+    try:
+        config = load_config_file(ns.file, registry)
+    except ConfigError as exc:
+        problems += exc.problems
+    if problems:
+        raise ConfigError(problems)
     print(f"{ns.file}: ok ({len(config.pipelines)} pipelines)")
     return 0
 

@@ -16,7 +16,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import RegistrationError, WorkflowError
-from .registry import Endpoint, Registry, RegistryBuilder, StepType
+from .registry import Endpoint, Registry, RegistryBuilder, StepType, compose_registry
 
 COMPONENT_ID = re.compile(r"^[a-z0-9_]{1,64}$")
 MODULE_PREFIX = "workflow_components."
@@ -70,6 +70,18 @@ def component_id_for(path: str | Path) -> str:
         raise ComponentError(f"component ids are 1-64 characters of a-z, 0-9 and _, not {stem!r}",
                              file=str(path), status=400)
     return stem
+
+
+def is_component_file(name: str) -> bool:
+    """`*.py`, but not hidden, `_private.py` or an editor's `#lock#` file."""
+    return name.endswith(".py") and not name.startswith((".", "_", "#"))
+
+
+def component_files(directory: Path) -> list[Path]:
+    """The component files directly in `directory`, in a stable order (none if it does not exist)."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if is_component_file(p.name) and p.is_file())
 
 
 def read_source(path: str | Path) -> Source:
@@ -152,3 +164,20 @@ def _hook_line(module: types.ModuleType, message: str) -> int | None:
     return None
 
 
+
+
+def load_components(base: Registry, directory: Path) -> tuple[Registry, list[str]]:
+    """Load every component in `directory` on top of `base`, synchronously (for `validate`).
+
+    Returns the combined registry and one `file[:line]: message` per component that failed.
+    """
+    registry, problems = base, []
+    for path in component_files(directory):
+        try:
+            source = read_source(path)
+            component = collect(build_module(source), source, registry)
+        except ComponentError as exc:
+            problems.append(exc.message)
+            continue
+        registry = compose_registry(registry, (component.steps, component.endpoints))
+    return registry, problems

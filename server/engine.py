@@ -17,6 +17,7 @@ from .config import AppConfig
 from .errors import StepError, WorkflowError
 from .executions import ExecutionLog
 from .keys import ENGINE
+from .lifecycle import run_hook, run_hook_logged
 from .metrics import Metrics
 from .pipeline import Executor, Outcome
 from .pipeline_model import Pipeline
@@ -79,7 +80,8 @@ class Engine:
         self.executions = ExecutionLog(settings.execution_history)
         self.queue = LocalQueue(workers=settings.async_workers, capacity=settings.async_queue_size,
                                 depth_gauge=metrics.queue_depth)
-        self.thread_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="workflow-step")
+        self.thread_pool = ThreadPoolExecutor(max_workers=settings.step_threads,
+                                              thread_name_prefix="workflow-step")
         self.services: Services | None = None
         self.executor = Executor(state=lambda: self.state, services=lambda: self.services,
                                  metrics=metrics, step_timeout=settings.step_timeout,
@@ -161,16 +163,27 @@ def _wrapped(name: str, error: WorkflowError) -> WorkflowError:
 
 
 async def engine_context(app: web.Application) -> AsyncIterator[None]:
-    """Start the shared HTTP client and the queue workers; on exit drain and close them."""
+    """Start the shared HTTP client, the queue workers and the plugins; on exit drain and close them."""
     engine = app[ENGINE]
+    timeout = engine.settings.lifecycle_timeout
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         engine.services = Services(http=session, publish=engine.publish, run_pipeline=engine.run_by_name)
         engine.queue.start()
-        engine.ready = True
+        await run_hook(engine.plugin_manager, "startup", timeout, services=engine.services)
         yield
         engine.ready = False
         engine.draining = True
         await engine.queue.stop(engine.settings.shutdown_timeout)
+        await run_hook_logged(engine.plugin_manager, "shutdown", timeout)
     engine.thread_pool.shutdown(wait=False, cancel_futures=True)
 
 
+async def mark_ready(app: web.Application) -> None:
+    """Runs after every cleanup context has started: plugins, config and components are loaded."""
+    app[ENGINE].ready = True
+
+
+async def mark_draining(app: web.Application) -> None:
+    """Runs first on shutdown, so /readyz fails while in-flight work drains."""
+    app[ENGINE].ready = False
+    app[ENGINE].draining = True

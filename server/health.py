@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .keys import ENGINE
+from .keys import ENGINE, RELOADER
 from .middleware import json_response
 
 
@@ -26,17 +26,26 @@ async def healthz(request: web.Request) -> web.Response:
     """Overall health with one entry per check; 503 when any check fails."""
     engine = request.app[ENGINE]
     queue = engine.queue
+    components = request.app[RELOADER]
+    failing = sorted(components.failures)
     checks = {
         "config": {"status": "ok", "pipelines": len(engine.config.pipelines), "source": engine.config.source},
         "plugins": {"status": "ok", "step_types": len(engine.registry.steps),
                     "providers": len(engine.registry.providers())},
         "queue": {"status": "ok" if queue.depth < engine.settings.async_queue_size else "full",
                   "depth": queue.depth, "capacity": engine.settings.async_queue_size},
+        "components": {"status": "degraded" if failing else "ok", "in_service": len(components.components),
+                       "failing": len(failing), "failing_ids": failing},
         "lifecycle": {"status": "ok" if engine.ready and not engine.draining else "unavailable",
                       "ready": engine.ready, "draining": engine.draining},
     }
-    healthy = all(check["status"] == "ok" for check in checks.values())
-    return json_response({"status": "ok" if healthy else "unhealthy", "checks": checks}, 200 if healthy else 503)
+    statuses = {check["status"] for check in checks.values()}
+    # A failing component is degraded, not down: its previous version (if any) keeps serving.
+    if statuses <= {"ok"}:
+        return json_response({"status": "ok", "checks": checks})
+    if statuses <= {"ok", "degraded"}:
+        return json_response({"status": "degraded", "checks": checks})
+    return json_response({"status": "unhealthy", "checks": checks}, 503)
 
 
 def add_health_routes(app: web.Application) -> None:

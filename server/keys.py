@@ -9,11 +9,13 @@ from aiohttp import web
 if TYPE_CHECKING:
     from .engine import Engine
     from .metrics import Metrics
+    from .reloader import ComponentManager
     from .settings import Settings
 
 ENGINE: web.AppKey["Engine"] = web.AppKey("engine")
 METRICS: web.AppKey["Metrics"] = web.AppKey("metrics")
 SETTINGS: web.AppKey["Settings"] = web.AppKey("settings")
+RELOADER: web.AppKey["ComponentManager"] = web.AppKey("reloader")
 
 # The route template a dispatcher matched, for the metrics `path` label.
 ROUTE_LABEL: web.RequestKey[str] = web.RequestKey("route_label", str)

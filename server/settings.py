@@ -44,6 +44,12 @@ class Settings:
     async_workers: int = 8
     async_queue_size: int = 10_000
     execution_history: int = 10_000
+    step_threads: int = 16
+    watch: bool = True
+    debounce: float = 0.05
+    polling: bool = False
+    drain_timeout: float = 30.0
+    lifecycle_timeout: float = 10.0
     jwt_secret: str | None = None
 
 
@@ -89,6 +95,12 @@ def from_environment(
         async_workers=_positive_int(env, "WORKFLOW_ASYNC_WORKERS", 8),
         async_queue_size=_positive_int(env, "WORKFLOW_ASYNC_QUEUE_SIZE", 10_000),
         execution_history=_positive_int(env, "WORKFLOW_EXECUTION_HISTORY", 10_000),
+        step_threads=_positive_int(env, "WORKFLOW_STEP_THREADS", 16),
+        watch=_flag(env, "WORKFLOW_WATCH", True),
+        debounce=_duration(env, "WORKFLOW_COMPONENTS_DEBOUNCE", "50ms"),
+        polling=_flag(env, "WORKFLOW_COMPONENTS_POLLING", False),
+        drain_timeout=_duration(env, "WORKFLOW_DRAIN_TIMEOUT", "30s"),
+        lifecycle_timeout=_duration(env, "WORKFLOW_LIFECYCLE_TIMEOUT", "10s"),
         jwt_secret=env.get("JWT_SECRET") or None,
     )
 
@@ -100,6 +112,17 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     if not raw.strip().isdigit() or int(raw) <= 0:
         raise SettingsError(f"{name}: {raw!r} is not a positive whole number")
     return int(raw)
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}: {raw!r} is not true or false")
 
 
 def _duration(env: Mapping[str, str], name: str, default: str) -> float:

@@ -11,6 +11,7 @@ from typing import AsyncIterator
 import watchfiles
 from aiohttp import web
 
+from .components import component_files, is_component_file
 from .config import load_config_text
 from .errors import ConfigError
 from .keys import ENGINE, RELOADER
@@ -22,9 +23,7 @@ class ComponentFilter(watchfiles.DefaultFilter):
     """Only `*.py` files directly in the folder; hidden, `_`-prefixed and editor temp files are ignored."""
 
     def __call__(self, change: watchfiles.Change, path: str) -> bool:
-        name = Path(path).name
-        return (name.endswith(".py") and not name.startswith((".", "_", "#"))
-                and super().__call__(change, path))
+        return is_component_file(Path(path).name) and super().__call__(change, path)
 
 
 class ConfigFilter(watchfiles.DefaultFilter):
@@ -38,19 +37,10 @@ class ConfigFilter(watchfiles.DefaultFilter):
         return Path(path).name == self.name
 
 
-def component_files(directory: Path) -> list[Path]:
-    """The component files in `directory`, in a stable order."""
-    accept = ComponentFilter()
-    return sorted(p for p in directory.glob("*.py") if p.is_file() and accept(watchfiles.Change.added, str(p)))
-
-
 async def load_all(app: web.Application) -> None:
     """Load every component file at start-up; a failing one is logged and skipped, never fatal."""
     manager = app[RELOADER]
     directory = app[ENGINE].settings.components_dir
-    if not directory.is_dir():
-        log.info("no components folder at %s", directory)
-        return
     started = time.perf_counter()
     for path in await asyncio.to_thread(component_files, directory):
         await manager.sync_path(path)

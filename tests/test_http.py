@@ -136,7 +136,7 @@ async def test_health_names_its_checks(make_server):
     srv = await make_server(ECHO)
     body = await (await srv.client.get("/healthz")).json()
     assert body["status"] == "ok"
-    assert set(body["checks"]) == {"config", "plugins", "queue", "lifecycle"}
+    assert set(body["checks"]) == {"config", "plugins", "queue", "components", "lifecycle"}
     assert body["checks"]["config"]["pipelines"] == 3
     assert body["checks"]["plugins"]["step_types"] >= 9
 
