@@ -72,3 +72,5 @@ def setup_logging(fmt: str = "text", level: str = "INFO") -> None:
     root.setLevel(level)
     # aiohttp's own access log would duplicate our one line per request.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # watchfiles logs every batch of changes; the reloader logs one line per reload instead.
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from . import logs
+from .contracts import check_outputs, resolve_inputs
 from .errors import PipelineTimeout, StepError, StepTypeUnavailable, WorkflowError
 from .metrics import Metrics
 from .pipeline_model import END, Pipeline, Step
@@ -179,10 +180,12 @@ class _Run:
         start = time.perf_counter()
         status, error = "success", None
         try:
-            ctx = self.context(step)
+            ctx = self.context(step, step_type)
             async with asyncio.timeout(timeout):
                 raw = await self.call(step_type, ctx)
             result = _as_result(raw, step)
+            if step_type.outputs:
+                check_outputs(step_type.outputs, result.output, step.name)
         except TimeoutError:
             status, error = "timeout", f"step {step.name!r} timed out after {timeout:g}s"
             raise PipelineTimeout(error, step=step.name) from None
@@ -212,14 +215,16 @@ class _Run:
             self.outcome.data.update(output)
         return result
 
-    def context(self, step: Step) -> StepContext:
-        """The read-only view handed to the step function."""
+    def context(self, step: Step, step_type: StepType) -> StepContext:
+        """The read-only view handed to the step function; declared inputs are checked here."""
         config = step.renderer.render(self.scope)
+        data = self.outcome.data
+        inputs = resolve_inputs(step_type.inputs, config, data, step.name) if step_type.inputs else {}
         # A LoggerAdapter replaces any `extra=` of the call (before 3.13), so the step is in its own.
         logger = logging.LoggerAdapter(self.logger.logger, {**self.logger.extra, "step": step.name})
         return StepContext(self.outcome.data, config, step.name, step.type, self.pipeline.name,
                            self.outcome.execution_id, self.trigger, self.outputs, self.meta,
-                           logger, self.services, step.prepared, self.depth)
+                           logger, self.services, step.prepared, self.depth, inputs)
 
     async def call(self, step_type: StepType, ctx: StepContext) -> Any:
         """Await an async step; run a plain one in the bounded thread pool."""

@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import pluggy
 
+from .contracts import Field, parse_fields
 from .errors import RegistrationError
 from .routing import RouteConflict, Router
 
@@ -29,6 +30,8 @@ class StepType:
     routes: Callable[[Mapping[str, Any]], list[str]] | None = None
     timeout: float | None = None
     description: str = ""
+    inputs: tuple[Field, ...] = ()
+    outputs: tuple[Field, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +78,14 @@ class RegistryBuilder:
             routes: Callable[[Mapping[str, Any]], list[str]] | None = None,
             timeout: float | None = None,
             description: str = "",
+            inputs: Mapping[str, Any] | None = None,
+            outputs: Mapping[str, Any] | None = None,
         ) -> None:
+            where = f"{provider}: step type {name!r}"
             self.add_step(StepType(name, fn, provider, _is_async(fn), prepare, routes, timeout,
-                                   description or _first_line(fn.__doc__)))
+                                   description or _first_line(getattr(fn, "__doc__", None)),
+                                   parse_fields(inputs, f"{where}: inputs"),
+                                   parse_fields(outputs, f"{where}: outputs")))
 
         return register
 

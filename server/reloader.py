@@ -172,7 +172,7 @@ class ComponentManager:
                  operation: str) -> None:
         self.failures[component_id] = Failure(component_id, path, exc.message, exc.details.get("line"), sha256)
         self._count(operation, "error")
-        log.error("%s %s refused: %s", operation, path, exc.message,
+        log.error("%s refused: %s", operation, exc.message,
                   extra={"component": component_id, "sha256": (sha256 or "")[:12], "result": "error"})
 
     def _count(self, operation: str, status: str) -> None:

@@ -24,7 +24,8 @@ class StepContext:
     """One step's view of a running pipeline.
 
     `data` is the current pipeline data and `config` the step's rendered config; `prepared`
-    is whatever the step type's `prepare` function returned when the config was loaded.
+    is whatever the step type's `prepare` function returned when the config was loaded;
+    `inputs` holds the declared inputs, checked and with their defaults applied.
     """
 
     data: Mapping[str, Any]
@@ -40,6 +41,7 @@ class StepContext:
     services: Services
     prepared: Any = None
     depth: int = 0
+    inputs: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
