@@ -14,7 +14,7 @@ from .http import handle_execution, handle_trigger, handle_webhook
 from .keys import ENGINE, METRICS, RELOADER, SETTINGS
 from .logs import install_context_ids
 from .metrics import Metrics
-from .middleware import error_middleware, observe_middleware
+from .middleware import middleware
 from .openapi import openapi
 from .plugins import build_plugin_manager
 from .registry import build_registry
@@ -69,7 +69,7 @@ def create_apps(settings: Settings, *, engine: Engine | None = None) -> Apps:
 
 
 def _base_app(settings: Settings, engine: Engine, components: ComponentManager) -> web.Application:
-    app = web.Application(middlewares=[observe_middleware, error_middleware],
+    app = web.Application(middlewares=[middleware],
                           client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[ENGINE] = engine

@@ -22,6 +22,7 @@ from .plugins import build_plugin_manager
 from .registry import build_registry
 from .components import load_components
 from .settings import Settings, SettingsError, from_environment
+from .watcher import reload_config
 
 log = logging.getLogger("workflow.server")
 MIN_SECRET_BYTES = 32
@@ -74,6 +75,14 @@ async def serve(main_app: web.Application, admin_app: web.Application, settings:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    reloads: set[asyncio.Task[bool]] = set()  # strong references until each reload finishes
+
+    def reload_on_hangup() -> None:
+        task = loop.create_task(reload_config(main_app))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload_on_hangup)
     await stop.wait()
     started = time.monotonic()
     log.info("stopping: draining in-flight work (up to %.0fs)", settings.shutdown_timeout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import linecache
 import re
+import sys
 import traceback
 import types
 from dataclasses import dataclass, field
@@ -107,11 +108,17 @@ def build_module(source: Source) -> types.ModuleType:
     module.__file__ = source.path
     # Tracebacks from the component show its source even though no file is imported.
     linecache.cache[source.path] = (len(source.text), None, source.text.splitlines(True), source.path)
+    # Visible in sys.modules only while its body runs: dataclasses (with string annotations) and
+    # the like look the defining module up there; afterwards the module must be free to be collected.
+    sys.modules[module.__name__] = module
     try:
         exec(code, module.__dict__)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a top-level exit() must not stop the server
         raise ComponentError(f"failed to import: {type(exc).__name__}: {exc}", file=source.path,
-                             line=_line_in(exc, source.path)) from None
+                             line=line_in(exc, source.path)) from None
+    finally:
+        if sys.modules.get(module.__name__) is module:
+            del sys.modules[module.__name__]
     return module
 
 
@@ -134,17 +141,18 @@ def collect(module: types.ModuleType, source: Source, base: Registry) -> Compone
     builder = RegistryBuilder(base=base)
     try:
         builder.collect(pm)
-    except RegistrationError as exc:
-        raise ComponentError(exc.message.removeprefix(f"{name}: "), file=source.path) from None
+    except RegistrationError as exc:  # the line is the component's `register(...)` call
+        raise ComponentError(exc.message.removeprefix(f"{name}: "), file=source.path,
+                             line=line_in(exc, source.path)) from None
     except Exception as exc:
         raise ComponentError(f"registration failed: {type(exc).__name__}: {exc}", file=source.path,
-                             line=_line_in(exc, source.path)) from None
+                             line=line_in(exc, source.path)) from None
     steps = {k: v for k, v in builder.steps.items() if v.provider == name}
     endpoints = tuple(e for e in builder.endpoints if e.provider == name)
     return Component(source.id, source.path, source.sha256, module, pm, steps, endpoints)
 
 
-def _line_in(exc: BaseException, path: str) -> int | None:
+def line_in(exc: BaseException, path: str) -> int | None:
     """The deepest line of `path` in the traceback (or the SyntaxError's own line)."""
     if isinstance(exc, SyntaxError) and exc.filename == path:
         return exc.lineno
@@ -154,7 +162,8 @@ def _line_in(exc: BaseException, path: str) -> int | None:
 
 def _hook_line(module: types.ModuleType, message: str) -> int | None:
     """The line of the hook implementation pluggy complained about."""
-    named = re.search(r"for hook '(\w+)'", message)
+    # Signature errors say "for hook 'x'"; a hook pluggy does not know is "unknown hook 'x'".
+    named = re.search(r"(?:for|unknown) hook '(\w+)'", message)
     candidates = [vars(module).get(named.group(1))] if named else []
     candidates += [v for v in vars(module).values() if hasattr(v, f"{hookspecs.PROJECT}_impl")]
     for value in candidates:

@@ -47,6 +47,9 @@ def parse_fields(spec: Mapping[str, Any] | None, where: str) -> tuple[Field, ...
         if kind not in TYPES:
             raise RegistrationError(f"{where}.{name}: type {kind!r} is not one of {', '.join(TYPES)}")
         default = options.get("default", _MISSING)
+        # A default of the wrong type would only show up later, as a 400 blaming the caller.
+        if default is not _MISSING and default is not None and not _is(default, kind):
+            raise RegistrationError(f"{where}.{name}: default {default!r} is not {kind}")
         required = bool(options.get("required", default is _MISSING))
         fields.append(Field(str(name), kind, required, default, str(options.get("description", ""))))
     return tuple(fields)

@@ -1,26 +1,28 @@
-"""The two middlewares: request ids, metrics and one log line; errors to JSON, in one place."""
+"""The one middleware: request ids, timing, metrics and one log line, and errors turned into JSON."""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
-import uuid
 
 from aiohttp import web
 
 from . import logs
 from .errors import MethodNotAllowed, PayloadTooLarge, WorkflowError
+from .ids import new_id
 from .keys import METRICS, SETTINGS
 from .metrics import route_label
 
 log = logging.getLogger("workflow.http")
 REQUEST_ID_HEADER = "X-Request-ID"
+# One encoder for every response: json.dumps with options builds a new one per call.
+_encode = json.JSONEncoder(separators=(",", ":"), default=str, ensure_ascii=False).encode
 
 
 def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     """A JSON response (a step may choose another JSON type, such as application/problem+json)."""
-    payload = json.dumps(body, default=str, separators=(",", ":")).encode()
+    payload = _encode(body).encode()
     if headers and any(k.lower() == "content-type" for k in headers):
         return web.Response(body=payload, status=status, headers=headers)
     return web.Response(body=payload, status=status, content_type="application/json", headers=headers)
@@ -33,46 +35,42 @@ def error_response(error: WorkflowError) -> web.Response:
 
 
 @web.middleware
-async def observe_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """Give the request an id, time it, count it, and log one line when it is answered."""
-    rid = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
-    token = logs.request_id.set(rid[:128])
+async def middleware(request: web.Request, handler) -> web.StreamResponse:
+    """Give the request an id, answer errors as JSON, count and time it, and log one line."""
+    rid = (request.headers.get(REQUEST_ID_HEADER) or new_id())[:128]
+    token = logs.request_id.set(rid)
     start = time.perf_counter()
-    status = 500
     try:
-        response = await handler(request)
-        status = response.status
-        response.headers[REQUEST_ID_HEADER] = rid[:128]
-        return response
-    finally:
+        try:
+            response = await handler(request)
+        except Exception as exc:  # noqa: BLE001 - this is the one place errors become answers
+            response = _error_answer(request, exc)
+        response.headers[REQUEST_ID_HEADER] = rid
         elapsed = time.perf_counter() - start
         label = route_label(request)
-        request.app[METRICS].observe_request(request.method, label, status, elapsed)
+        request.app[METRICS].observe_request(request.method, label, response.status, elapsed)
         if log.isEnabledFor(logging.INFO):
-            log.info("%s %s %d", request.method, request.path, status,
-                     extra={"status": status, "route": label, "duration_ms": round(elapsed * 1000, 3),
-                            "remote": request.remote})
+            log.info("%s %s %d", request.method, request.path, response.status,
+                     extra={"status": response.status, "route": label,
+                            "duration_ms": round(elapsed * 1000, 3), "remote": request.remote})
+        return response
+    finally:
         logs.request_id.reset(token)
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """Turn every error into a JSON body with a fitting status; never a traceback."""
-    try:
-        return await handler(request)
-    except WorkflowError as exc:
+def _error_answer(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """Turn any exception into a JSON body with a fitting status; never a traceback."""
+    if isinstance(exc, WorkflowError):
         return error_response(exc)
-    except web.HTTPRequestEntityTooLarge:
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
         limit = request.app[SETTINGS].max_body_bytes
         return error_response(PayloadTooLarge(f"request body is larger than the limit of {limit} bytes",
                                               limit=limit))
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        error = WorkflowError(exc.reason, status=exc.status)
-        if isinstance(exc, web.HTTPMethodNotAllowed):
-            error = MethodNotAllowed(f"method {exc.method} is not allowed", sorted(exc.allowed_methods))
-        return error_response(error)
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return json_response({"error": "internal server error", "request_id": logs.request_id.get()}, 500)
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return error_response(MethodNotAllowed(f"method {exc.method} is not allowed", sorted(exc.allowed_methods)))
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400:  # redirects and the like are answers, not errors
+            return exc
+        return error_response(WorkflowError(exc.reason, status=exc.status))
+    log.error("unhandled error in %s %s", request.method, request.path, exc_info=exc)
+    return json_response({"error": "internal server error", "request_id": logs.request_id.get()}, 500)

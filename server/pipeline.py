@@ -7,14 +7,13 @@ import contextvars
 import functools
 import logging
 import time
-import uuid
 from concurrent.futures import Executor as ThreadPool
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 
 from . import logs
 from .contracts import check_outputs, resolve_inputs
+from .ids import new_id
 from .errors import PipelineTimeout, StepError, StepTypeUnavailable, WorkflowError
 from .metrics import Metrics
 from .pipeline_model import END, Pipeline, Step
@@ -26,6 +25,7 @@ if TYPE_CHECKING:
     from .engine import State
 
 log = logging.getLogger("workflow.pipeline")
+step_log = logging.getLogger("workflow.step")
 
 
 @dataclass(slots=True)
@@ -63,7 +63,7 @@ class Outcome:
 class Executor:
     """Runs pipelines; holds only what every execution shares."""
 
-    def __init__(self, *, state: Callable[[], "State"], services: Callable[[], Services],
+    def __init__(self, *, state: Callable[[], "State"], services: Callable[[], Services | None],
                  metrics: Metrics, step_timeout: float, thread_pool: ThreadPool | None = None,
                  max_depth: int = 8) -> None:
         self._state = state
@@ -81,16 +81,16 @@ class Executor:
         execution keeps it to its end, so a reload never changes a running execution.
         """
         state = state or self._state()
-        outcome = Outcome(execution_id or str(uuid.uuid4()), pipeline.name,
+        outcome = Outcome(execution_id or new_id(), pipeline.name,
                           workflow_type or pipeline.trigger.workflow_type, data=dict(payload))
-        outcome.started_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        outcome.started_at = _utc_now()
         token = logs.execution_id.set(outcome.execution_id)
         active = self.metrics.child(self.metrics.active, outcome.workflow_type)
         active.inc()
         state.lease.acquire()
         start = time.perf_counter()
         try:
-            await self._run_guarded(pipeline, payload, outcome, state.registry, depth)
+            await _Run(self, pipeline, payload, outcome, state.registry, depth).execute()
         except asyncio.CancelledError:
             outcome.status = "error"
             raise
@@ -102,30 +102,12 @@ class Executor:
             logs.execution_id.reset(token)
         return outcome
 
-    async def _run_guarded(self, pipeline: Pipeline, payload: Mapping[str, Any], outcome: Outcome,
-                           registry: Registry, depth: int) -> None:
-        run = _Run(self, pipeline, payload, outcome, registry, depth)
-        try:
-            async with run.deadline:
-                await run.steps(pipeline.steps, 0 if pipeline.steps else END, pipeline.on_error)
-        except WorkflowError as exc:
-            outcome.error = exc
-        except TimeoutError:
-            outcome.error = PipelineTimeout(
-                f"pipeline {pipeline.name!r} timed out after {pipeline.timeout:g}s",
-                execution_id=outcome.execution_id)
-        if outcome.error is not None:
-            outcome.status = "timeout" if isinstance(outcome.error, PipelineTimeout) else "error"
-            outcome.error.details.setdefault("execution_id", outcome.execution_id)
-            if pipeline.on_error == "compensate" and pipeline.compensation:
-                await run.compensate()
-            log.warning("pipeline %s failed: %s", pipeline.name, outcome.error.message,
-                        extra={"pipeline": pipeline.name, "status": outcome.status,
-                               "step": outcome.error.details.get("step")})
-
 
 class _Run:
     """The mutable state of one execution."""
+
+    __slots__ = ("executor", "pipeline", "outcome", "registry", "depth", "trigger", "outputs", "meta", "scope",
+                 "services", "loop", "deadline", "expired")
 
     def __init__(self, executor: Executor, pipeline: Pipeline, payload: Mapping[str, Any],
                  outcome: Outcome, registry: Registry, depth: int) -> None:
@@ -136,17 +118,52 @@ class _Run:
         self.meta = {"pipeline": pipeline.name, "execution_id": outcome.execution_id,
                      "started_at": outcome.started_at}
         self.scope = Scope(outcome.data, self.outputs, payload, self.meta)
-        self.logger = logging.LoggerAdapter(logging.getLogger(f"workflow.step"),
-                                            {"pipeline": pipeline.name})
         self.services = executor._services()
-        self.deadline = asyncio.timeout(pipeline.timeout)
+        self.loop = asyncio.get_running_loop()
+        self.deadline = self.loop.time() + pipeline.timeout
+        self.expired = False
 
-    async def steps(self, steps: tuple[Step, ...], index: int, on_error: str) -> None:
-        """Walk the flow from `index`, applying the pipeline's on_error policy."""
-        budget = 100 * len(steps) + 100  # a `next:` loop must not spin until the timeout
+    async def execute(self) -> None:
+        """Walk the steps under the pipeline's deadline; failures end up in the outcome."""
+        pipeline, outcome = self.pipeline, self.outcome
+        task = asyncio.current_task()
+        # One bare timer instead of asyncio.timeout(): the same cancel-then-uncancel protocol,
+        # at a fraction of the cost on the hot path.
+        timer = self.loop.call_at(self.deadline, self._expire, task)
+        try:
+            await self.walk(pipeline.steps, 0 if pipeline.steps else END, pipeline.on_error)
+        except asyncio.CancelledError:
+            if not self.expired or task.uncancel() > 0:
+                raise
+            outcome.error = PipelineTimeout(f"pipeline {pipeline.name!r} timed out after {pipeline.timeout:g}s")
+        except WorkflowError as exc:
+            # Outcomes outlive the request (execution history): drop the frames, which would keep
+            # a replaced component's module alive through its globals.
+            exc.__traceback__ = exc.__context__ = exc.__cause__ = None
+            outcome.error = exc
+        finally:
+            timer.cancel()
+        if outcome.error is None:
+            return
+        outcome.status = "timeout" if isinstance(outcome.error, PipelineTimeout) else "error"
+        outcome.error.details.setdefault("execution_id", outcome.execution_id)
+        if pipeline.on_error == "compensate" and pipeline.compensation:
+            await self.compensate()
+        log.warning("pipeline %s failed: %s", pipeline.name, outcome.error.message,
+                    extra={"pipeline": pipeline.name, "status": outcome.status,
+                           "step": outcome.error.details.get("step")})
+
+    def _expire(self, task: asyncio.Task[Any]) -> None:
+        self.expired = True
+        task.cancel()
+
+    async def walk(self, steps: tuple[Step, ...], index: int, on_error: str) -> None:
+        """Follow the flow from `index`, applying the pipeline's on_error policy."""
+        limit = 100 * len(steps) + 100  # a `next:` loop must not spin until the timeout
+        flow, names = self.pipeline.flow, self.pipeline.index
         while index != END:
-            budget -= 1
-            if budget < 0:
+            limit -= 1
+            if limit < 0:
                 raise StepError(f"pipeline {self.pipeline.name!r} ran more than {100 * len(steps) + 100} "
                                 "steps: a `next:` loop?")
             step = steps[index]
@@ -157,37 +174,47 @@ class _Run:
             except WorkflowError:
                 if on_error != "skip":
                     raise
-                index = self.pipeline.flow[index]  # a skipped router goes to its join (plan_flow)
+                index = flow[index]  # a skipped router goes to its join (plan_flow)
                 continue
             if result.response is not None:
                 self.outcome.response = result.response
                 return
-            if result.goto is not None:
-                if result.goto not in self.pipeline.index:
-                    raise StepError(f"step {step.name!r} jumped to unknown step {result.goto!r}",
-                                    step=step.name)
-                index = self.pipeline.index[result.goto]
+            if result.goto is None:
+                index = flow[index]
+            elif result.goto in names:
+                index = names[result.goto]
             else:
-                index = self.pipeline.flow[index]
+                raise StepError(f"step {step.name!r} jumped to unknown step {result.goto!r}", step=step.name)
 
     async def step(self, step: Step) -> StepResult:
-        """Run one step under its timeout, merge its output and record how it went."""
+        """Run one step under its time limit, merge its output and record how it went."""
         step_type = self.registry.steps.get(step.type)
         if step_type is None:
             raise StepTypeUnavailable(f"step type {step.type!r} is not available", step=step.name,
                                       type=step.type)
-        timeout = step.timeout or step_type.timeout or self.executor.step_timeout
+        limit = step.timeout or step_type.timeout or self.executor.step_timeout
+        # A step's own timer is needed only when it is tighter than the pipeline's deadline;
+        # otherwise the deadline already bounds it, and a timer per step is the executor's
+        # largest fixed cost.
+        own_timer = self.loop.time() + limit < self.deadline
         start = time.perf_counter()
         status, error = "success", None
         try:
             ctx = self.context(step, step_type)
-            async with asyncio.timeout(timeout):
+            if own_timer:
+                async with asyncio.timeout(limit):
+                    raw = await self.call(step_type, ctx)
+            else:
                 raw = await self.call(step_type, ctx)
             result = _as_result(raw, step)
             if step_type.outputs:
                 check_outputs(step_type.outputs, result.output, step.name)
         except TimeoutError:
-            status, error = "timeout", f"step {step.name!r} timed out after {timeout:g}s"
+            if not own_timer:  # the step raised it itself, e.g. from its own client
+                status, error = "error", "TimeoutError"
+                raise StepError(f"step {step.name!r} ({step.type}) failed: TimeoutError", status=504,
+                                step=step.name) from None
+            status, error = "timeout", f"step {step.name!r} timed out after {limit:g}s"
             raise PipelineTimeout(error, step=step.name) from None
         except WorkflowError as exc:
             status, error = "error", exc.message
@@ -198,8 +225,8 @@ class _Run:
             raise
         except Exception as exc:
             status, error = "error", f"{type(exc).__name__}: {exc}"
-            self.logger.logger.exception("step %s (%s) raised", step.name, step.type,
-                                         extra={"pipeline": self.pipeline.name, "step": step.name})
+            step_log.exception("step %s (%s) raised", step.name, step.type,
+                          extra={"pipeline": self.pipeline.name, "step": step.name})
             raise StepError(f"step {step.name!r} ({step.type}) failed: {type(exc).__name__}",
                             step=step.name) from None
         finally:
@@ -207,7 +234,7 @@ class _Run:
             # The metric's statuses are fixed (success, error, timeout): a step cut short by the
             # pipeline's deadline timed out; one cancelled by a disconnect or shutdown failed.
             if status == "cancelled":
-                status = "timeout" if self.deadline.expired() else "error"
+                status = "timeout" if self.expired else "error"
             self.executor.metrics.observe_step(step.type, status)
         output = result.output
         self.outputs[step.name] = output if output is not None else {}
@@ -219,21 +246,18 @@ class _Run:
         """The read-only view handed to the step function; declared inputs are checked here."""
         config = step.renderer.render(self.scope)
         data = self.outcome.data
-        inputs = resolve_inputs(step_type.inputs, config, data, step.name) if step_type.inputs else {}
-        # A LoggerAdapter replaces any `extra=` of the call (before 3.13), so the step is in its own.
-        logger = logging.LoggerAdapter(self.logger.logger, {**self.logger.extra, "step": step.name})
-        return StepContext(self.outcome.data, config, step.name, step.type, self.pipeline.name,
-                           self.outcome.execution_id, self.trigger, self.outputs, self.meta,
-                           logger, self.services, step.prepared, self.depth, inputs)
+        inputs = resolve_inputs(step_type.inputs, config, data, step.name) if step_type.inputs else None
+        return StepContext(data, config, step.name, step.type, self.pipeline.name, self.outcome.execution_id,
+                           self.trigger, self.outputs, self.meta, self.services, step.prepared, self.depth,
+                           inputs)
 
-    async def call(self, step_type: StepType, ctx: StepContext) -> Any:
-        """Await an async step; run a plain one in the bounded thread pool."""
+    def call(self, step_type: StepType, ctx: StepContext) -> Awaitable[Any]:
+        """The step's awaitable: its coroutine, or a plain function running in the bounded thread pool."""
         if step_type.is_async:
-            return await step_type.fn(ctx)
-        loop = asyncio.get_running_loop()
+            return step_type.fn(ctx)
         # Copy the context so the step's log lines keep the request and execution ids.
         call = functools.partial(contextvars.copy_context().run, step_type.fn, ctx)
-        return await loop.run_in_executor(self.executor.thread_pool, call)
+        return self.loop.run_in_executor(self.executor.thread_pool, call)
 
     async def compensate(self) -> None:
         """Run the compensation steps in reverse order; their failures are logged, not raised."""
@@ -244,6 +268,18 @@ class _Run:
             except (WorkflowError, TimeoutError) as exc:
                 log.error("compensation step %s failed: %s", step.name, getattr(exc, "message", exc),
                           extra={"pipeline": self.pipeline.name, "step": step.name})
+
+
+def _utc_now() -> str:
+    """Now in UTC as RFC 3339 with milliseconds, e.g. 2026-11-25T19:19:31.123Z."""
+    now = time.time()
+    second = int(now)
+    if second != _second_text[0]:  # formatting the date costs more than the rest of this function
+        _second_text[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
+    return f"{_second_text[1]}.{int((now - second) * 1000):03d}Z"
+
+
+_second_text: list[Any] = [None, ""]
 
 
 def _as_result(raw: Any, step: Step) -> StepResult:

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from .components import Component, ComponentError, Source, build_module, collect, read_source
+from .components import Component, ComponentError, Source, build_module, collect, line_in, read_source
 from .config import compile_config
 from .errors import ConfigError
 from .lifecycle import LifecycleError, run_hook, run_hook_logged
@@ -57,11 +57,15 @@ class ComponentManager:
         self._count("file_change", "success")
         try:
             source = await asyncio.to_thread(read_source, path)
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError):  # no longer a file: as at start-up, not a component
             await self.remove(Path(path).stem.lower())
             return None
         except ComponentError as exc:
-            self._refused(Path(path).stem.lower(), str(path), exc, None, "load")
+            self._refused(Path(path).stem.lower(), str(path), exc, None, "load", seen_at)
+            return None
+        except OSError as exc:  # unreadable (permissions, I/O): refused like a broken file, never fatal
+            error = ComponentError(f"cannot read: {exc.strerror or exc}", file=str(path))
+            self._refused(Path(path).stem.lower(), str(path), error, None, "load", seen_at)
             return None
         current = self.components.get(source.id)
         if current is not None and current.sha256 == source.sha256:
@@ -80,7 +84,7 @@ class ComponentManager:
             try:
                 component, state = await self._build(source)
             except ComponentError as exc:
-                self._refused(source.id, source.path, exc, source.sha256, operation)
+                self._refused(source.id, source.path, exc, source.sha256, operation, seen_at)
                 raise
             old = self.components.get(source.id)
             component.version = old.version + 1 if old else 1
@@ -132,12 +136,20 @@ class ComponentManager:
         except ConfigError as exc:
             raise ComponentError("the config does not compile with this version: " + "; ".join(exc.problems),
                                  file=source.path) from None
+        except Exception as exc:  # the component's `prepare` raised something the config loader does not expect
+            raise ComponentError(f"the config does not compile with this version: {type(exc).__name__}: {exc}",
+                                 file=source.path, line=line_in(exc, source.path)) from None
         try:
             await run_hook(component.plugin_manager, "startup", self.lifecycle_timeout,
                            services=self.engine.services)
         except LifecycleError as exc:
             raise ComponentError(str(exc), file=source.path) from None
         return component, self.engine.state_for(registry, config)
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        """Held from reading the state in service to swapping the next one (a config reload takes it too)."""
+        return self._lock
 
     def _compose(self, exclude: str | None = None) -> Registry:
         return compose_registry(self.built_in, *((c.steps, c.endpoints) for cid, c in self.components.items()
@@ -169,11 +181,13 @@ class ComponentManager:
     # ------------------------------------------------------------------ reporting
 
     def _refused(self, component_id: str, path: str, exc: ComponentError, sha256: str | None,
-                 operation: str) -> None:
+                 operation: str, seen_at: float) -> None:
         self.failures[component_id] = Failure(component_id, path, exc.message, exc.details.get("line"), sha256)
         self._count(operation, "error")
-        log.error("%s refused: %s", operation, exc.message,
-                  extra={"component": component_id, "sha256": (sha256 or "")[:12], "result": "error"})
+        elapsed = time.perf_counter() - seen_at
+        log.error("%s refused in %.1f ms: %s", operation, elapsed * 1000, exc.message,
+                  extra={"component": component_id, "sha256": (sha256 or "")[:12], "result": "error",
+                         "duration_ms": round(elapsed * 1000, 3)})
 
     def _count(self, operation: str, status: str) -> None:
         self.engine.metrics.child(self.engine.metrics.module_operations, "dynamic", operation, status).inc()

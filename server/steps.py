@@ -19,29 +19,40 @@ class Services:
     run_pipeline: Callable[..., Awaitable[Any]]
 
 
-@dataclass(frozen=True, slots=True)
 class StepContext:
-    """One step's view of a running pipeline.
+    """One step's view of a running pipeline (read-only by convention).
 
     `data` is the current pipeline data and `config` the step's rendered config; `prepared`
     is whatever the step type's `prepare` function returned when the config was loaded;
-    `inputs` holds the declared inputs, checked and with their defaults applied.
+    `inputs` holds the declared inputs, checked and with their defaults applied; `logger`
+    carries the pipeline and step names (and, through the context, the request and
+    execution ids).
     """
 
-    data: Mapping[str, Any]
-    config: Mapping[str, Any]
-    step: str
-    type: str
-    pipeline: str
-    execution_id: str
-    trigger: Mapping[str, Any]
-    steps: Mapping[str, Any]
-    meta: Mapping[str, Any]
-    logger: logging.LoggerAdapter
-    services: Services
-    prepared: Any = None
-    depth: int = 0
-    inputs: Mapping[str, Any] = field(default_factory=dict)
+    # A plain slotted class: one is built per step on the hot path, and most steps never log.
+    __slots__ = ("data", "config", "step", "type", "pipeline", "execution_id", "trigger", "steps", "meta",
+                 "services", "prepared", "depth", "inputs", "_logger")
+
+    def __init__(self, data: Mapping[str, Any], config: Mapping[str, Any], step: str, type: str,
+                 pipeline: str, execution_id: str, trigger: Mapping[str, Any], steps: Mapping[str, Any],
+                 meta: Mapping[str, Any], services: Services | None, prepared: Any = None, depth: int = 0,
+                 inputs: Mapping[str, Any] | None = None) -> None:
+        self.data, self.config, self.step, self.type = data, config, step, type
+        self.pipeline, self.execution_id, self.trigger, self.steps = pipeline, execution_id, trigger, steps
+        self.meta, self.services, self.prepared, self.depth = meta, services, prepared, depth
+        self.inputs = inputs if inputs is not None else {}
+        self._logger: logging.LoggerAdapter | None = None
+
+    @property
+    def logger(self) -> logging.LoggerAdapter:
+        """A logger whose lines name the pipeline and the step."""
+        if self._logger is None:
+            self._logger = logging.LoggerAdapter(logging.getLogger("workflow.step"),
+                                                 {"pipeline": self.pipeline, "step": self.step})
+        return self._logger
+
+    def __repr__(self) -> str:
+        return f"StepContext(pipeline={self.pipeline!r}, step={self.step!r}, type={self.type!r})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,16 +55,20 @@ async def reload_config(app: web.Application) -> bool:
     if path is None:
         return False
     metrics = engine.metrics
-    try:
-        text = await asyncio.to_thread(path.read_text, encoding="utf-8")
-        config = await asyncio.to_thread(load_config_text, text, engine.registry, source=str(path), strict=False)
-    except (OSError, ConfigError) as exc:
-        problems = exc.problems if isinstance(exc, ConfigError) else [f"{path}: {exc}"]
-        for problem in problems:
-            log.error("config reload refused: %s", problem)
-        metrics.child(metrics.module_operations, "config", "reload", "error").inc()
-        return False
-    engine.swap(engine.state_for(engine.registry, config))
+    # Under the components' lock: a component swap compiles the config in service, so a config swapped
+    # in meanwhile would be undone, and this config must be compiled against the registry it goes out with.
+    async with app[RELOADER].lock:
+        registry = engine.registry
+        try:
+            text = await asyncio.to_thread(path.read_text, encoding="utf-8")
+            config = await asyncio.to_thread(load_config_text, text, registry, source=str(path), strict=False)
+        except (OSError, ConfigError) as exc:
+            problems = exc.problems if isinstance(exc, ConfigError) else [f"{path}: {exc}"]
+            for problem in problems:
+                log.error("config reload refused: %s", problem)
+            metrics.child(metrics.module_operations, "config", "reload", "error").inc()
+            return False
+        engine.swap(engine.state_for(registry, config))
     metrics.child(metrics.module_operations, "config", "reload", "success").inc()
     log.info("config reloaded from %s: %d pipeline(s)", path, len(config.pipelines))
     return True
@@ -74,21 +78,31 @@ async def watcher_context(app: web.Application) -> AsyncIterator[None]:
     """Load the components, then watch them and the config file until shutdown."""
     engine = app[ENGINE]
     settings = engine.settings
-    if settings.watch:
-        settings.components_dir.mkdir(parents=True, exist_ok=True)
-    await load_all(app)
-    stop = asyncio.Event()
+    stop, loaded = asyncio.Event(), asyncio.Event()
     tasks = []
     if settings.watch:
-        tasks.append(asyncio.create_task(_watch_components(app, stop), name="watch-components"))
+        settings.components_dir.mkdir(parents=True, exist_ok=True)
+        # Watch before loading, so a save during start-up is not lost; changes wait for the first load.
+        tasks.append(asyncio.create_task(_watch_components(app, stop, loaded), name="watch-components"))
         if settings.config_path is not None:
-            tasks.append(asyncio.create_task(_watch_config(app, stop), name="watch-config"))
+            tasks.append(asyncio.create_task(_watch_config(app, stop, loaded), name="watch-config"))
+        await asyncio.sleep(0)  # each task sets up its watch in its first step
+    try:
+        await load_all(app)
+    except BaseException:
+        await _stop(tasks, stop)
+        raise
+    loaded.set()
     yield
+    await _stop(tasks, stop)
+    await app[RELOADER].close()
+
+
+async def _stop(tasks: list[asyncio.Task[None]], stop: asyncio.Event) -> None:
     stop.set()
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    await app[RELOADER].close()
 
 
 def _watch_options(app: web.Application) -> dict:
@@ -99,12 +113,13 @@ def _watch_options(app: web.Application) -> dict:
             "poll_delay_ms": max(10, debounce), "rust_timeout": 1000}
 
 
-async def _watch_components(app: web.Application, stop: asyncio.Event) -> None:
+async def _watch_components(app: web.Application, stop: asyncio.Event, loaded: asyncio.Event) -> None:
     manager = app[RELOADER]
     directory = app[ENGINE].settings.components_dir
     async for changes in watchfiles.awatch(directory, watch_filter=ComponentFilter(), stop_event=stop,
                                            recursive=False, **_watch_options(app)):
         seen_at = time.perf_counter()
+        await loaded.wait()
         for path in sorted({path for _, path in changes}):
             try:
                 await manager.sync_path(path, seen_at=seen_at)
@@ -112,9 +127,10 @@ async def _watch_components(app: web.Application, stop: asyncio.Event) -> None:
                 log.exception("unexpected error while applying %s", path)
 
 
-async def _watch_config(app: web.Application, stop: asyncio.Event) -> None:
+async def _watch_config(app: web.Application, stop: asyncio.Event, loaded: asyncio.Event) -> None:
     path = app[ENGINE].settings.config_path.resolve()
     async for _ in watchfiles.awatch(path.parent, watch_filter=ConfigFilter(path), stop_event=stop,
                                      recursive=False, **_watch_options(app)):
+        await loaded.wait()
         if path.exists():
             await reload_config(app)
