@@ -16,7 +16,8 @@ def prepare(config):
     keywords = config.get("keywords", DEFAULT_KEYWORDS)
     if not isinstance(keywords, dict) or not all(isinstance(v, list) for v in keywords.values()):
         raise ValueError("keywords must map a level to a list of words")
-    return [(level, re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE))
+    # Lookarounds rather than \b, so keywords that start or end with punctuation ("c++") match too.
+    return [(level, re.compile(r"(?<!\w)(" + "|".join(re.escape(w) for w in words) + r")(?!\w)", re.IGNORECASE))
             for level, words in keywords.items() if words]
 
 

@@ -142,8 +142,10 @@ class ComponentManager:
         try:
             await run_hook(component.plugin_manager, "startup", self.lifecycle_timeout,
                            services=self.engine.services)
-        except LifecycleError as exc:
-            raise ComponentError(str(exc), file=source.path) from None
+        except LifecycleError as exc:  # the line of a raising hook is in the cause's traceback
+            cause = exc.__cause__
+            raise ComponentError(str(exc), file=source.path,
+                                 line=line_in(cause, source.path) if cause else None) from None
         return component, self.engine.state_for(registry, config)
 
     @property

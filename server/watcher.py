@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable, Iterable
 
 import watchfiles
 from aiohttp import web
@@ -71,6 +71,10 @@ async def reload_config(app: web.Application) -> bool:
         engine.swap(engine.state_for(registry, config))
     metrics.child(metrics.module_operations, "config", "reload", "success").inc()
     log.info("config reloaded from %s: %d pipeline(s)", path, len(config.pipelines))
+    # A component refused because the old config did not compile with it may fit the new one.
+    manager = app[RELOADER]
+    for failure in list(manager.failures.values()):
+        await manager.sync_path(failure.path)
     return True
 
 
@@ -109,18 +113,65 @@ def _watch_options(app: web.Application) -> dict:
     settings = app[ENGINE].settings
     debounce = max(1, int(settings.debounce * 1000))
     # `step` is the quiet time that ends a burst of events: it, not `debounce`, sets the usual latency.
-    return {"debounce": debounce, "step": min(10, debounce), "force_polling": settings.polling or None,
-            "poll_delay_ms": max(10, debounce), "rust_timeout": 1000}
+    return {"debounce": debounce, "step": min(10, debounce), "poll_delay_ms": max(10, debounce),
+            "rust_timeout": 1000}
+
+
+def _changes(app: web.Application, folder: Path, watch_filter: watchfiles.BaseFilter,
+             scan: Callable[[], dict[str, tuple[int, int, int]]], stop: asyncio.Event) -> AsyncIterator[set[str]]:
+    """Batches of changed paths in `folder`: from watchfiles, or in polling mode from `scan`."""
+    settings = app[ENGINE].settings
+    if settings.polling:
+        return _poll(scan, max(0.01, settings.debounce), stop)
+    return _notified(folder, watch_filter, stop, _watch_options(app))
+
+
+async def _notified(folder: Path, watch_filter: watchfiles.BaseFilter, stop: asyncio.Event,
+                    options: dict) -> AsyncIterator[set[str]]:
+    async for changes in watchfiles.awatch(folder, watch_filter=watch_filter, stop_event=stop, recursive=False,
+                                           **options):
+        yield {path for _, path in changes}
+
+
+async def _poll(scan: Callable[[], dict[str, tuple[int, int, int]]], interval: float,
+                stop: asyncio.Event) -> AsyncIterator[set[str]]:
+    """Polling mode: compare each file's stat every `interval`; yield what changed once a burst is over.
+
+    Not watchfiles' poller: it compares whole-second mtimes, so a save in the same second as the
+    previous change (or an atomic rename over it) would never be seen.
+    """
+    seen = scan()  # now, in the task's first step: before the start-up load reads any file
+    changed: set[str] = set()
+    while not stop.is_set():
+        await asyncio.sleep(interval)
+        current = await asyncio.to_thread(scan)
+        fresh = {path for path in seen.keys() | current.keys() if seen.get(path) != current.get(path)}
+        seen, changed = current, changed | fresh
+        if changed and not fresh:  # quiet for one interval: the burst of writes is over
+            yield changed
+            changed = set()
+
+
+def _stats(paths: Iterable[Path]) -> dict[str, tuple[int, int, int]]:
+    """What polling compares per file: mtime in nanoseconds, size, and inode (an atomic save changes it)."""
+    stats = {}
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:  # gone between listing and stat: absent
+            continue
+        stats[str(path)] = (st.st_mtime_ns, st.st_size, st.st_ino)
+    return stats
 
 
 async def _watch_components(app: web.Application, stop: asyncio.Event, loaded: asyncio.Event) -> None:
     manager = app[RELOADER]
     directory = app[ENGINE].settings.components_dir
-    async for changes in watchfiles.awatch(directory, watch_filter=ComponentFilter(), stop_event=stop,
-                                           recursive=False, **_watch_options(app)):
+    batches = _changes(app, directory, ComponentFilter(), lambda: _stats(component_files(directory)), stop)
+    async for paths in batches:
         seen_at = time.perf_counter()
         await loaded.wait()
-        for path in sorted({path for _, path in changes}):
+        for path in sorted(paths):
             try:
                 await manager.sync_path(path, seen_at=seen_at)
             except Exception:  # the watcher must survive anything a component does
@@ -129,8 +180,7 @@ async def _watch_components(app: web.Application, stop: asyncio.Event, loaded: a
 
 async def _watch_config(app: web.Application, stop: asyncio.Event, loaded: asyncio.Event) -> None:
     path = app[ENGINE].settings.config_path.resolve()
-    async for _ in watchfiles.awatch(path.parent, watch_filter=ConfigFilter(path), stop_event=stop,
-                                     recursive=False, **_watch_options(app)):
+    async for _ in _changes(app, path.parent, ConfigFilter(path), lambda: _stats([path]), stop):
         await loaded.wait()
         if path.exists():
             await reload_config(app)
