@@ -76,12 +76,12 @@ async def read_payload(request: web.Request) -> dict[str, Any]:
 
 def outcome_response(outcome: Outcome) -> web.Response:
     """The HTTP answer for a finished execution."""
+    headers = {"X-Execution-ID": outcome.execution_id}
     if outcome.error is not None:
-        answer = error_response(outcome.error)
-    elif outcome.response is None:
-        answer = json_response(outcome.data)
-    else:
-        response = outcome.response
-        answer = json_response(response.body, response.status, dict(response.headers) or None)
-    answer.headers["X-Execution-ID"] = outcome.execution_id
-    return answer
+        return error_response(outcome.error, headers)
+    response = outcome.response
+    if response is None:
+        return json_response(outcome.data, 200, headers)
+    if response.headers:
+        headers.update(response.headers)
+    return json_response(response.body, response.status, headers)

@@ -22,15 +22,16 @@ _encode = json.JSONEncoder(separators=(",", ":"), default=str, ensure_ascii=Fals
 
 def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     """A JSON response (a step may choose another JSON type, such as application/problem+json)."""
-    payload = _encode(body).encode()
-    if headers and any(k.lower() == "content-type" for k in headers):
-        return web.Response(body=payload, status=status, headers=headers)
-    return web.Response(body=payload, status=status, content_type="application/json", headers=headers)
+    headers = dict(headers) if headers else {}
+    if not any(k.lower() == "content-type" for k in headers):
+        headers["Content-Type"] = "application/json"
+    return web.Response(body=_encode(body).encode(), status=status, headers=headers)
 
 
-def error_response(error: WorkflowError) -> web.Response:
+def error_response(error: WorkflowError, headers: dict[str, str] | None = None) -> web.Response:
     """The JSON answer for a domain error."""
-    headers = {"Allow": ", ".join(error.allowed)} if isinstance(error, MethodNotAllowed) else None
+    if isinstance(error, MethodNotAllowed):
+        headers = {**(headers or {}), "Allow": ", ".join(error.allowed)}
     return json_response(error.to_json(), error.status, headers)
 
 

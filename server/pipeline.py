@@ -196,7 +196,7 @@ class _Run:
         # A step's own timer is needed only when it is tighter than the pipeline's deadline;
         # otherwise the deadline already bounds it, and a timer per step is the executor's
         # largest fixed cost.
-        own_timer = self.loop.time() + limit < self.deadline
+        own_timer = limit < self.pipeline.timeout and self.loop.time() + limit < self.deadline
         start = time.perf_counter()
         status, error = "success", None
         try:
