@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Mapping
@@ -16,6 +16,7 @@ from aiohttp import web
 from .config import AppConfig
 from .errors import StepError, WorkflowError
 from .executions import ExecutionLog
+from .ids import new_id
 from .keys import ENGINE
 from .lifecycle import run_hook, run_hook_logged
 from .metrics import Metrics
@@ -49,9 +50,10 @@ class Lease:
             self._idle.set()
 
     async def idle(self) -> None:
-        """Return once no execution uses the state."""
+        """Return once no execution uses the state (any number of waiters share one event)."""
         while self.count:
-            self._idle = asyncio.Event()
+            if self._idle is None or self._idle.is_set():
+                self._idle = asyncio.Event()
             await self._idle.wait()
 
 
@@ -74,7 +76,9 @@ class Engine:
         self.plugin_manager = plugin_manager
         self.built_in = registry
         self.state = State(registry, config)
-        self._retired: list[State] = []
+        # Replaced states still running executions; weak, so a drained one (and the component
+        # versions only it holds) is garbage as soon as its last execution lets go.
+        self._retired: weakref.WeakSet[State] = weakref.WeakSet()
         self.ready = False
         self.draining = False
         self.executions = ExecutionLog(settings.execution_history)
@@ -105,8 +109,15 @@ class Engine:
     def swap(self, state: State) -> list[State]:
         """Put `state` in service in one assignment; return the retired states still running executions."""
         old, self.state = self.state, state
-        self._retired = [s for s in (*self._retired, old) if s.lease.count]
-        return list(self._retired)
+        if old.lease.count:
+            self._retired.add(old)
+        return [s for s in self._retired if s.lease.count]
+
+    def in_flight(self, steps: Any) -> int:
+        """Executions running on a state that holds any of these step types (this exact version)."""
+        wanted = {id(step) for step in steps}
+        return sum(s.lease.count for s in (self.state, *self._retired)
+                   if any(id(step) in wanted for step in s.registry.steps.values()))
 
     async def drain(self, states: list[State], timeout: float) -> bool:
         """Wait until no execution uses any of `states`; False if `timeout` ran out first."""
@@ -124,12 +135,23 @@ class Engine:
 
     def submit(self, pipeline: Pipeline, payload: Mapping[str, Any], *, workflow_type: str | None = None) -> str:
         """Queue `pipeline` for background execution and return the execution id."""
-        execution_id = str(uuid.uuid4())
+        execution_id = new_id()
         kind = workflow_type or pipeline.trigger.workflow_type
 
+        name = pipeline.name
+
         async def job() -> None:
+            # The config may have been reloaded while this waited: run what is in service now.
+            state = self.state
+            current = state.config.pipelines.get(name)
             self.executions.started(execution_id)
-            outcome = await self.executor.run(pipeline, payload, execution_id=execution_id, workflow_type=kind)
+            if current is None:
+                outcome = Outcome(execution_id, name, kind, status="error",
+                                  error=StepError(f"pipeline {name!r} was removed before it could run",
+                                                  status=410, execution_id=execution_id))
+            else:
+                outcome = await self.executor.run(current, payload, execution_id=execution_id,
+                                                  workflow_type=kind, state=state)
             self.executions.finished(outcome)
 
         self.queue.submit(job)

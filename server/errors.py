@@ -9,6 +9,7 @@ class WorkflowError(Exception):
     """Base of every error the server answers with a JSON body and an HTTP status."""
 
     status: int = 500
+    headers: dict[str, str] = {}  # extra response headers (Allow, WWW-Authenticate, ...)
 
     def __init__(self, message: str, *, status: int | None = None, **details: Any) -> None:
         super().__init__(message)
@@ -54,6 +55,7 @@ class MethodNotAllowed(WorkflowError):
     def __init__(self, message: str, allowed: list[str], *, route: str = "") -> None:
         super().__init__(message, allowed=allowed)
         self.allowed = allowed
+        self.headers = {"Allow": ", ".join(allowed)}
         self.route = route  # the matched path's template, for the metrics label
 
 

@@ -20,31 +20,39 @@ async def handle_trigger(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
     if not engine.ready:
         raise ServiceUnavailable("the server is not ready")
-    state = engine.state  # one snapshot for matching and running
+    state = engine.state  # one snapshot for matching and running, leased while the body arrives
     try:
         pipeline, template, params = state.config.router.match(request.method, request.path)
     except MethodNotAllowed as exc:
         request[ROUTE_LABEL] = exc.route
         raise
     request[ROUTE_LABEL] = template
-    payload = await read_payload(request)
-    payload["params"] = params
-    payload["query"] = dict(request.query)
-    if pipeline.trigger.is_async:
-        execution_id = engine.submit(pipeline, payload)
-        location = f"/executions/{execution_id}"
-        return json_response({"execution_id": execution_id, "status": "queued", "location": location},
-                             202, {"Location": location})
-    return outcome_response(await engine.run(pipeline, payload, state=state))
+    state.lease.acquire()
+    try:
+        payload = await read_payload(request)
+        payload["params"] = params
+        payload["query"] = dict(request.query)
+        if pipeline.trigger.is_async:
+            execution_id = engine.submit(pipeline, payload)
+            location = f"/executions/{execution_id}"
+            return json_response({"execution_id": execution_id, "status": "queued", "location": location},
+                                 202, {"Location": location})
+        return outcome_response(await engine.run(pipeline, payload, state=state))
+    finally:
+        state.lease.release()
 
 
 async def handle_webhook(request: web.Request) -> web.StreamResponse:
     """Dispatch `/webhooks/...` to an endpoint registered by a plugin, through the live registry."""
-    engine = request.app[ENGINE]
-    handler, template, params = engine.registry.webhooks.match(request.method, request.path)
+    state = request.app[ENGINE].state
+    handler, template, params = state.registry.webhooks.match(request.method, request.path)
     request[ROUTE_LABEL] = template
     request.match_info.update(params)
-    return await handler(request)
+    state.lease.acquire()  # a component's endpoint keeps its version in service until it answers
+    try:
+        return await handler(request)
+    finally:
+        state.lease.release()
 
 
 async def handle_execution(request: web.Request) -> web.Response:

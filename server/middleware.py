@@ -30,8 +30,8 @@ def json_response(body: object, status: int = 200, headers: dict[str, str] | Non
 
 def error_response(error: WorkflowError, headers: dict[str, str] | None = None) -> web.Response:
     """The JSON answer for a domain error."""
-    if isinstance(error, MethodNotAllowed):
-        headers = {**(headers or {}), "Allow": ", ".join(error.allowed)}
+    if error.headers:
+        headers = {**(headers or {}), **error.headers}
     return json_response(error.to_json(), error.status, headers)
 
 

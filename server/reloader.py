@@ -121,7 +121,14 @@ class ComponentManager:
         log.info("unregister %s: steps %s", old.path, ", ".join(sorted(old.steps)) or "-",
                  extra={"component": component_id, "result": "success"})
         self._retire(old, retired)
+        # A file refused because this one owned its step type may load now.
+        await self.retry_failures()
         return True
+
+    async def retry_failures(self) -> None:
+        """Try every refused file again: what refused it (a clash, the config) may have changed."""
+        for failure in list(self.failures.values()):
+            await self.sync_path(failure.path)
 
     # ------------------------------------------------------------------ building
 

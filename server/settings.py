@@ -28,6 +28,29 @@ class Address:
 
 
 @dataclass(frozen=True, slots=True)
+class Database:
+    """PostgreSQL connection settings; present only when WORKFLOW_DB_HOST is set."""
+
+    host: str
+    port: int = 5432
+    name: str = "workflow"
+    user: str = "workflow"
+    password: str = ""
+    pool_size: int = 10
+
+    def dsn(self) -> str:
+        """A libpq connection string (the password is passed, never logged)."""
+        parts = {"host": self.host, "port": self.port, "dbname": self.name, "user": self.user}
+        if self.password:
+            parts["password"] = self.password
+        return " ".join(f"{k}={_quote(str(v))}" for k, v in parts.items())
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the server reads from its environment, typed and validated."""
 
@@ -50,7 +73,15 @@ class Settings:
     polling: bool = False
     drain_timeout: float = 30.0
     lifecycle_timeout: float = 10.0
+    max_source_bytes: int = 256 * 1024
+    component_imports: frozenset[str] | None = None
     jwt_secret: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_jwks_url: str | None = None
+    db: "Database | None" = None
+    redis_addr: str | None = None
+    history_days: float = 7.0
 
 
 def parse_address(text: str, *, name: str) -> Address:
@@ -101,8 +132,30 @@ def from_environment(
         polling=_flag(env, "WORKFLOW_COMPONENTS_POLLING", False),
         drain_timeout=_duration(env, "WORKFLOW_DRAIN_TIMEOUT", "30s"),
         lifecycle_timeout=_duration(env, "WORKFLOW_LIFECYCLE_TIMEOUT", "10s"),
+        max_source_bytes=_positive_int(env, "WORKFLOW_MAX_SOURCE_BYTES", 256 * 1024),
+        component_imports=_names(env.get("WORKFLOW_COMPONENT_IMPORTS")),
         jwt_secret=env.get("JWT_SECRET") or None,
+        jwt_issuer=env.get("JWT_ISSUER") or None,
+        jwt_audience=env.get("JWT_AUDIENCE") or None,
+        jwt_jwks_url=env.get("JWT_JWKS_URL") or None,
+        db=_database(env),
+        redis_addr=env.get("WORKFLOW_REDIS_ADDR") or None,
+        history_days=_duration(env, "WORKFLOW_HISTORY_RETENTION", "168h") / 86400,
     )
+
+
+def _database(env: Mapping[str, str]) -> Database | None:
+    """PostgreSQL settings when WORKFLOW_DB_HOST is set (`host` or `host:port`), else None."""
+    raw = env.get("WORKFLOW_DB_HOST")
+    if not raw:
+        return None
+    host, _, port = raw.rpartition(":") if raw.count(":") == 1 else (raw, "", "")
+    if port and not port.isdigit():
+        raise SettingsError(f"WORKFLOW_DB_HOST: {raw!r} is not HOST or HOST:PORT")
+    return Database(host=host or raw, port=int(port) if port else 5432,
+                    name=env.get("WORKFLOW_DB_NAME", "workflow"), user=env.get("WORKFLOW_DB_USER", "workflow"),
+                    password=env.get("WORKFLOW_DB_PASSWORD", ""),
+                    pool_size=_positive_int(env, "WORKFLOW_DB_POOL_SIZE", 10))
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -112,6 +165,13 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     if not raw.strip().isdigit() or int(raw) <= 0:
         raise SettingsError(f"{name}: {raw!r} is not a positive whole number")
     return int(raw)
+
+
+def _names(raw: str | None) -> frozenset[str] | None:
+    """A comma-separated list of names, or None when unset (no policy)."""
+    if raw is None or not raw.strip():
+        return None
+    return frozenset(name.strip() for name in raw.split(",") if name.strip())
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:

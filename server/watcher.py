@@ -72,9 +72,7 @@ async def reload_config(app: web.Application) -> bool:
     metrics.child(metrics.module_operations, "config", "reload", "success").inc()
     log.info("config reloaded from %s: %d pipeline(s)", path, len(config.pipelines))
     # A component refused because the old config did not compile with it may fit the new one.
-    manager = app[RELOADER]
-    for failure in list(manager.failures.values()):
-        await manager.sync_path(failure.path)
+    await app[RELOADER].retry_failures()
     return True
 
 

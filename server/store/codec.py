@@ -1,0 +1,102 @@
+"""Value conversions shared by both backends: UTC timestamps, safe JSON and text, page cursors."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+from .base import InvalidCursor
+
+_SEPARATORS = (",", ":")
+# Deeper structures are stored as their repr: it also ends a self-referencing structure.
+_MAX_DEPTH = 64
+
+
+def utc(moment: datetime) -> datetime:
+    """`moment` in UTC; a naive datetime is taken to be UTC already."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def ts_text(moment: datetime) -> str:
+    """Fixed-width RFC 3339 text in UTC with microseconds, so text order is time order (SQLite)."""
+    return utc(moment).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def ts_parse(text: str) -> datetime:
+    """The aware UTC datetime of `ts_text` output."""
+    return datetime.fromisoformat(text).astimezone(timezone.utc)
+
+
+def clean_text(text: str) -> str:
+    """`text` without NUL characters (PostgreSQL refuses them) or lone surrogates (UTF-8 cannot hold them)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def dump_json(value: Any) -> str | None:
+    """Standard JSON text for any value, or None for None; never raises.
+
+    One odd value must not make a whole batch fail forever, so anything JSON cannot hold is
+    converted: unknown types become their str(), NaN and infinities null, NUL and lone
+    surrogates are replaced, non-string keys become strings.
+    """
+    if value is None:
+        return None
+    try:
+        text = json.dumps(value, default=str, allow_nan=False, separators=_SEPARATORS)
+    except (ValueError, TypeError, RecursionError):  # NaN, a circular reference, a tuple key
+        return json.dumps(_clean(value, 0), default=str, separators=_SEPARATORS)
+    # Escaped NUL or surrogate (also a valid pair, rarely): take the slow, careful path.
+    if "\\u0000" in text or "\\ud" in text:
+        return json.dumps(_clean(value, 0), default=str, separators=_SEPARATORS)
+    return text
+
+
+def load_json(text: str | None) -> Any:
+    """The value of `dump_json` text (None stays None)."""
+    return None if text is None else json.loads(text)
+
+
+def _clean(value: Any, depth: int) -> Any:
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return clean_text(value)
+    if depth < _MAX_DEPTH and isinstance(value, Mapping):
+        return {clean_text(k if isinstance(k, str) else str(k)): _clean(v, depth + 1) for k, v in value.items()}
+    if depth < _MAX_DEPTH and isinstance(value, (list, tuple)):
+        return [_clean(v, depth + 1) for v in value]
+    return clean_text(str(value))
+
+
+def encode_cursor(started_at: datetime, id: str) -> str:
+    """An opaque cursor naming the last row of a page (keyset pagination)."""
+    raw = f"{ts_text(started_at)}|{id}".encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (started_at, id) of `encode_cursor`; InvalidCursor for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, sep, id = raw.partition("|")
+        if not sep or not id:
+            raise ValueError("no separator")
+        return ts_parse(at), id
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidCursor(f"invalid cursor {cursor[:80]!r}") from None

@@ -1,0 +1,95 @@
+"""Numbered schema migrations for each dialect, applied in order at start-up and recorded in schema_migrations.
+
+Rules for adding one: append with the next number to BOTH lists, never edit an applied one, and keep it
+additive (new tables, columns with defaults, indexes), because during a rolling upgrade replicas running
+the previous release keep using the migrated schema.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Iterable
+
+log = logging.getLogger("workflow.store")
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One schema change: its number, what it does, and its statements (applied in one transaction)."""
+
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+# Key of the PostgreSQL advisory lock serialising migrations: this constant plus a hash of the schema,
+# so replicas sharing a schema wait for each other and separate schemas (tests) do not.
+ADVISORY_LOCK_CLASS = 0x57464C57  # "WFLW"
+
+MIGRATIONS_TABLE = {
+    "sqlite": "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+              "description TEXT NOT NULL, applied_at TEXT NOT NULL)",
+    "postgres": "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+                "description TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+}
+
+SQLITE: tuple[Migration, ...] = (
+    Migration(1, "executions and their steps", (
+        "CREATE TABLE executions (id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, workflow_type TEXT NOT NULL, "
+        "status TEXT NOT NULL, started_at TEXT NOT NULL, duration_ms REAL NOT NULL, error TEXT, result TEXT)",
+        "CREATE INDEX executions_started ON executions (started_at DESC, id DESC)",
+        "CREATE INDEX executions_pipeline ON executions (pipeline, started_at DESC, id DESC)",
+        "CREATE INDEX executions_status ON executions (status, started_at DESC, id DESC)",
+        "CREATE TABLE execution_steps (execution_id TEXT NOT NULL REFERENCES executions (id) ON DELETE CASCADE, "
+        "position INTEGER NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL, status TEXT NOT NULL, "
+        "duration_ms REAL NOT NULL, error TEXT, PRIMARY KEY (execution_id, position)) WITHOUT ROWID",
+    )),
+    Migration(2, "components", (
+        "CREATE TABLE components (id TEXT PRIMARY KEY, source TEXT NOT NULL, sha256 TEXT NOT NULL, "
+        "version INTEGER NOT NULL, updated_at TEXT NOT NULL, updated_by TEXT NOT NULL, "
+        "deleted INTEGER NOT NULL DEFAULT 0)",
+    )),
+    Migration(3, "audit log", (
+        "CREATE TABLE audit_log (id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, who TEXT NOT NULL, "
+        "action TEXT NOT NULL, target TEXT, client_address TEXT, detail TEXT)",
+        "CREATE INDEX audit_log_target ON audit_log (target, id DESC)",
+    )),
+)
+
+POSTGRES: tuple[Migration, ...] = (
+    Migration(1, "executions and their steps", (
+        "CREATE TABLE executions (id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, workflow_type TEXT NOT NULL, "
+        "status TEXT NOT NULL, started_at TIMESTAMPTZ NOT NULL, duration_ms DOUBLE PRECISION NOT NULL, "
+        "error JSONB, result JSONB)",
+        "CREATE INDEX executions_started ON executions (started_at DESC, id DESC)",
+        "CREATE INDEX executions_pipeline ON executions (pipeline, started_at DESC, id DESC)",
+        "CREATE INDEX executions_status ON executions (status, started_at DESC, id DESC)",
+        "CREATE TABLE execution_steps (execution_id TEXT NOT NULL REFERENCES executions (id) ON DELETE CASCADE, "
+        "position INTEGER NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL, status TEXT NOT NULL, "
+        "duration_ms DOUBLE PRECISION NOT NULL, error TEXT, PRIMARY KEY (execution_id, position))",
+    )),
+    Migration(2, "components", (
+        "CREATE TABLE components (id TEXT PRIMARY KEY, source TEXT NOT NULL, sha256 TEXT NOT NULL, "
+        "version INTEGER NOT NULL, updated_at TIMESTAMPTZ NOT NULL, updated_by TEXT NOT NULL, "
+        "deleted BOOLEAN NOT NULL DEFAULT FALSE)",
+    )),
+    Migration(3, "audit log", (
+        "CREATE TABLE audit_log (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, at TIMESTAMPTZ NOT NULL, "
+        "who TEXT NOT NULL, action TEXT NOT NULL, target TEXT, client_address TEXT, detail JSONB)",
+        "CREATE INDEX audit_log_target ON audit_log (target, id DESC)",
+    )),
+)
+
+LATEST = max(m.version for m in SQLITE)
+
+
+def pending(migrations: Iterable[Migration], applied: set[int], *, store: str) -> list[Migration]:
+    """The migrations not yet in `applied`, in order; warns when the database is ahead of this release."""
+    known = sorted(migrations, key=lambda m: m.version)
+    newer = sorted(v for v in applied if v > known[-1].version)
+    if newer:
+        # A newer replica migrated first (rolling upgrade): migrations are additive, so keep going.
+        log.warning("%s schema is at version %d, newer than this release knows (%d); continuing",
+                    store, newer[-1], known[-1].version)
+    return [m for m in known if m.version not in applied]

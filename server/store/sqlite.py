@@ -1,0 +1,207 @@
+"""The embedded store: one SQLite file (WAL mode) through a single aiosqlite connection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, AsyncIterator, Sequence
+
+import aiosqlite
+
+from . import sql
+from .base import AuditRow, ComponentRow, ExecutionRow, StepRow, Store
+from .codec import dump_json, encode_cursor, load_json, ts_parse, ts_text
+from .migrations import MIGRATIONS_TABLE, SQLITE, pending
+
+log = logging.getLogger("workflow.store")
+
+_EXECUTION_VALUES = "(" + ", ".join("?" * 8) + ")"
+_STEP_VALUES = "(?, ?, ?, ?, ?, ?, ?)"
+
+
+class SqliteStore(Store):
+    """SQLite at `path`; every operation is serialised on one connection (SQLite has one writer anyway)."""
+
+    kind = "sqlite"
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._db: aiosqlite.Connection | None = None
+        # One connection: two coroutines must never interleave statements of their transactions.
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        """Create the folder and file if needed, switch to WAL, and apply pending migrations."""
+        if self._db is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE) so their extent is visible here.
+        db = await aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            # busy_timeout first: another process (or store) may hold the write lock while migrating.
+            await db.execute("PRAGMA busy_timeout = 10000")
+            await db.execute("PRAGMA journal_mode = WAL")
+            # NORMAL in WAL mode survives a process crash; only an OS crash can lose the last commits.
+            await db.execute("PRAGMA synchronous = NORMAL")
+            await db.execute("PRAGMA foreign_keys = ON")
+            self._db = db
+            await self._migrate()
+        except BaseException:
+            self._db = None
+            await db.close()
+            raise
+        log.info("store: sqlite at %s", self.path)
+
+    async def close(self) -> None:
+        """Close the connection once no operation is using it."""
+        async with self._lock:
+            if self._db is not None:
+                db, self._db = self._db, None
+                await db.close()
+
+    async def ping(self) -> None:
+        """Run a trivial query."""
+        async with self._read() as db:
+            await db.execute_fetchall("SELECT 1")
+
+    async def schema_version(self) -> int:
+        """The highest applied migration."""
+        async with self._read() as db:
+            rows = list(await db.execute_fetchall("SELECT max(version) FROM schema_migrations"))
+        return rows[0][0] or 0
+
+    async def _migrate(self) -> None:
+        # BEGIN IMMEDIATE takes the write lock first: two processes opening one file migrate in turn.
+        async with self._write() as db:
+            await db.execute(MIGRATIONS_TABLE["sqlite"])
+            applied = {r[0] for r in await db.execute_fetchall("SELECT version FROM schema_migrations")}
+            for migration in pending(SQLITE, applied, store="sqlite"):
+                for statement in migration.statements:
+                    await db.execute(statement)
+                await db.execute("INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)",
+                                 (migration.version, migration.description, ts_text(_now())))
+                log.info("store: sqlite migration %d applied (%s)", migration.version, migration.description)
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            yield self._connection()
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            db = self._connection()
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                await db.execute("COMMIT")
+            except BaseException:
+                # Also when COMMIT itself failed (busy): a transaction left open would break every later BEGIN.
+                if db.in_transaction:
+                    await db.execute("ROLLBACK")
+                raise
+
+    def _connection(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("the sqlite store is not open")
+        return self._db
+
+    async def record_executions(self, rows: Sequence[ExecutionRow]) -> None:
+        """Upsert the batch and replace its steps in one transaction."""
+        batch = sql.unique(rows)
+        if not batch:
+            return
+        async with self._write() as db:
+            await db.executemany(f"INSERT INTO executions ({sql.EXECUTION_COLUMNS}) VALUES {_EXECUTION_VALUES}"
+                                 + sql.UPSERT_EXECUTION_TAIL, [sql.execution_values(r, ts_text) for r in batch])
+            await db.executemany("DELETE FROM execution_steps WHERE execution_id = ?", [(r.id,) for r in batch])
+            await db.executemany(sql.INSERT_STEP + _STEP_VALUES, [v for r in batch for v in sql.step_values(r)])
+
+    async def get_execution(self, id: str) -> ExecutionRow | None:
+        """One execution with its steps."""
+        async with self._read() as db:
+            records = list(await db.execute_fetchall(sql.SELECT_EXECUTION, (id,)))
+            if not records:
+                return None
+            steps = await _steps(db, [id])
+        return sql.execution_from(records[0], steps, ts_parse, load_json)
+
+    async def list_executions(self, *, pipeline: str | None = None, status: str | None = None,
+                              since: datetime | None = None, until: datetime | None = None, limit: int = 50,
+                              before: str | None = None) -> tuple[list[ExecutionRow], str | None]:
+        """One page, newest first, and the cursor of the next."""
+        query, params, size = sql.page_query(pipeline=pipeline, status=status, since=since, until=until,
+                                             before=before, limit=limit, ts=ts_text)
+        async with self._read() as db:
+            records = list(await db.execute_fetchall(query, params))
+            page = records[:size]
+            steps = await _steps(db, [r[0] for r in page]) if page else {}
+        rows = [sql.execution_from(r, steps, ts_parse, load_json) for r in page]
+        more = len(records) > size
+        return rows, encode_cursor(rows[-1].started_at, rows[-1].id) if more else None
+
+    async def prune_executions(self, older_than: datetime) -> int:
+        """Delete old executions chunk by chunk; steps go with them (ON DELETE CASCADE)."""
+        total = 0
+        while True:
+            async with self._write() as db:
+                async with db.execute(sql.PRUNE, (ts_text(older_than),)) as cursor:
+                    count = cursor.rowcount
+            total += count
+            if count < sql.PRUNE_CHUNK:
+                return total
+
+    async def list_components(self, *, include_deleted: bool = False) -> list[ComponentRow]:
+        """Components ordered by id."""
+        query, params = sql.list_components(include_deleted)
+        async with self._read() as db:
+            records = await db.execute_fetchall(query, params)
+        return [sql.component_from(r, ts_parse) for r in records]
+
+    async def get_component(self, id: str) -> ComponentRow | None:
+        """One component, deleted or not."""
+        async with self._read() as db:
+            records = list(await db.execute_fetchall(sql.SELECT_COMPONENT, (id,)))
+        return sql.component_from(records[0], ts_parse) if records else None
+
+    async def put_component(self, id: str, source: str, sha256: str, updated_by: str) -> ComponentRow:
+        """Insert, or update with version + 1 (undeleting it)."""
+        async with self._write() as db:
+            records = list(await db.execute_fetchall(sql.PUT_COMPONENT,
+                                                     (id, source, sha256, ts_text(_now()), updated_by, False)))
+        return sql.component_from(records[0], ts_parse)
+
+    async def delete_component(self, id: str, deleted_by: str) -> ComponentRow | None:
+        """Soft delete with version + 1."""
+        async with self._write() as db:
+            records = list(await db.execute_fetchall(sql.DELETE_COMPONENT,
+                                                     (True, ts_text(_now()), deleted_by, id, False)))
+        return sql.component_from(records[0], ts_parse) if records else None
+
+    async def audit(self, who: str, action: str, target: str | None, client_address: str | None,
+                    detail: dict[str, Any] | None = None) -> None:
+        """Append one audit entry."""
+        async with self._write() as db:
+            await db.execute(sql.INSERT_AUDIT,
+                             (ts_text(_now()), who, action, target, client_address, dump_json(detail)))
+
+    async def list_audit(self, *, limit: int = 100, target: str | None = None) -> list[AuditRow]:
+        """Newest audit entries first."""
+        query, params = sql.list_audit(limit, target)
+        async with self._read() as db:
+            records = await db.execute_fetchall(query, params)
+        return [sql.audit_from(r, ts_parse, load_json) for r in records]
+
+
+async def _steps(db: aiosqlite.Connection, ids: list[str]) -> dict[str, tuple[StepRow, ...]]:
+    marks = ", ".join("?" * len(ids))
+    records = await db.execute_fetchall(f"SELECT {sql.STEP_COLUMNS} FROM execution_steps "
+                                        f"WHERE execution_id IN ({marks}) ORDER BY execution_id, position", ids)
+    return sql.group_steps(records)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
