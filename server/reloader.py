@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import linecache
 import logging
 import time
 from dataclasses import dataclass, field
@@ -116,6 +117,7 @@ class ComponentManager:
                                     strict=False)
             del self.components[component_id]
             retired = self.engine.swap(self.engine.state_for(registry, config))
+        linecache.cache.pop(old.path, None)  # the source kept for tracebacks goes with the component
         self._count("unregister", "success")
         self.engine.metrics.dynamic_components.set(len(self.components))
         log.info("unregister %s: steps %s", old.path, ", ".join(sorted(old.steps)) or "-",

@@ -325,3 +325,60 @@ def machine_lines() -> list[str]:
 
 def fmt_ms(value: float | None) -> str:
     return "n/a" if value is None else (f"{value:.2f}ms" if value < 100 else f"{value:.0f}ms")
+
+
+# --------------------------------------------------------------------------- added for bench_reload.py
+
+
+def loadavg_text() -> str:
+    """The 1, 5 and 15 minute load averages, or "n/a"."""
+    try:
+        return "%.2f %.2f %.2f" % os.getloadavg()
+    except OSError:
+        return "n/a"
+
+
+def proc_status_kb(pid: int, key: str = "VmRSS") -> int | None:
+    """A `kB` field of /proc/PID/status (VmRSS, VmHWM, ...), or None when unreadable."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+_PROM_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)$")
+_PROM_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def prometheus_samples(text: str, name: str) -> list[tuple[dict[str, str], float, str]]:
+    """(labels, value, raw line) of every sample named `name` in Prometheus text."""
+    out = []
+    for line in text.splitlines():
+        m = _PROM_SAMPLE.match(line)
+        if m and m.group("name") == name:
+            out.append((dict(_PROM_LABEL.findall(m.group("labels") or "")), float(m.group("value")), line))
+    return out
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The nearest-rank `q`-th percentile (0 < q <= 100) of `values`, NaN when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))  # ceil(n * q / 100)
+    return ordered[int(rank) - 1]
+
+
+def write_text(path: Path, text: str, *, atomic: bool = True) -> None:
+    """Write `text` to `path`: atomically (a hidden temp file in the same folder, then rename) or in place."""
+    if not atomic:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
