@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from .config import load_config_file, load_config_text
+from .admin import setup_admin
+from .auth import Authenticator
 from .engine import Engine, engine_context, mark_draining, mark_ready
 from .errors import ConfigError
 from .health import add_health_routes
@@ -21,6 +23,7 @@ from .registry import build_registry
 from .reloader import ComponentManager
 from .scheduler import scheduler_context
 from .settings import Settings
+from .store import store_context
 from .watcher import watcher_context
 
 
@@ -55,6 +58,7 @@ def create_apps(settings: Settings, *, engine: Engine | None = None) -> Apps:
     components = ComponentManager(engine, engine.built_in, lifecycle_timeout=settings.lifecycle_timeout,
                                   drain_timeout=settings.drain_timeout)
     main = _base_app(settings, engine, components)
+    main.cleanup_ctx.append(store_context)  # before the engine: on stop the queue drains, then the recorder
     main.cleanup_ctx.append(engine_context)
     main.cleanup_ctx.append(watcher_context)
     main.cleanup_ctx.append(scheduler_context)
@@ -65,6 +69,7 @@ def create_apps(settings: Settings, *, engine: Engine | None = None) -> Apps:
     main.router.add_route("*", "/webhooks/{tail:.*}", handle_webhook)
     main.router.add_route("*", "/{tail:.*}", handle_trigger)
     admin = _base_app(settings, engine, components)
+    setup_admin(admin, Authenticator(settings))
     return Apps(main, admin, engine)
 
 

@@ -7,7 +7,7 @@ import logging
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any, AsyncIterator, Mapping
 
 import aiohttp
 import pluggy
@@ -26,6 +26,10 @@ from .queue import LocalQueue
 from .registry import Registry
 from .settings import Settings
 from .steps import Services
+
+if TYPE_CHECKING:
+    from .store.base import Store
+    from .store.recorder import Recorder
 
 log = logging.getLogger("workflow.engine")
 
@@ -87,9 +91,16 @@ class Engine:
         self.thread_pool = ThreadPoolExecutor(max_workers=settings.step_threads,
                                               thread_name_prefix="workflow-step")
         self.services: Services | None = None
+        self.store: "Store | None" = None  # set by the store's cleanup context
+        self.recorder: "Recorder | None" = None
         self.executor = Executor(state=lambda: self.state, services=lambda: self.services,
                                  metrics=metrics, step_timeout=settings.step_timeout,
-                                 thread_pool=self.thread_pool)
+                                 thread_pool=self.thread_pool, finished=self._record)
+
+    def _record(self, outcome: Outcome) -> None:
+        """Hand a finished execution to the write-behind recorder (O(1); converted in the background)."""
+        if self.recorder is not None:
+            self.recorder.add(outcome)
 
     @property
     def registry(self) -> Registry:

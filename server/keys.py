@@ -10,12 +10,16 @@ if TYPE_CHECKING:
     from .engine import Engine
     from .metrics import Metrics
     from .reloader import ComponentManager
+    from .store.base import Store
+    from .store.recorder import Recorder
     from .settings import Settings
 
 ENGINE: web.AppKey["Engine"] = web.AppKey("engine")
 METRICS: web.AppKey["Metrics"] = web.AppKey("metrics")
 SETTINGS: web.AppKey["Settings"] = web.AppKey("settings")
 RELOADER: web.AppKey["ComponentManager"] = web.AppKey("reloader")
+STORE: web.AppKey["Store"] = web.AppKey("store")
+RECORDER: web.AppKey["Recorder"] = web.AppKey("recorder")
 
 # The route template a dispatcher matched, for the metrics `path` label.
 ROUTE_LABEL: web.RequestKey[str] = web.RequestKey("route_label", str)

@@ -65,8 +65,9 @@ class Executor:
 
     def __init__(self, *, state: Callable[[], "State"], services: Callable[[], Services | None],
                  metrics: Metrics, step_timeout: float, thread_pool: ThreadPool | None = None,
-                 max_depth: int = 8) -> None:
+                 max_depth: int = 8, finished: Callable[[Outcome], None] | None = None) -> None:
         self._state = state
+        self._finished = finished
         self._services = services
         self.metrics = metrics
         self.step_timeout = step_timeout
@@ -100,6 +101,8 @@ class Executor:
             outcome.duration = time.perf_counter() - start
             self.metrics.observe_execution(outcome.workflow_type, pipeline.name, outcome.status, outcome.duration)
             logs.execution_id.reset(token)
+            if self._finished is not None:
+                self._finished(outcome)
         return outcome
 
 

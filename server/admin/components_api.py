@@ -13,7 +13,7 @@ from aiohttp import web
 from ..auth import IDENTITY
 from ..components import Component, ComponentError, Source, component_id_for
 from ..errors import BadRequest, NotFound, PayloadTooLarge, WorkflowError
-from ..keys import ENGINE, RELOADER, STORE
+from ..keys import ENGINE, RELOADER
 from ..middleware import json_response
 from .policy import check_imports
 
@@ -101,7 +101,7 @@ async def _install(request: web.Request, cid: str, text: str, *, action: str) ->
 
 async def _record(request: web.Request, action: str, cid: str, text: str | None) -> None:
     """Persist the change and audit it, when a store is configured."""
-    store = request.app.get(STORE)
+    store = request.app[ENGINE].store
     if store is None:
         return
     who = request[IDENTITY].subject if IDENTITY in request else "?"

@@ -56,12 +56,12 @@ def dump_json(value: Any) -> str | None:
     if value is None:
         return None
     try:
-        text = json.dumps(value, default=str, allow_nan=False, separators=_SEPARATORS)
-    except (ValueError, TypeError, RecursionError):  # NaN, a circular reference, a tuple key
-        return json.dumps(_clean(value, 0), default=str, separators=_SEPARATORS)
+        text = json.dumps(value, default=_str, allow_nan=False, separators=_SEPARATORS)
+    except Exception:  # NaN, a circular reference, a tuple key
+        return json.dumps(_clean(value, 0), separators=_SEPARATORS)
     # Escaped NUL or surrogate (also a valid pair, rarely): take the slow, careful path.
     if "\\u0000" in text or "\\ud" in text:
-        return json.dumps(_clean(value, 0), default=str, separators=_SEPARATORS)
+        return json.dumps(_clean(value, 0), separators=_SEPARATORS)
     return text
 
 
@@ -78,10 +78,17 @@ def _clean(value: Any, depth: int) -> Any:
     if isinstance(value, str):
         return clean_text(value)
     if depth < _MAX_DEPTH and isinstance(value, Mapping):
-        return {clean_text(k if isinstance(k, str) else str(k)): _clean(v, depth + 1) for k, v in value.items()}
+        return {clean_text(k if isinstance(k, str) else _str(k)): _clean(v, depth + 1) for k, v in value.items()}
     if depth < _MAX_DEPTH and isinstance(value, (list, tuple)):
         return [_clean(v, depth + 1) for v in value]
-    return clean_text(str(value))
+    return clean_text(_str(value))
+
+
+def _str(value: Any) -> str:
+    try:
+        return str(value)
+    except Exception:  # a broken __str__, or a structure too deep for repr
+        return f"<unprintable {type(value).__name__}>"
 
 
 def encode_cursor(started_at: datetime, id: str) -> str:

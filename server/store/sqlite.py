@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,6 +21,7 @@ log = logging.getLogger("workflow.store")
 
 _EXECUTION_VALUES = "(" + ", ".join("?" * 8) + ")"
 _STEP_VALUES = "(?, ?, ?, ?, ?, ?, ?)"
+_WAL_ATTEMPTS = 200  # 10 s at 50 ms, as long as busy_timeout
 
 
 class SqliteStore(Store):
@@ -43,7 +45,7 @@ class SqliteStore(Store):
         try:
             # busy_timeout first: another process (or store) may hold the write lock while migrating.
             await db.execute("PRAGMA busy_timeout = 10000")
-            await db.execute("PRAGMA journal_mode = WAL")
+            await _enable_wal(db)
             # NORMAL in WAL mode survives a process crash; only an OS crash can lose the last commits.
             await db.execute("PRAGMA synchronous = NORMAL")
             await db.execute("PRAGMA foreign_keys = ON")
@@ -194,6 +196,22 @@ class SqliteStore(Store):
         async with self._read() as db:
             records = await db.execute_fetchall(query, params)
         return [sql.audit_from(r, ts_parse, load_json) for r in records]
+
+
+async def _enable_wal(db: aiosqlite.Connection) -> None:
+    # Switching to WAL needs an exclusive lock and SQLite does not wait for it (the busy handler is not
+    # used): another connection opening the file at that moment makes it fail at once, so retry briefly.
+    records: list[Any] = []
+    for attempt in range(_WAL_ATTEMPTS):
+        try:
+            records = list(await db.execute_fetchall("PRAGMA journal_mode = WAL"))
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == _WAL_ATTEMPTS - 1:
+                raise
+            await asyncio.sleep(0.05)
+    if records[0][0].lower() != "wal":
+        log.warning("store: sqlite journal mode is %s, not wal: readers may wait for writers", records[0][0])
 
 
 async def _steps(db: aiosqlite.Connection, ids: list[str]) -> dict[str, tuple[StepRow, ...]]:

@@ -1,0 +1,246 @@
+"""PostgreSQL through an aiopg pool; migrations run under an advisory lock so replicas may start together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+from typing import Any, AsyncIterator, Iterator, Sequence, TypeVar
+
+import aiopg
+import psycopg2
+
+from . import sql
+from .base import AuditRow, ComponentRow, ExecutionRow, StepRow, Store
+from .codec import dump_json, encode_cursor, utc
+from .migrations import ADVISORY_LOCK_CLASS, MIGRATIONS_TABLE, POSTGRES, pending
+
+log = logging.getLogger("workflow.store")
+
+_EXECUTION_VALUES = "(%s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb)"
+_STEP_VALUES = "(%s, %s, %s, %s, %s, %s, %s)"
+# Rows per INSERT statement: one round trip each, while keeping a statement's text reasonable.
+_CHUNK = 500
+_LOCK_KEY = "%s, hashtext(coalesce(current_schema(), ''))"
+_PING_TIMEOUT = 5.0
+_CLOSE_TIMEOUT = 10.0
+
+T = TypeVar("T")
+
+
+def pg(query: str) -> str:
+    """A shared `?` query in psycopg2's `%s` style (the shared SQL holds no other `?` or `%`)."""
+    return query.replace("?", "%s")
+
+
+class PostgresStore(Store):
+    """PostgreSQL at `dsn` (a libpq string) with a pool of at most `pool_size` connections."""
+
+    kind = "postgres"
+
+    def __init__(self, dsn: str, *, pool_size: int = 10, timeout: float = 60.0) -> None:
+        # Without a connect timeout, a black-holed database host stalls every acquire for minutes.
+        self.dsn = dsn if "connect_timeout" in dsn else f"{dsn} connect_timeout=10"
+        self.pool_size = pool_size
+        self.timeout = timeout
+        self._pool: aiopg.Pool | None = None
+
+    async def open(self) -> None:
+        """Create the pool and apply pending migrations."""
+        if self._pool is not None:
+            return
+        pool = await aiopg.create_pool(self.dsn, minsize=1, maxsize=self.pool_size, timeout=self.timeout,
+                                       enable_hstore=False)
+        self._pool = pool
+        try:
+            await self._migrate()
+        except BaseException:
+            self._pool = None
+            pool.terminate()
+            await pool.wait_closed()
+            raise
+        log.info("store: postgres, pool of up to %d connections", self.pool_size)
+
+    async def close(self) -> None:
+        """Close the pool, waiting a bounded time for connections in use."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        pool.close()
+        try:
+            async with asyncio.timeout(_CLOSE_TIMEOUT):
+                await pool.wait_closed()
+        except TimeoutError:
+            pool.terminate()
+            await pool.wait_closed()
+
+    async def ping(self) -> None:
+        """Run a trivial query within a few seconds."""
+        async with asyncio.timeout(_PING_TIMEOUT):
+            async with self._cursor() as cur:
+                await cur.execute("SELECT 1")
+
+    async def schema_version(self) -> int:
+        """The highest applied migration."""
+        async with self._cursor() as cur:
+            await cur.execute("SELECT max(version) FROM schema_migrations")
+            row = await cur.fetchone()
+        return row[0] or 0
+
+    async def _migrate(self) -> None:
+        # The lock is per session: take it, migrate and release it on one connection.
+        async with self._connection().acquire() as conn:
+            async with conn.cursor() as cur:
+                await cur.execute(f"SELECT pg_advisory_lock({_LOCK_KEY})", (ADVISORY_LOCK_CLASS,))
+                try:
+                    await cur.execute(MIGRATIONS_TABLE["postgres"])
+                    await cur.execute("SELECT version FROM schema_migrations")
+                    applied = {r[0] for r in await cur.fetchall()}
+                    for migration in pending(POSTGRES, applied, store="postgres"):
+                        async with cur.begin():
+                            for statement in migration.statements:
+                                await cur.execute(statement)
+                            await cur.execute("INSERT INTO schema_migrations (version, description) VALUES (%s, %s)",
+                                              (migration.version, migration.description))
+                        log.info("store: postgres migration %d applied (%s)", migration.version,
+                                 migration.description)
+                finally:
+                    try:
+                        await cur.execute(f"SELECT pg_advisory_unlock({_LOCK_KEY})", (ADVISORY_LOCK_CLASS,))
+                    except Exception as exc:
+                        # A pooled session still holding the lock would block every other replica: end it.
+                        log.warning("store: could not release the migration lock (%s); closing the session", exc)
+                        await conn.close()
+
+    def _connection(self) -> aiopg.Pool:
+        if self._pool is None:
+            raise RuntimeError("the postgres store is not open")
+        return self._pool
+
+    @asynccontextmanager
+    async def _cursor(self) -> AsyncIterator[aiopg.Cursor]:
+        pool = self._connection()
+        try:
+            async with pool.acquire() as conn:
+                async with conn.cursor() as cur:
+                    yield cur
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            # The server restarted or the network dropped: the idle connections are dead too. Dropping
+            # them now makes the next call reconnect, instead of failing once per stale pooled connection.
+            await pool.clear()
+            raise
+
+    async def _fetch(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        async with self._cursor() as cur:
+            await cur.execute(pg(query), params)
+            return list(await cur.fetchall())
+
+    async def record_executions(self, rows: Sequence[ExecutionRow]) -> None:
+        """Upsert the batch and replace its steps in one transaction, a few multi-row statements."""
+        batch = sql.unique(rows)
+        if not batch:
+            return
+        async with self._cursor() as cur:
+            async with cur.begin():
+                for chunk in _chunks(batch, _CHUNK):
+                    values = [sql.execution_values(r, utc) for r in chunk]
+                    await cur.execute(f"INSERT INTO executions ({sql.EXECUTION_COLUMNS}) VALUES "
+                                      + ", ".join([_EXECUTION_VALUES] * len(values)) + sql.UPSERT_EXECUTION_TAIL,
+                                      [p for v in values for p in v])
+                    await cur.execute("DELETE FROM execution_steps WHERE execution_id = ANY(%s)",
+                                      ([v[0] for v in values],))
+                    steps = [v for r in chunk for v in sql.step_values(r)]
+                    for part in _chunks(steps, _CHUNK):
+                        await cur.execute(sql.INSERT_STEP + ", ".join([_STEP_VALUES] * len(part)),
+                                          [p for v in part for p in v])
+
+    async def get_execution(self, id: str) -> ExecutionRow | None:
+        """One execution with its steps."""
+        records = await self._fetch(sql.SELECT_EXECUTION, (id,))
+        if not records:
+            return None
+        return sql.execution_from(records[0], await self._steps([id]), utc, _same)
+
+    async def list_executions(self, *, pipeline: str | None = None, status: str | None = None,
+                              since: datetime | None = None, until: datetime | None = None, limit: int = 50,
+                              before: str | None = None) -> tuple[list[ExecutionRow], str | None]:
+        """One page, newest first, and the cursor of the next."""
+        query, params, size = sql.page_query(pipeline=pipeline, status=status, since=since, until=until,
+                                             before=before, limit=limit, ts=utc)
+        records = await self._fetch(query, params)
+        page = records[:size]
+        steps = await self._steps([r[0] for r in page])
+        rows = [sql.execution_from(r, steps, utc, _same) for r in page]
+        more = len(records) > size
+        return rows, encode_cursor(rows[-1].started_at, rows[-1].id) if more else None
+
+    async def _steps(self, ids: list[str]) -> dict[str, tuple[StepRow, ...]]:
+        if not ids:  # an empty ARRAY[] has no type: PostgreSQL would refuse the query
+            return {}
+        records = await self._fetch(f"SELECT {sql.STEP_COLUMNS} FROM execution_steps "
+                                    "WHERE execution_id = ANY(?) ORDER BY execution_id, position", (ids,))
+        return sql.group_steps(records)
+
+    async def prune_executions(self, older_than: datetime) -> int:
+        """Delete old executions chunk by chunk (each its own transaction); steps go by ON DELETE CASCADE."""
+        total = 0
+        async with self._cursor() as cur:
+            while True:
+                await cur.execute(pg(sql.PRUNE), (utc(older_than),))
+                total += cur.rowcount
+                if cur.rowcount < sql.PRUNE_CHUNK:
+                    return total
+
+    async def list_components(self, *, include_deleted: bool = False) -> list[ComponentRow]:
+        """Components ordered by id."""
+        query, params = sql.list_components(include_deleted)
+        return [sql.component_from(r, utc) for r in await self._fetch(query, params)]
+
+    async def get_component(self, id: str) -> ComponentRow | None:
+        """One component, deleted or not."""
+        records = await self._fetch(sql.SELECT_COMPONENT, (id,))
+        return sql.component_from(records[0], utc) if records else None
+
+    async def put_component(self, id: str, source: str, sha256: str, updated_by: str) -> ComponentRow:
+        """Insert, or update with version + 1 (undeleting it); one upsert inside a transaction."""
+        records = await self._write(sql.PUT_COMPONENT, (id, source, sha256, _now(), updated_by, False))
+        return sql.component_from(records[0], utc)
+
+    async def delete_component(self, id: str, deleted_by: str) -> ComponentRow | None:
+        """Soft delete with version + 1."""
+        records = await self._write(sql.DELETE_COMPONENT, (True, _now(), deleted_by, id, False))
+        return sql.component_from(records[0], utc) if records else None
+
+    async def _write(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        async with self._cursor() as cur:
+            async with cur.begin():
+                await cur.execute(pg(query), params)
+                return list(await cur.fetchall())
+
+    async def audit(self, who: str, action: str, target: str | None, client_address: str | None,
+                    detail: dict[str, Any] | None = None) -> None:
+        """Append one audit entry."""
+        async with self._cursor() as cur:
+            # The JSON text is an untyped literal: PostgreSQL casts it to the JSONB column on insert.
+            await cur.execute(pg(sql.INSERT_AUDIT),
+                              (_now(), who, action, target, client_address, dump_json(detail)))
+
+    async def list_audit(self, *, limit: int = 100, target: str | None = None) -> list[AuditRow]:
+        """Newest audit entries first."""
+        query, params = sql.list_audit(limit, target)
+        return [sql.audit_from(r, utc, _same) for r in await self._fetch(query, params)]
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _same(value: Any) -> Any:
+    # psycopg2 already decodes JSONB columns.
+    return value
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)

@@ -1,0 +1,512 @@
+"""The store on both backends (SQLite always, PostgreSQL when reachable), the recorder and retention."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import secrets
+import time
+from contextlib import closing
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from typing import Any, AsyncIterator, Callable, Iterator, Sequence
+
+import psycopg2
+import pytest
+from aiohttp import web
+
+from server.errors import StepError
+from server.keys import SETTINGS
+from server.pipeline import Outcome, StepRecord
+from server.settings import Database, Settings
+from server.app import build_engine
+from server.keys import ENGINE
+from server.store import (RECORDER, STORE, ExecutionRow, InvalidCursor, Recorder, Retention, SqliteStore, StepRow,
+                          Store, execution_row, open_store, sql, store_context)
+from server.store.codec import decode_cursor, dump_json, encode_cursor, ts_text
+from server.store.migrations import LATEST, POSTGRES, SQLITE, pending
+from server.store.postgres import PostgresStore
+
+PG_DSN = os.environ.get("WORKFLOW_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test")
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> str:
+    """The test server's DSN; skips when unreachable, or fails when WORKFLOW_TEST_STRICT is set."""
+    try:
+        psycopg2.connect(PG_DSN, connect_timeout=3).close()
+    except psycopg2.Error as exc:
+        reason = f"PostgreSQL unreachable at {PG_DSN!r} ({' '.join(str(exc).split())}); set WORKFLOW_TEST_PG_DSN"
+        if os.environ.get("WORKFLOW_TEST_STRICT"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return PG_DSN
+
+
+def _admin(dsn: str, statement: str) -> None:
+    with closing(psycopg2.connect(dsn)) as conn:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SET lock_timeout = '10s'")  # a leaked session must fail the test, not hang it
+            cur.execute(statement)
+
+
+@pytest.fixture
+def pg_schema_dsn(postgres_dsn: str) -> Iterator[str]:
+    """A DSN whose search_path is a fresh schema `wf_test_<random>`, dropped afterwards."""
+    schema = f"wf_test_{secrets.token_hex(6)}"
+    _admin(postgres_dsn, f"CREATE SCHEMA {schema}")
+    yield f"{postgres_dsn} options='-c search_path={schema}'"
+    _admin(postgres_dsn, f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def new_store(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Callable[[], Store]]:
+    """A factory of unopened stores sharing one database; all are closed afterwards."""
+    dsn = request.getfixturevalue("pg_schema_dsn") if request.param == "postgres" else None
+    made: list[Store] = []
+
+    def make() -> Store:
+        made.append(PostgresStore(dsn, pool_size=4) if dsn else SqliteStore(tmp_path / "data" / "workflow.db"))
+        return made[-1]
+
+    yield make
+    for store in made:
+        await store.close()
+
+
+@pytest.fixture
+async def store(new_store: Callable[[], Store]) -> Store:
+    """An opened store (closed by new_store)."""
+    opened = new_store()
+    await opened.open()
+    return opened
+
+
+def row(id: str, *, pipeline: str = "orders", status: str = "success", at: datetime = T0, steps: int = 2,
+        result: Any = None) -> ExecutionRow:
+    """An execution with `steps` steps, the last one failed when the status is not success."""
+    failed = status != "success"
+    return ExecutionRow(
+        id, pipeline, "http", status, at, 12.5, {"error": "boom", "step": f"s{steps - 1}"} if failed else None,
+        None if failed else (result if result is not None else {"id": id, "items": [1, 2.5, "é"]}),
+        tuple(StepRow(f"s{i}", "step.set", "error" if failed and i == steps - 1 else "success", 1.25 * i,
+                      "boom" if failed and i == steps - 1 else None) for i in range(steps)))
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until `check()` holds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def fetch(store: Store, id: str) -> ExecutionRow:
+    """An execution that must exist."""
+    found = await store.get_execution(id)
+    assert found is not None, id
+    return found
+
+
+async def all_ids(store: Store, **filters: Any) -> list[str]:
+    """Every execution id matching the filters, newest first, following the cursors."""
+    ids: list[str] = []
+    cursor = None
+    while True:
+        page, cursor = await store.list_executions(limit=4, before=cursor, **filters)
+        ids += [r.id for r in page]
+        if cursor is None:
+            return ids
+
+
+# --- migrations ---------------------------------------------------------------------------------------------
+
+async def test_migrations_are_idempotent(new_store: Callable[[], Store]) -> None:
+    first = new_store()
+    await first.open()
+    await first.open()
+    assert await first.schema_version() == LATEST
+    await first.record_executions([row("kept")])
+    await first.close()
+    again = new_store()
+    await again.open()
+    assert await again.schema_version() == LATEST
+    assert (await again.get_execution("kept")) == row("kept")
+
+
+async def test_concurrent_start_up_migrates_once(new_store: Callable[[], Store]) -> None:
+    stores = [new_store() for _ in range(4)]
+    await asyncio.gather(*(s.open() for s in stores))
+    assert [await s.schema_version() for s in stores] == [LATEST] * 4
+
+
+def test_migration_lists_match_and_newer_schemas_are_tolerated(caplog: pytest.LogCaptureFixture) -> None:
+    assert [(m.version, m.description) for m in SQLITE] == [(m.version, m.description) for m in POSTGRES]
+    assert [m.version for m in SQLITE] == list(range(1, LATEST + 1))
+    assert [m.version for m in pending(SQLITE, {1}, store="sqlite")] == list(range(2, LATEST + 1))
+    with caplog.at_level(logging.WARNING):
+        assert pending(SQLITE, set(range(1, LATEST + 2)), store="sqlite") == []
+    assert "newer than this release" in caplog.text
+
+
+# --- executions ---------------------------------------------------------------------------------------------
+
+async def test_execution_round_trip(store: Store) -> None:
+    ok, failed = row("ok", result={"nested": {"list": [1, None, True]}, "text": "ünï 😀"}), row("bad", status="error")
+    await store.record_executions([ok, failed])
+    assert await store.get_execution("ok") == ok
+    assert await store.get_execution("bad") == failed
+    assert (await fetch(store, "ok")).started_at.tzinfo == timezone.utc
+    assert await store.get_execution("missing") is None
+    local = replace(ok, id="local", started_at=datetime(2026, 1, 1, 14, 0, tzinfo=timezone(timedelta(hours=2))))
+    await store.record_executions([local])
+    assert (await fetch(store, "local")).started_at == T0
+
+
+async def test_recording_again_replaces_the_execution_and_its_steps(store: Store) -> None:
+    await store.record_executions([row("x", steps=3)])
+    await store.record_executions([row("x", status="error", steps=1), row("y"), row("y", steps=4)])
+    assert await store.get_execution("x") == row("x", status="error", steps=1)
+    assert len((await fetch(store, "y")).steps) == 4
+
+
+async def test_values_json_cannot_hold_are_stored_anyway(store: Store) -> None:
+    odd = replace(row("odd"), result={"nan": float("nan"), "nul": "a\x00b", "half": "x\ud800", "when": T0, 1: {2}},
+                  steps=(StepRow("s\x00", "t", "error", float("inf"), "bad \x00 byte"),))
+    await store.record_executions([odd])
+    stored = await fetch(store, "odd")
+    assert stored.result == {"nan": None, "nul": "a\ufffdb", "half": "x?", "when": str(T0), "1": "{2}"}
+    assert stored.steps == (StepRow("s\ufffd", "t", "error", 0.0, "bad \ufffd byte"),)
+
+
+async def test_list_filters(store: Store) -> None:
+    await store.record_executions([
+        row("a", at=T0), row("b", at=T0 + timedelta(minutes=1), status="error"),
+        row("c", at=T0 + timedelta(minutes=2), pipeline="billing"), row("d", at=T0 + timedelta(minutes=3))])
+    assert await all_ids(store) == ["d", "c", "b", "a"]
+    assert await all_ids(store, pipeline="orders") == ["d", "b", "a"]
+    assert await all_ids(store, status="error") == ["b"]
+    assert await all_ids(store, since=T0 + timedelta(minutes=1), until=T0 + timedelta(minutes=3)) == ["c", "b"]
+    assert await all_ids(store, pipeline="orders", since=T0 + timedelta(seconds=1)) == ["d", "b"]
+    assert await all_ids(store, pipeline="nothing") == []
+
+
+async def test_pagination_has_no_gaps_or_repeats(store: Store) -> None:
+    # Groups of three share a start time: the id breaks the tie, so no row sits on a page boundary twice.
+    rows = [row(f"e{i:02d}", at=T0 + timedelta(seconds=i // 3), steps=i % 3) for i in range(23)]
+    await store.record_executions(rows)
+    expected = [r.id for r in sorted(rows, key=lambda r: (r.started_at, r.id), reverse=True)]
+    pages, cursor = [], None
+    while True:
+        page, cursor = await store.list_executions(limit=5, before=cursor)
+        pages.append(page)
+        if cursor is None:
+            break
+    assert [len(p) for p in pages] == [5, 5, 5, 5, 3]
+    assert [r.id for p in pages for r in p] == expected
+    assert {r.id: r for p in pages for r in p} == {r.id: r for r in rows}  # steps come along
+    assert (await store.list_executions(limit=23))[1] is None
+    assert len((await store.list_executions(limit=0))[0]) == 1
+    with pytest.raises(InvalidCursor):
+        await store.list_executions(before="not-a-cursor")
+
+
+async def test_prune_deletes_old_executions_with_their_steps(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sql, "PRUNE_CHUNK", 2)  # several chunks with few rows
+    monkeypatch.setattr(sql, "PRUNE", sql.PRUNE.replace("LIMIT 5000", "LIMIT 2"))
+    await store.record_executions([row(f"old{i}", at=T0 - timedelta(days=i + 1)) for i in range(5)]
+                                  + [row("new", at=T0)])
+    assert await store.prune_executions(T0) == 5
+    assert await all_ids(store) == ["new"]
+    assert await store.prune_executions(T0) == 0
+    await store.record_executions([replace(row("old1"), steps=())])
+    assert (await fetch(store, "old1")).steps == ()  # no orphaned steps came back
+
+
+# --- components and audit ----------------------------------------------------------------------------------
+
+async def test_component_versions_and_soft_delete(store: Store) -> None:
+    first = await store.put_component("greet", "v1", "sha1", "alice")
+    assert (first.version, first.source, first.deleted, first.updated_by) == (1, "v1", False, "alice")
+    second = await store.put_component("greet", "v2", "sha2", "bob")
+    assert (second.version, second.source, second.sha256, second.updated_by) == (2, "v2", "sha2", "bob")
+    assert second.updated_at >= first.updated_at and second.updated_at.tzinfo == timezone.utc
+    await store.put_component("audit_me", "x", "shax", "alice")
+    deleted = await store.delete_component("greet", "carol")
+    assert deleted is not None
+    assert (deleted.version, deleted.deleted, deleted.updated_by, deleted.source) == (3, True, "carol", "v2")
+    assert await store.delete_component("greet", "carol") is None
+    assert await store.delete_component("absent", "carol") is None
+    assert await store.get_component("greet") == deleted
+    assert [c.id for c in await store.list_components()] == ["audit_me"]
+    assert [c.id for c in await store.list_components(include_deleted=True)] == ["audit_me", "greet"]
+    again = await store.put_component("greet", "v3", "sha3", "dave")
+    assert (again.version, again.deleted, again.source) == (4, False, "v3")
+    assert await store.get_component("absent") is None
+
+
+async def test_concurrent_puts_each_get_their_own_version(store: Store) -> None:
+    rows = await asyncio.gather(*(store.put_component("race", f"v{i}", "sha", "x") for i in range(8)))
+    assert sorted(r.version for r in rows) == list(range(1, 9))
+
+
+async def test_audit_log(store: Store) -> None:
+    await store.audit("alice", "component.put", "greet", "10.0.0.1", {"version": 1})
+    await store.audit("bob", "component.delete", "greet", None)
+    await store.audit("bob", "token.refused", None, "::1", {"reason": "expired"})
+    entries = await store.list_audit()
+    assert [(e.who, e.action, e.target, e.client_address, e.detail) for e in entries] == [
+        ("bob", "token.refused", None, "::1", {"reason": "expired"}),
+        ("bob", "component.delete", "greet", None, None),
+        ("alice", "component.put", "greet", "10.0.0.1", {"version": 1})]
+    assert entries[0].id > entries[1].id and entries[0].at.tzinfo == timezone.utc
+    assert [e.action for e in await store.list_audit(target="greet", limit=1)] == ["component.delete"]
+
+
+async def test_ping_and_close(new_store: Callable[[], Store]) -> None:
+    opened = new_store()
+    await opened.open()
+    await opened.ping()
+    await opened.close()
+    with pytest.raises(RuntimeError):
+        await opened.ping()
+
+
+# --- recorder ----------------------------------------------------------------------------------------------
+
+class Wrapper:
+    """A store stand-in around a real one: counts batches, fails on demand."""
+
+    def __init__(self, store: Store, *, down: bool = False, refuse: Callable[[ExecutionRow], bool] | None = None,
+                 read_only: bool = False) -> None:
+        self.store, self.down, self.refuse, self.read_only = store, down, refuse, read_only
+        self.batches: list[int] = []
+        self.gate: asyncio.Event | None = None
+
+    async def record_executions(self, rows: Sequence[ExecutionRow]) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.down:
+            raise ConnectionError("database is down")
+        if self.read_only or (self.refuse and any(self.refuse(r) for r in rows)):
+            raise ValueError("refused")
+        self.batches.append(len(rows))
+        await self.store.record_executions(rows)
+
+    async def ping(self) -> None:
+        if self.down:
+            raise ConnectionError("database is down")
+
+
+async def test_recorder_writes_full_batches_at_once(store: Store) -> None:
+    sink = Wrapper(store)
+    recorder = Recorder(sink, batch=10, interval=60)
+    recorder.start()
+    for i in range(25):
+        recorder.add(row(f"r{i}"))
+    await eventually(lambda: recorder.flushed == 25)
+    assert sink.batches == [10, 10, 5]
+    assert len(await all_ids(store)) == 25
+    await recorder.stop(5)
+
+
+async def test_recorder_flushes_on_its_interval_and_everything_on_stop(store: Store) -> None:
+    recorder = Recorder(store, batch=100, interval=0.02)
+    recorder.start()
+    recorder.add(row("soon"))
+    await eventually(lambda: recorder.flushed == 1)
+    slow = Recorder(store, batch=100, interval=60)
+    slow.start()
+    for i in range(7):
+        slow.add(row(f"late{i}"))
+    await slow.stop(5)
+    await recorder.stop(5)
+    assert (slow.flushed, slow.pending, slow.abandoned) == (7, 0, 0)
+    assert len(await all_ids(store)) == 8
+
+
+async def test_recorder_keeps_everything_through_an_outage(store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    sink = Wrapper(store, down=True)
+    recorder = Recorder(sink, batch=8, interval=0.01, max_backoff=0.04)
+    recorder.start()
+    with caplog.at_level(logging.WARNING, logger="workflow.store.recorder"):
+        for i in range(30):
+            recorder.add(row(f"o{i:02d}", at=T0 + timedelta(seconds=i)))
+        await eventually(lambda: recorder.failures >= 4)
+        assert (recorder.pending, recorder.flushed, recorder.healthy) == (30, 0, False)
+        sink.down = False
+        await eventually(lambda: recorder.flushed == 30)
+    assert await all_ids(store) == [f"o{i:02d}" for i in reversed(range(30))]
+    assert (recorder.dropped, recorder.rejected, recorder.healthy) == (0, 0, True)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and "not accepting writes" in warnings[0] and "again" in warnings[1]
+    await recorder.stop(5)
+
+
+async def test_recorder_stop_is_bounded_when_the_store_stays_down(store: Store) -> None:
+    recorder = Recorder(Wrapper(store, down=True), interval=0.01, max_backoff=0.02)
+    recorder.start()
+    for i in range(5):
+        recorder.add(row(f"lost{i}"))
+    started = time.monotonic()
+    await recorder.stop(0.2)
+    assert time.monotonic() - started < 1.0
+    assert (recorder.abandoned, recorder.pending) == (5, 0)
+    recorder.add(row("after"))
+    assert recorder.dropped == 1
+
+
+async def test_recorder_overflow_drops_the_oldest(store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    recorder = Recorder(store, capacity=5, batch=100, interval=60)
+    with caplog.at_level(logging.WARNING, logger="workflow.store.recorder"):
+        for i in range(8):
+            recorder.add(row(f"f{i}", at=T0 + timedelta(seconds=i)))
+    assert (recorder.dropped, recorder.pending) == (3, 5)
+    assert len(caplog.records) == 1 and "full" in caplog.records[0].getMessage()
+    await recorder.stop(5)
+    assert await all_ids(store) == ["f7", "f6", "f5", "f4", "f3"]
+
+
+async def test_recorder_overflow_during_an_outage_keeps_the_newest(store: Store) -> None:
+    sink = Wrapper(store, down=True)
+    recorder = Recorder(sink, capacity=10, batch=4, interval=0.01, max_backoff=0.02)
+    recorder.start()
+    for i in range(13):
+        recorder.add(row(f"q{i:02d}", at=T0 + timedelta(seconds=i)))
+        await asyncio.sleep(0.005)  # let failed batches go back to the front of the buffer meanwhile
+    assert recorder.dropped == 3
+    sink.down = False
+    await recorder.stop(5)
+    assert await all_ids(store) == [f"q{i:02d}" for i in reversed(range(3, 13))]
+
+
+async def test_recorder_add_never_waits_for_the_store(store: Store) -> None:
+    sink = Wrapper(store)
+    sink.gate = asyncio.Event()  # every write hangs, as on a stalled database
+    recorder = Recorder(sink, capacity=50_000, batch=100, interval=0.01)
+    recorder.start()
+    recorder.add(row("first"))
+    await asyncio.sleep(0.05)  # a write is now stuck in flight
+    item = row("hot")
+    started = time.perf_counter()
+    assert not inspect.iscoroutinefunction(Recorder.add)
+    for _ in range(20_000):
+        recorder.add(item)
+    assert time.perf_counter() - started < 0.5
+    assert recorder.pending == 20_001
+    sink.gate.set()
+    await recorder.stop(10)
+    assert recorder.flushed == 20_001
+
+
+async def test_recorder_discards_only_rows_the_database_refuses(store: Store,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    recorder = Recorder(Wrapper(store, refuse=lambda r: r.id == "poison"), batch=10, interval=60)
+    for id in ("a", "poison", "b", "c"):
+        recorder.add(row(id))
+    with caplog.at_level(logging.ERROR, logger="workflow.store.recorder"):
+        await recorder.stop(5)
+    assert (recorder.flushed, recorder.rejected, recorder.dropped) == (3, 1, 0)
+    assert sorted(await all_ids(store)) == ["a", "b", "c"]
+    assert "poison" in caplog.text
+
+
+async def test_recorder_keeps_rows_when_the_database_refuses_every_write(store: Store) -> None:
+    sink = Wrapper(store, read_only=True)  # answers pings, refuses writes: a full disk, a read-only replica
+    recorder = Recorder(sink, batch=10, interval=0.01, max_backoff=0.02)
+    recorder.start()
+    for id in ("a", "b", "c"):
+        recorder.add(row(id))
+    await eventually(lambda: recorder.failures >= 3)
+    assert (recorder.rejected, recorder.pending) == (0, 3)
+    sink.read_only = False
+    await recorder.stop(5)
+    assert recorder.flushed == 3
+
+
+async def test_postgres_recovers_when_its_connections_are_killed(postgres_dsn: str, pg_schema_dsn: str) -> None:
+    name = f"wf_test_{secrets.token_hex(4)}"
+    store = PostgresStore(f"{pg_schema_dsn} application_name={name}", pool_size=3)
+    await store.open()
+    try:
+        await asyncio.gather(*(store.ping() for _ in range(3)))  # fill the pool with connections to kill
+        _admin(postgres_dsn,
+               f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{name}'")
+        recorder = Recorder(store, interval=0.01)
+        recorder.add(row("after-restart"))
+        await recorder.stop(5)
+        # At most one attempt lands on a dead connection; the retry reconnects at once, without backoff.
+        assert (recorder.flushed, recorder.dropped, recorder.healthy) == (1, 0, True)
+        assert recorder.failures <= 1
+        assert await store.get_execution("after-restart") == row("after-restart")
+    finally:
+        await store.close()
+
+
+# --- retention, wiring, conversions ------------------------------------------------------------------------
+
+async def test_retention_prunes_past_history_days(store: Store) -> None:
+    now = datetime.now(timezone.utc)
+    await store.record_executions([row("ancient", at=now - timedelta(days=10)), row("recent", at=now)])
+    assert await Retention(store, 0).prune_once() == 0
+    retention = Retention(store, 7, every=0.01)
+    retention.start()
+    await eventually(lambda: retention.pruned == 1)
+    await retention.stop()
+    assert await all_ids(store) == ["recent"]
+
+
+def test_open_store_picks_the_backend(settings: Settings) -> None:
+    embedded = open_store(settings)
+    assert isinstance(embedded, SqliteStore) and embedded.path == settings.data_dir / "workflow.db"
+    configured = open_store(replace(settings, db=Database(host="db.internal", pool_size=3)))
+    assert isinstance(configured, PostgresStore) and (configured.kind, configured.pool_size) == ("postgres", 3)
+    assert "host='db.internal'" in configured.dsn
+
+
+async def test_store_context_records_until_the_app_stops(settings: Settings) -> None:
+    app = web.Application()
+    app[ENGINE] = build_engine(settings, entry_points=False, config_text=(
+        "pipelines:\n  p:\n    trigger: {type: manual}\n    steps:\n      - {name: s, type: step.log}\n"))
+    context = store_context(app)
+    await context.__anext__()
+    assert settings.data_dir.is_dir() and app[STORE].kind == "sqlite"
+    app[RECORDER].add(row("at-shutdown"))
+    with pytest.raises(StopAsyncIteration):
+        await context.__anext__()
+    reopened = SqliteStore(settings.data_dir / "workflow.db")
+    await reopened.open()
+    assert await reopened.get_execution("at-shutdown") == row("at-shutdown")
+    await reopened.close()
+
+
+def test_execution_row_from_an_outcome() -> None:
+    outcome = Outcome("id1", "orders", "http", status="error", error=StepError("bad", step="s1"),
+                      steps=[StepRecord("s0", "step.set", "success", 0.002),
+                             StepRecord("s1", "step.fail", "error", 0.5, "bad")],
+                      started_at="2026-01-01T12:00:00.000Z", duration=0.75)
+    assert execution_row(outcome) == ExecutionRow(
+        "id1", "orders", "http", "error", T0, 750.0, {"error": "bad", "step": "s1"}, None,
+        (StepRow("s0", "step.set", "success", 2.0), StepRow("s1", "step.fail", "error", 500.0, "bad")))
+    assert execution_row(Outcome("id2", "p", "manual", data={"x": 1})).result == {"x": 1}
+
+
+def test_codec_cursor_and_timestamps() -> None:
+    assert decode_cursor(encode_cursor(T0, "a|b")) == (T0, "a|b")
+    assert ts_text(datetime(2026, 1, 1, 13, 0, tzinfo=timezone(timedelta(hours=1)))) == "2026-01-01T12:00:00.000000Z"
+    assert dump_json(None) is None and dump_json({"a": (1, 2)}) == '{"a":[1,2]}'
+
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    circular: dict[str, Any] = {}
+    circular["self"] = circular
+    assert dump_json({"x": Unprintable()}) == '{"x":"<unprintable Unprintable>"}'
+    assert str(dump_json(circular)).startswith('{"self":{"self":')
+    with pytest.raises(InvalidCursor):
+        decode_cursor(encode_cursor(T0, "x")[:-3])
