@@ -82,6 +82,7 @@ class Settings:
     db: "Database | None" = None
     redis_addr: str | None = None
     history_days: float = 7.0
+    record_executions: bool = True
 
 
 def parse_address(text: str, *, name: str) -> Address:
@@ -141,6 +142,7 @@ def from_environment(
         db=_database(env),
         redis_addr=env.get("WORKFLOW_REDIS_ADDR") or None,
         history_days=_duration(env, "WORKFLOW_HISTORY_RETENTION", "168h") / 86400,
+        record_executions=_flag(env, "WORKFLOW_RECORD_EXECUTIONS", True),
     )
 
 

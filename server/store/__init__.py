@@ -59,6 +59,7 @@ async def store_context(app: web.Application) -> AsyncIterator[None]:
     engine = app[ENGINE]
     async with running_store(engine.settings) as (store, recorder):
         app[STORE], app[RECORDER] = store, recorder
-        engine.store, engine.recorder = store, recorder
+        engine.store = store
+        engine.recorder = recorder if engine.settings.record_executions else None
         yield
         engine.recorder = None

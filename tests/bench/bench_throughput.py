@@ -6,7 +6,9 @@ Starts three servers as subprocesses on 127.0.0.1, each a single process on the 
   bare            tests/bench/bare_server.py: parse JSON, jsonschema-validate, build the answer, 201
   pipeline        workflow-server with one pipeline (step.validate -> step.set -> step.json_response),
                   WORKFLOW_LOG_LEVEL=warning, metrics on (they always are)
+  pipeline-norec  the same, with execution recording off (WORKFLOW_RECORD_EXECUTIONS=false)
   pipeline-info   the same server at the default log level (info: one JSON log line per request)
+  pipeline-pg     with --postgres: recording to PostgreSQL (WORKFLOW_DB_* from the environment)
 warms each up, then loads them alternately with wrk (POST /bench, JSON body) for --rounds rounds
 and prints req/s per round, the medians, the ratio pipeline/bare, wrk's p50/p99 latency and its
 non-2xx counts; finally it checks /metrics for http_requests_total{path="/bench"} and prints
@@ -112,6 +114,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2, help="whole seconds of load per server before measuring (default 2)")
     parser.add_argument("--target", type=float, default=0.6, help="required pipeline/bare ratio (default 0.6)")
     parser.add_argument("--skip-info", action="store_true", help="do not measure the pipeline at log level info")
+    parser.add_argument("--skip-norec", action="store_true", help="do not measure with execution recording off")
+    parser.add_argument("--postgres", action="store_true",
+                        help="also measure recording to PostgreSQL (WORKFLOW_DB_HOST/NAME/USER must be set)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the servers and wrk to separate CPUs")
     parser.add_argument("--keep-temp", action="store_true", help="keep the temp dir (config, lua, server logs)")
     ns = parser.parse_args(argv)
@@ -134,22 +139,29 @@ def start_targets(ns: argparse.Namespace, tmp: Path, server_cpus: str | None) ->
     bare = c.ServerProcess("bare", bare_cmd, c.child_env(), tmp / "bare.log", cwd=c.ROOT)
     targets.append(Target("bare", bare, f"http://{c.HOST}:{port}", "/readyz"))
 
-    levels = [("pipeline", "warning")] + ([] if ns.skip_info else [("pipeline-info", "info")])
-    for name, level in levels:
+    variants = [("pipeline", {"WORKFLOW_LOG_LEVEL": "warning"})]
+    if not ns.skip_norec:
+        variants.append(("pipeline-norec", {"WORKFLOW_LOG_LEVEL": "warning", "WORKFLOW_RECORD_EXECUTIONS": "false"}))
+    if not ns.skip_info:
+        variants.append(("pipeline-info", {"WORKFLOW_LOG_LEVEL": "info"}))
+    if ns.postgres:
+        variants.append(("pipeline-pg", {"WORKFLOW_LOG_LEVEL": "warning"}))
+    for name, overrides in variants:
         port, admin = c.free_port(), c.free_port()
         while admin == port:
             admin = c.free_port()
         state = tmp / name
         (state / "components").mkdir(parents=True)
         env = c.child_env({
-            "WORKFLOW_LOG_LEVEL": level,
+            **overrides,
             "WORKFLOW_LOG_FORMAT": "json",
             "WORKFLOW_COMPONENTS_DIR": str(state / "components"),
             "WORKFLOW_DATA_DIR": str(state / "data"),
             "WORKFLOW_SHUTDOWN_TIMEOUT": "5s",
         })
-        for var in ("WORKFLOW_CONFIG", "WORKFLOW_ADDR", "WORKFLOW_ADMIN_ADDR", "WORKFLOW_DB_HOST",
-                    "WORKFLOW_REDIS_ADDR", "JWT_SECRET"):
+        keep_db = name == "pipeline-pg"
+        for var in ("WORKFLOW_CONFIG", "WORKFLOW_ADDR", "WORKFLOW_ADMIN_ADDR", "WORKFLOW_REDIS_ADDR", "JWT_SECRET",
+                    *(() if keep_db else ("WORKFLOW_DB_HOST",))):
             env.pop(var, None)
         cmd = c.pinned([c.venv_script("workflow-server"), "-config", str(config),
                         "--addr", f"{c.HOST}:{port}", "--admin-addr", f"{c.HOST}:{admin}"], server_cpus)
@@ -302,13 +314,17 @@ def run(ns: argparse.Namespace, tmp: Path) -> int:
     print()
     print(f"bare handler         {bare.median_rps():>10.1f} req/s (median)")
     print(f"pipeline (warning)   {pipeline.median_rps():>10.1f} req/s (median)   ratio pipeline/bare = {ratio:.3f}")
-    if len(targets) > 2:
-        info = targets[2]
-        info_ratio = info.median_rps() / bare.median_rps()
-        cost = 1 - info.median_rps() / pipeline.median_rps()
-        print(f"pipeline (info)      {info.median_rps():>10.1f} req/s (median)   ratio pipeline/bare = "
-              f"{info_ratio:.3f}   (per-request log line costs {cost:.1%} of warning-level throughput; "
-              f"{info.server.log_lines()} log lines written)")
+    notes = {
+        "pipeline-norec": lambda t: f"recording costs {1 - pipeline.median_rps() / t.median_rps():.1%} "
+                                    "(pipeline vs pipeline-norec)",
+        "pipeline-info": lambda t: f"the per-request log line costs {1 - t.median_rps() / pipeline.median_rps():.1%}; "
+                                   f"{t.server.log_lines()} log lines written",
+        "pipeline-pg": lambda t: f"recording to PostgreSQL costs {1 - t.median_rps() / pipeline.median_rps():.1%} "
+                                 "more than to SQLite",
+    }
+    for target in targets[2:]:
+        print(f"{target.name:<20} {target.median_rps():>10.1f} req/s (median)   ratio /bare = "
+              f"{target.median_rps() / bare.median_rps():.3f}   ({notes[target.name](target)})")
     print()
     print("== /metrics (main listener)")
     for name, lines in metric_lines.items():
@@ -316,9 +332,13 @@ def run(ns: argparse.Namespace, tmp: Path) -> int:
         for line in lines:
             print(f"    {line}")
     print()
-    verdict = "TARGET MET" if ratio >= ns.target else "TARGET MISSED"
-    print(f"{verdict}: pipeline/bare = {ratio:.3f} {'>=' if ratio >= ns.target else '<'} {ns.target:g} "
-          f"(log level warning, metrics on, {ns.connections} connections, median of {ns.rounds} x {ns.duration:g}s)")
+    for target in [pipeline] + [t for t in targets if t.name == "pipeline-norec"]:
+        ratio = target.median_rps() / bare.median_rps()
+        verdict = "TARGET MET" if ratio >= ns.target else "TARGET MISSED"
+        recording = "recording off" if target.name == "pipeline-norec" else "recording on (SQLite)"
+        print(f"{verdict}: {target.name}/bare = {ratio:.3f} {'>=' if ratio >= ns.target else '<'} {ns.target:g} "
+              f"(log level warning, metrics on, {recording}, {ns.connections} connections, "
+              f"median of {ns.rounds} x {ns.duration:g}s)")
     return 0
 
 
