@@ -161,8 +161,12 @@ class Engine:
                                   error=StepError(f"pipeline {name!r} was removed before it could run",
                                                   status=410, execution_id=execution_id))
             else:
-                outcome = await self.executor.run(current, payload, execution_id=execution_id,
-                                                  workflow_type=kind, state=state)
+                state.lease.acquire()
+                try:
+                    outcome = await self.executor.run(current, payload, execution_id=execution_id,
+                                                      workflow_type=kind, state=state)
+                finally:
+                    state.lease.release()
             self.executions.finished(outcome)
 
         self.queue.submit(job)

@@ -78,9 +78,11 @@ class Executor:
                   workflow_type: str | None = None, depth: int = 0, state: "State | None" = None) -> Outcome:
         """Execute `pipeline` on `payload`; never raises for step failures (see Outcome.error).
 
-        `state` is the snapshot the pipeline was found in (default: the one in service now); the
-        execution keeps it to its end, so a reload never changes a running execution.
+        `state` is the snapshot the pipeline was found in, and a caller passing it holds a lease on
+        it; by default the run leases the state in service now. The execution keeps its state to
+        the end, so a reload never changes a running execution.
         """
+        own_lease = state is None
         state = state or self._state()
         outcome = Outcome(execution_id or new_id(), pipeline.name,
                           workflow_type or pipeline.trigger.workflow_type, data=dict(payload))
@@ -88,7 +90,8 @@ class Executor:
         token = logs.execution_id.set(outcome.execution_id)
         active = self.metrics.child(self.metrics.active, outcome.workflow_type)
         active.inc()
-        state.lease.acquire()
+        if own_lease:
+            state.lease.acquire()
         start = time.perf_counter()
         try:
             await _Run(self, pipeline, payload, outcome, state.registry, depth).execute()
@@ -96,7 +99,8 @@ class Executor:
             outcome.status = "error"
             raise
         finally:
-            state.lease.release()
+            if own_lease:
+                state.lease.release()
             active.dec()
             outcome.duration = time.perf_counter() - start
             self.metrics.observe_execution(outcome.workflow_type, pipeline.name, outcome.status, outcome.duration)

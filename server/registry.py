@@ -172,7 +172,8 @@ def _webhook_router(endpoints: Iterable[Endpoint]) -> Router:
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+    # An object with an `async def __call__` is an async step too.
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(type(fn), "__call__", None))
 
 
 def _check_arity(where: str, fn: Callable[..., Any], count: int) -> None:

@@ -18,7 +18,6 @@ import pytest
 from aiohttp import web
 
 from server.errors import StepError
-from server.keys import SETTINGS
 from server.pipeline import Outcome, StepRecord
 from server.settings import Database, Settings
 from server.app import build_engine

@@ -556,8 +556,8 @@ async def run_scale(ns: argparse.Namespace, tmp: Path, cpus: tuple[str | None, s
 
     # The pipeline uses the first component's step; that component is the one reloaded.
     config = CONFIG.format(step=f"step.bench_{ids[0]}")
-    print(f"  every component registers its own step type (step.bench_c0000 ...); the pipeline uses step.bench_c0000;"
-          f" the reloaded file is c0000.py")
+    print("  every component registers its own step type (step.bench_c0000 ...); the pipeline uses step.bench_c0000;"
+          " the reloaded file is c0000.py")
     print(f"  start-up: process start (Popen) -> /readyz 200, polled every 10 ms; {ns.scale_starts} starts each, "
           f"alternating; reload: write -> first response from the new version, {ns.scale_reloads} each, "
           f"alternating between the two servers (both running, idle one waiting)")
