@@ -7,6 +7,7 @@ import inspect
 import logging
 import os
 import secrets
+import sqlite3
 import time
 from contextlib import closing
 from dataclasses import replace
@@ -20,6 +21,7 @@ from aiohttp import web
 from server.errors import StepError
 from server.pipeline import Outcome, StepRecord
 from server.settings import Database, Settings
+from server.steps import Response
 from server.app import build_engine
 from server.keys import ENGINE
 from server.store import (RECORDER, STORE, ExecutionRow, InvalidCursor, Recorder, Retention, SqliteStore, StepRow,
@@ -94,6 +96,17 @@ def row(id: str, *, pipeline: str = "orders", status: str = "success", at: datet
         None if failed else (result if result is not None else {"id": id, "items": [1, 2.5, "é"]}),
         tuple(StepRow(f"s{i}", "step.set", "error" if failed and i == steps - 1 else "success", 1.25 * i,
                       "boom" if failed and i == steps - 1 else None) for i in range(steps)))
+
+
+def outcome(id: str, *, failed: bool = False, at: str = "2026-01-01T12:00:00.250Z") -> Outcome:
+    """A finished execution as the executor leaves it: three steps, the last one failed when `failed`."""
+    return Outcome(id, "orders", "http", status="error" if failed else "success", data={"x": 1},
+                   response=None if failed else Response(201, {"id": id, "ok": True}),
+                   error=StepError("bad", step="s2") if failed else None, started_at=at, duration=0.0125,
+                   steps=[StepRecord("s0", "step.set", "success", 0.001),
+                          StepRecord("s1", "step.set", "success", 0.0025),
+                          StepRecord("s2", "step.fail", "error", 0.003, "bad") if failed else
+                          StepRecord("s2", "step.json_response", "success", 0.003)])
 
 
 async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -180,6 +193,44 @@ async def test_values_json_cannot_hold_are_stored_anyway(store: Store) -> None:
     stored = await fetch(store, "odd")
     assert stored.result == {"nan": None, "nul": "a\ufffdb", "half": "x?", "when": str(T0), "1": "{2}"}
     assert stored.steps == (StepRow("s\ufffd", "t", "error", 0.0, "bad \ufffd byte"),)
+
+
+async def test_outcomes_are_stored_as_execution_row_reads_them(store: Store) -> None:
+    plain = outcome("plain")
+    plain.response = None  # no step answered: the result is the final data
+    unstamped = Outcome("unstamped", "p", "manual")  # never ran far enough to get a start time
+    done = [outcome("ok"), outcome("bad", failed=True), plain, outcome("twice"), row("a-row"),
+            outcome("twice", failed=True)]
+    await store.record_executions([*done, unstamped])
+    for item in done[:3] + done[5:]:
+        assert await store.get_execution(item.execution_id) == execution_row(item)  # the last "twice" won
+    assert await store.get_execution("a-row") == row("a-row")
+    assert (await fetch(store, "ok")).started_at == T0 + timedelta(milliseconds=250)
+    assert ((await fetch(store, "bad")).result, (await fetch(store, "plain")).result) == (None, {"x": 1})
+    assert abs((await fetch(store, "unstamped")).started_at - datetime.now(timezone.utc)) < timedelta(minutes=1)
+
+
+async def test_odd_values_leave_the_rest_of_the_batch_alone(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("server.store.postgres._CHUNK", 2)  # PostgreSQL: three statements in one transaction
+    odd = replace(row("odd"), pipeline="or\x00ders", workflow_type="ht\ud800tp")
+    emoji = row("emoji", result={"text": "ünï 😀"})  # JSON escapes 😀 as a surrogate pair: kept as it is
+    batch = [row("a"), odd, emoji, row("b"), row("c", status="error")]
+    await store.record_executions(batch)
+    assert await fetch(store, "odd") == replace(odd, pipeline="or\ufffdders", workflow_type="ht?tp")
+    for kept in (batch[0], *batch[2:]):
+        assert await fetch(store, kept.id) == kept
+
+
+async def test_sqlite_keeps_steps_as_one_json_column(tmp_path: Any) -> None:
+    store = SqliteStore(tmp_path / "workflow.db")
+    await store.open()
+    await store.record_executions([row("x", status="error")])
+    await store.close()
+    with closing(sqlite3.connect(tmp_path / "workflow.db")) as db:
+        # The layout SQL readers rely on: one [name, type, status, duration_ms, error] array per step.
+        assert db.execute("SELECT steps FROM executions").fetchall() == [
+            ('[["s0","step.set","success",0.0,null],["s1","step.set","error",1.25,"boom"]]',)]
+        assert "execution_steps" not in {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
 
 
 async def test_list_filters(store: Store) -> None:
@@ -280,13 +331,13 @@ async def test_ping_and_close(new_store: Callable[[], Store]) -> None:
 class Wrapper:
     """A store stand-in around a real one: counts batches, fails on demand."""
 
-    def __init__(self, store: Store, *, down: bool = False, refuse: Callable[[ExecutionRow], bool] | None = None,
+    def __init__(self, store: Store, *, down: bool = False, refuse: Callable[[sql.Record], bool] | None = None,
                  read_only: bool = False) -> None:
         self.store, self.down, self.refuse, self.read_only = store, down, refuse, read_only
         self.batches: list[int] = []
         self.gate: asyncio.Event | None = None
 
-    async def record_executions(self, rows: Sequence[ExecutionRow]) -> None:
+    async def record_executions(self, rows: Sequence[sql.Record]) -> None:
         if self.gate is not None:
             await self.gate.wait()
         if self.down:
@@ -412,6 +463,23 @@ async def test_recorder_discards_only_rows_the_database_refuses(store: Store,
     assert (recorder.flushed, recorder.rejected, recorder.dropped) == (3, 1, 0)
     assert sorted(await all_ids(store)) == ["a", "b", "c"]
     assert "poison" in caplog.text
+
+
+async def test_recorder_takes_outcomes_and_names_one_refused(store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    recorder = Recorder(Wrapper(store, refuse=lambda r: r.id == "poison"), batch=10, interval=60)
+    class Broken(StepError):
+        def to_json(self) -> dict[str, Any]:
+            raise RuntimeError("a defect")
+
+    with caplog.at_level(logging.ERROR, logger="workflow.store.recorder"):
+        for done in (outcome("a"), outcome("poison"), outcome("b", failed=True)):
+            recorder.add(done)
+        recorder.add(replace(outcome("defect"), error=Broken("x")))  # converted at once: must not raise here
+        assert recorder.rejected == 1 and "execution defect cannot be recorded" in caplog.text
+        await recorder.stop(5)
+    assert (recorder.flushed, recorder.rejected) == (2, 2)
+    assert await store.get_execution("b") == execution_row(outcome("b", failed=True))
+    assert "execution poison (pipeline orders) cannot be recorded" in caplog.text
 
 
 async def test_recorder_keeps_rows_when_the_database_refuses_every_write(store: Store) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from ..auth import IDENTITY
-from ..components import Component, ComponentError, Source, component_id_for
+from ..components import COMPONENT_ID, Component, ComponentError, Source
 from ..errors import BadRequest, NotFound, PayloadTooLarge, WorkflowError
 from ..keys import ENGINE, RELOADER
 from ..middleware import json_response
@@ -22,6 +22,11 @@ class Conflict(WorkflowError):
     """The component already exists (POST) and must be replaced with PUT."""
 
     status = 409
+
+
+# Held by every write from its existence check to its store record: two calls for one id must not interleave
+# (two POSTs both creating, or two PUTs renaming their files in the other order than they went into service).
+WRITES: web.AppKey[asyncio.Lock] = web.AppKey("component_writes", asyncio.Lock)
 
 
 async def list_components(request: web.Request) -> web.Response:
@@ -50,19 +55,31 @@ async def create_component(request: web.Request) -> web.Response:
     """`POST {id, source}`: load a new component; 201, or 422 with the error and nothing changed."""
     body = await _json(request)
     cid = _id(body.get("id"))
-    if cid in request.app[RELOADER].components:
-        raise Conflict(f"component {cid!r} exists; replace it with PUT", id=cid)
-    await _install(request, cid, _source(request, body), action="create")
-    return json_response(_describe(request, cid), 201)
+    text = _source(request, body)
+    manager = request.app[RELOADER]
+    async with request.app[WRITES]:
+        # A file in error exists too: creating over it would silently overwrite someone's file.
+        if cid in manager.components or cid in manager.failures:
+            raise Conflict(f"component {cid!r} exists; replace it with PUT", id=cid)
+        try:
+            await _install(request, cid, text, action="create")
+        except ComponentError:
+            # Refused: no file and nothing in service, so no component in error to list either.
+            manager.failures.pop(cid, None)
+            raise
+        return json_response(_describe(request, cid), 201)
 
 
 async def replace_component(request: web.Request) -> web.Response:
     """`PUT {source}`: load a new version; 200, or 422 with the error and the old version still serving."""
     cid = _id(request.match_info["id"])
-    if cid not in request.app[RELOADER].components and cid not in request.app[RELOADER].failures:
-        raise NotFound(f"no component {cid!r}; create it with POST")
-    await _install(request, cid, _source(request, await _json(request)), action="update")
-    return json_response(_describe(request, cid))
+    text = _source(request, await _json(request))
+    manager = request.app[RELOADER]
+    async with request.app[WRITES]:
+        if cid not in manager.components and cid not in manager.failures:
+            raise NotFound(f"no component {cid!r}; create it with POST")
+        await _install(request, cid, text, action="update")
+        return json_response(_describe(request, cid))
 
 
 async def delete_component(request: web.Request) -> web.Response:
@@ -70,11 +87,14 @@ async def delete_component(request: web.Request) -> web.Response:
     cid = _id(request.match_info["id"])
     manager = request.app[RELOADER]
     path = _path(request, cid)
-    if not await manager.remove(cid) and cid not in manager.failures:
-        raise NotFound(f"no component {cid!r}")
-    manager.failures.pop(cid, None)
-    await asyncio.to_thread(_unlink, path)
-    await _record(request, "delete", cid, None)
+    async with request.app[WRITES]:
+        # Checked first: `remove` forgets the failure, and a file in error must be deletable too.
+        known = cid in manager.components or cid in manager.failures
+        await manager.remove(cid)
+        if not known:
+            raise NotFound(f"no component {cid!r}")
+        await asyncio.to_thread(_unlink, path)
+        await _record(request, "delete", cid, None)
     return web.Response(status=204)
 
 
@@ -130,10 +150,12 @@ def _describe(request: web.Request, cid: str) -> dict[str, Any]:
 def _id(raw: Any) -> str:
     if not isinstance(raw, str) or not raw:
         raise BadRequest("a component id is required", field="id")
-    try:
-        return component_id_for(raw + ".py")
-    except ComponentError:
-        raise BadRequest(f"component ids are 1-64 characters of a-z, 0-9 and _, not {raw!r}", field="id") from None
+    # Checked as it is, not as a file name: a path ("../x") must not pass as its stem, and fullmatch
+    # because the pattern's `$` would accept a trailing newline.
+    cid = raw.lower()
+    if not COMPONENT_ID.fullmatch(cid):
+        raise BadRequest(f"component ids are 1-64 characters of a-z, 0-9 and _, not {raw!r}", field="id")
+    return cid
 
 
 def _source(request: web.Request, body: dict[str, Any]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -13,6 +14,7 @@ from ..middleware import json_response
 from ..store.base import ExecutionRow, InvalidCursor
 
 STATUSES = ("success", "error", "timeout")
+_SPACED_OFFSET = re.compile(r"(\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}(?::?\d{2})?)$")
 
 
 async def list_executions(request: web.Request) -> web.Response:
@@ -75,6 +77,8 @@ def _time(query: Any, key: str) -> datetime | None:
     raw = query.get(key)
     if not raw:
         return None
+    # An unencoded `+01:00` offset arrives as ` 01:00` (a query string's `+` is a space): put it back.
+    raw = _SPACED_OFFSET.sub(r"\1+\2", raw.strip())
     try:
         value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:

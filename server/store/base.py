@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
     from ..pipeline import Outcome
+    from .sql import Record
 
 # A page never holds more than this many executions, whatever the caller asks for.
 MAX_PAGE = 1000
@@ -92,8 +93,8 @@ class Store(abc.ABC):
         """The highest migration applied to the database (0 before any)."""
 
     @abc.abstractmethod
-    async def record_executions(self, rows: Sequence[ExecutionRow]) -> None:
-        """Insert or replace executions and their steps, all in one transaction (last write wins)."""
+    async def record_executions(self, rows: Sequence[ExecutionRow | Outcome | Record]) -> None:
+        """Insert or replace executions in one transaction, the last of an id winning (rows, outcomes, Records)."""
 
     @abc.abstractmethod
     async def get_execution(self, id: str) -> ExecutionRow | None:
@@ -111,7 +112,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def prune_executions(self, older_than: datetime) -> int:
-        """Delete executions started before `older_than`, with their steps; return how many went."""
+        """Delete executions started before `older_than`; return how many went."""
 
     @abc.abstractmethod
     async def list_components(self, *, include_deleted: bool = False) -> list[ComponentRow]:

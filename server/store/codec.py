@@ -7,7 +7,7 @@ import binascii
 import json
 import math
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from .base import InvalidCursor
 
@@ -55,13 +55,23 @@ def dump_json(value: Any) -> str | None:
     """
     if value is None:
         return None
+    return _quick_json(value) or json.dumps(_clean(value, 0), separators=_SEPARATORS)
+
+
+def dump_json_array(items: Sequence[Any]) -> str:
+    """`dump_json` of a list, cleaning item by item only when the whole does not encode as it is."""
+    return _quick_json(items) or "[" + ",".join([dump_json(item) or "null" for item in items]) + "]"
+
+
+def _quick_json(value: Any) -> str | None:
+    """The JSON text of `value` when it needs no cleaning, else None."""
     try:
-        text = json.dumps(value, default=_str, allow_nan=False, separators=_SEPARATORS)
+        text = _encode(value)
     except Exception:  # NaN, a circular reference, a tuple key
-        return json.dumps(_clean(value, 0), separators=_SEPARATORS)
-    # Escaped NUL or surrogate (also a valid pair, rarely): take the slow, careful path.
+        return None
+    # Escaped NUL or surrogate (also a valid pair, rarely): the caller takes the slow, careful path.
     if "\\u0000" in text or "\\ud" in text:
-        return json.dumps(_clean(value, 0), separators=_SEPARATORS)
+        return None
     return text
 
 
@@ -84,11 +94,25 @@ def _clean(value: Any, depth: int) -> Any:
     return clean_text(_str(value))
 
 
+def _encoder() -> Callable[[Any], str]:
+    # json.dumps with any non-default option builds a new encoder per call, which costs more than
+    # encoding a small value: build the C encoder once. Without circular-reference markers (an
+    # exception would leave shared ones dirty) a self-referencing value ends in RecursionError.
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return json.JSONEncoder(default=_str, allow_nan=False, separators=_SEPARATORS).encode
+    encode = make(None, _str, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False)
+    return lambda value: "".join(encode(value, 0))
+
+
 def _str(value: Any) -> str:
     try:
         return str(value)
     except Exception:  # a broken __str__, or a structure too deep for repr
         return f"<unprintable {type(value).__name__}>"
+
+
+_encode = _encoder()
 
 
 def encode_cursor(started_at: datetime, id: str) -> str:

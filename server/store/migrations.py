@@ -35,15 +35,14 @@ MIGRATIONS_TABLE = {
 }
 
 SQLITE: tuple[Migration, ...] = (
+    # `steps`: JSON, one [name, type, status, duration_ms, error] array per step (see sql.EXECUTION_COLUMNS).
     Migration(1, "executions and their steps", (
         "CREATE TABLE executions (id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, workflow_type TEXT NOT NULL, "
-        "status TEXT NOT NULL, started_at TEXT NOT NULL, duration_ms REAL NOT NULL, error TEXT, result TEXT)",
+        "status TEXT NOT NULL, started_at TEXT NOT NULL, duration_ms REAL NOT NULL, error TEXT, result TEXT, "
+        "steps TEXT NOT NULL DEFAULT '[]')",
         "CREATE INDEX executions_started ON executions (started_at DESC, id DESC)",
         "CREATE INDEX executions_pipeline ON executions (pipeline, started_at DESC, id DESC)",
         "CREATE INDEX executions_status ON executions (status, started_at DESC, id DESC)",
-        "CREATE TABLE execution_steps (execution_id TEXT NOT NULL REFERENCES executions (id) ON DELETE CASCADE, "
-        "position INTEGER NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL, status TEXT NOT NULL, "
-        "duration_ms REAL NOT NULL, error TEXT, PRIMARY KEY (execution_id, position)) WITHOUT ROWID",
     )),
     Migration(2, "components", (
         "CREATE TABLE components (id TEXT PRIMARY KEY, source TEXT NOT NULL, sha256 TEXT NOT NULL, "
@@ -61,13 +60,10 @@ POSTGRES: tuple[Migration, ...] = (
     Migration(1, "executions and their steps", (
         "CREATE TABLE executions (id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, workflow_type TEXT NOT NULL, "
         "status TEXT NOT NULL, started_at TIMESTAMPTZ NOT NULL, duration_ms DOUBLE PRECISION NOT NULL, "
-        "error JSONB, result JSONB)",
+        "error JSONB, result JSONB, steps JSONB NOT NULL DEFAULT '[]')",
         "CREATE INDEX executions_started ON executions (started_at DESC, id DESC)",
         "CREATE INDEX executions_pipeline ON executions (pipeline, started_at DESC, id DESC)",
         "CREATE INDEX executions_status ON executions (status, started_at DESC, id DESC)",
-        "CREATE TABLE execution_steps (execution_id TEXT NOT NULL REFERENCES executions (id) ON DELETE CASCADE, "
-        "position INTEGER NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL, status TEXT NOT NULL, "
-        "duration_ms DOUBLE PRECISION NOT NULL, error TEXT, PRIMARY KEY (execution_id, position))",
     )),
     Migration(2, "components", (
         "CREATE TABLE components (id TEXT PRIMARY KEY, source TEXT NOT NULL, sha256 TEXT NOT NULL, "

@@ -49,5 +49,10 @@ class Retention:
             try:
                 await self.prune_once()
             except Exception as exc:  # the store is away: the next round tries again
+                # Unless stop() cancelled the prune and the store raised something else on the way out:
+                # swallowing that would keep this task, and stop() with it, waiting for `every` seconds.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
                 log.warning("pruning old executions failed: %s: %s", type(exc).__name__, exc)
             await asyncio.sleep(self.every)

@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
-from typing import Any, Callable, Iterable, Sequence
+import re
+from datetime import datetime, timezone
+from json.encoder import encode_basestring_ascii as _quote
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
 
 from .base import MAX_PAGE, AuditRow, ComponentRow, ExecutionRow, StepRow
-from .codec import clean_text, decode_cursor, dump_json
+from .codec import clean_text, decode_cursor, dump_json, dump_json_array, ts_text
 
-EXECUTION_COLUMNS = "id, pipeline, workflow_type, status, started_at, duration_ms, error, result"
-STEP_COLUMNS = "execution_id, name, type, status, duration_ms, error"
+if TYPE_CHECKING:
+    from ..pipeline import Outcome
+
+# `steps` holds a JSON array with one [name, type, status, duration_ms, error] array per step, in the
+# order they ran: one column instead of a row per step is most of what makes recording cheap.
+EXECUTION_COLUMNS = "id, pipeline, workflow_type, status, started_at, duration_ms, error, result, steps"
 COMPONENT_COLUMNS = "id, source, sha256, version, updated_at, updated_by, deleted"
 AUDIT_COLUMNS = "id, at, who, action, target, client_address, detail"
 
 UPSERT_EXECUTION_TAIL = (
     " ON CONFLICT (id) DO UPDATE SET pipeline = excluded.pipeline, workflow_type = excluded.workflow_type, "
     "status = excluded.status, started_at = excluded.started_at, duration_ms = excluded.duration_ms, "
-    "error = excluded.error, result = excluded.result")
-
-INSERT_STEP = ("INSERT INTO execution_steps (execution_id, position, name, type, status, duration_ms, error) "
-               "VALUES ")
+    "error = excluded.error, result = excluded.result, steps = excluded.steps")
 
 SELECT_EXECUTION = f"SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = ?"
 
@@ -90,39 +93,63 @@ def page_query(*, pipeline: str | None, status: str | None, since: datetime | No
     return sql, [*params, size + 1], size
 
 
-def unique(rows: Sequence[ExecutionRow]) -> list[ExecutionRow]:
-    """The batch with one row per id, the last one winning (one statement cannot update a row twice)."""
-    if len({row.id for row in rows}) == len(rows):
-        return list(rows)
-    return list({row.id: row for row in rows}.values())
+class Record(NamedTuple):
+    """One execution ready to write, in EXECUTION_COLUMNS order: cleaned text, numbers and JSON text only."""
+
+    id: str
+    pipeline: str
+    workflow_type: str
+    status: str
+    started_at: str  # ts_text
+    duration_ms: float
+    error: str | None
+    result: str | None
+    steps: str
 
 
-def execution_values(row: ExecutionRow, ts: Callable[[datetime], Any]) -> tuple[Any, ...]:
-    """The parameters of one execution row, in EXECUTION_COLUMNS order, cleaned for either database."""
-    return (clean_text(row.id), clean_text(row.pipeline), clean_text(row.workflow_type), clean_text(row.status),
-            ts(row.started_at), _finite(row.duration_ms), dump_json(row.error), dump_json(row.result))
+def records(items: Sequence[ExecutionRow | Outcome | Record]) -> list[Record]:
+    """The batch as records, one per id with the last one winning (one statement cannot update a row twice)."""
+    batch = [prepare(item) for item in items]
+    if len({r.id for r in batch}) < len(batch):
+        batch = list({r.id: r for r in batch}.values())
+    return batch
 
 
-def step_values(row: ExecutionRow) -> list[tuple[Any, ...]]:
-    """The parameters of each step of an execution, in INSERT_STEP order."""
-    id = clean_text(row.id)
-    return [(id, position, clean_text(s.name), clean_text(s.type), clean_text(s.status), _finite(s.duration_ms),
-             None if s.error is None else clean_text(s.error)) for position, s in enumerate(row.steps)]
+def prepare(item: ExecutionRow | Outcome | Record) -> Record:
+    """The record to write for a row or a finished outcome; never raises for odd values (see dump_json)."""
+    if isinstance(item, Record):
+        return item
+    if isinstance(item, ExecutionRow):
+        id, pipeline, workflow_type, status = item.id, item.pipeline, item.workflow_type, item.status
+        started, duration, error, result = ts_text(item.started_at), item.duration_ms, item.error, item.result
+        steps = [[s.name, s.type, s.status, s.duration_ms, s.error] for s in item.steps]
+    else:  # an Outcome, read in one pass as execution_row reads it, without building the ExecutionRow
+        id, pipeline, workflow_type, status = item.execution_id, item.pipeline, item.workflow_type, item.status
+        started, duration = _stamp(item.started_at), item.duration * 1000
+        failure = item.error
+        error, result = (None, item.result) if failure is None else (failure.to_json(), None)
+        steps = [[s.name, s.type, s.status, s.duration * 1000, s.error] for s in item.steps]
+    # One test over the four short texts: they hardly ever need cleaning.
+    joined = id + pipeline + workflow_type + status
+    if "\x00" in joined or not joined.isascii():
+        id, pipeline, workflow_type, status = map(clean_text, (id, pipeline, workflow_type, status))
+    return Record(id, pipeline, workflow_type, status, started, _finite(duration), dump_json(error),
+                  dump_json(result), dump_json_array(steps))
 
 
-def group_steps(records: Iterable[Sequence[Any]]) -> dict[str, tuple[StepRow, ...]]:
-    """Step records (STEP_COLUMNS, ordered by execution then position) grouped by execution id."""
-    grouped: dict[str, list[StepRow]] = {}
-    for r in records:
-        grouped.setdefault(r[0], []).append(StepRow(r[1], r[2], r[3], r[4], r[5]))
-    return {id: tuple(steps) for id, steps in grouped.items()}
+def json_rows(batch: Sequence[Record]) -> str:
+    """Records as one JSON array of arrays in EXECUTION_COLUMNS order, their JSON columns embedded as is."""
+    return "[" + ",".join([f'[{_quote(r.id)},{_quote(r.pipeline)},{_quote(r.workflow_type)},{_quote(r.status)},'
+                           f'"{r.started_at}",{r.duration_ms!r},{r.error or "null"},{r.result or "null"},{r.steps}]'
+                           for r in batch]) + "]"
 
 
-def execution_from(r: Sequence[Any], steps: dict[str, tuple[StepRow, ...]], read_ts: Callable[[Any], datetime],
+def execution_from(r: Sequence[Any], read_ts: Callable[[Any], datetime],
                    read_json: Callable[[Any], Any]) -> ExecutionRow:
-    """An ExecutionRow from a record in EXECUTION_COLUMNS order and the grouped steps."""
-    return ExecutionRow(r[0], r[1], r[2], r[3], read_ts(r[4]), r[5], read_json(r[6]), read_json(r[7]),
-                        steps.get(r[0], ()))
+    """An ExecutionRow from a record in EXECUTION_COLUMNS order."""
+    # A duration JSON could not hold was stored as null: it reads as 0, like the execution's own.
+    steps = tuple(StepRow(s[0], s[1], s[2], 0.0 if s[3] is None else s[3], s[4]) for s in read_json(r[8]) or ())
+    return ExecutionRow(r[0], r[1], r[2], r[3], read_ts(r[4]), r[5], read_json(r[6]), read_json(r[7]), steps)
 
 
 def component_from(r: Sequence[Any], read_ts: Callable[[Any], datetime]) -> ComponentRow:
@@ -133,6 +160,20 @@ def component_from(r: Sequence[Any], read_ts: Callable[[Any], datetime]) -> Comp
 def audit_from(r: Sequence[Any], read_ts: Callable[[Any], datetime], read_json: Callable[[Any], Any]) -> AuditRow:
     """An AuditRow from a record in AUDIT_COLUMNS order."""
     return AuditRow(r[0], read_ts(r[1]), r[2], r[3], r[4], r[5], read_json(r[6]))
+
+
+# The executor's own stamp (pipeline._utc_now), which needs no parsing to become ts_text.
+_STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", re.ASCII)
+
+
+def _stamp(started_at: str) -> str:
+    """An Outcome's `started_at` as ts_text; now when it was never stamped."""
+    if _STAMP.fullmatch(started_at):
+        return started_at[:23] + "000Z"
+    try:
+        return ts_text(datetime.fromisoformat(started_at))
+    except ValueError:
+        return ts_text(datetime.now(timezone.utc))
 
 
 def _finite(value: float) -> float:
