@@ -98,7 +98,7 @@ class Engine:
                                  thread_pool=self.thread_pool, finished=self._record)
 
     def _record(self, outcome: Outcome) -> None:
-        """Hand a finished execution to the write-behind recorder (O(1); converted in the background)."""
+        """Hand a finished execution to the write-behind recorder, which keeps a compact row and writes it later."""
         if self.recorder is not None:
             self.recorder.add(outcome)
 

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from ..pipeline import Outcome
 
 # `steps` holds a JSON array with one [name, type, status, duration_ms, error] array per step, in the
-# order they ran: one column instead of a row per step is most of what makes recording cheap.
+# order they ran: recording writes one row per execution, not one more per step.
 EXECUTION_COLUMNS = "id, pipeline, workflow_type, status, started_at, duration_ms, error, result, steps"
 COMPONENT_COLUMNS = "id, source, sha256, version, updated_at, updated_by, deleted"
 AUDIT_COLUMNS = "id, at, who, action, target, client_address, detail"
