@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 import textwrap
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
+import psycopg2
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -15,6 +21,9 @@ from server.engine import Engine
 from server.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
+# .ci/run sets these (and WORKFLOW_TEST_STRICT, which turns a missing service into a failure instead of a skip).
+PG_DSN = os.environ.get("WORKFLOW_TEST_DATABASE", "host=127.0.0.1 port=5432 user=postgres dbname=test")
+REDIS_ADDR = os.environ.get("WORKFLOW_TEST_REDIS", "127.0.0.1:6379")
 
 
 @dataclass
@@ -64,9 +73,58 @@ def metric_value(text: str, name: str, **labels: str) -> float:
         if not line.startswith(name + "{") and not line.startswith(name + " "):
             continue
         sample, _, value = line.rpartition(" ")
-        if all(f'{k}="{v}"' in sample for k, v in labels.items()):
-            if sample.split("{")[0] == name:
-                return float(value)
+        if sample.split("{")[0] == name and all(f'{k}="{v}"' in sample for k, v in labels.items()):
+            return float(value)
     return 0.0
 
 
+
+
+def _unavailable(reason: str) -> None:
+    """Skip, or fail under WORKFLOW_TEST_STRICT (CI), because a service a test needs is missing."""
+    if os.environ.get("WORKFLOW_TEST_STRICT"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> str:
+    """The test PostgreSQL server's DSN (WORKFLOW_TEST_DATABASE)."""
+    try:
+        psycopg2.connect(PG_DSN, connect_timeout=3).close()
+    except psycopg2.Error as exc:
+        _unavailable(f"PostgreSQL unreachable at {PG_DSN!r} ({' '.join(str(exc).split())}); "
+                     "set WORKFLOW_TEST_DATABASE")
+    return PG_DSN
+
+
+def pg_admin(dsn: str, statement: str) -> None:
+    """Run one statement outside a transaction."""
+    with closing(psycopg2.connect(dsn)) as conn:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SET lock_timeout = '10s'")  # a leaked session must fail the test, not hang it
+            cur.execute(statement)
+
+
+@pytest.fixture
+def pg_schema_dsn(postgres_dsn: str) -> Iterator[str]:
+    """A DSN whose search_path is a fresh schema `wf_test_<random>`, dropped afterwards."""
+    schema = f"wf_test_{secrets.token_hex(6)}"
+    pg_admin(postgres_dsn, f"CREATE SCHEMA {schema}")
+    yield f"{postgres_dsn} options='-c search_path={schema}'"
+    pg_admin(postgres_dsn, f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(scope="session")
+def redis_addr() -> str:
+    """The test Redis server's host:port (WORKFLOW_TEST_REDIS)."""
+    host, _, port = REDIS_ADDR.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=3) as sock:
+            sock.sendall(b"PING\r\n")
+            if not sock.recv(64).startswith(b"+PONG"):
+                raise OSError("no PONG")
+    except OSError as exc:
+        _unavailable(f"Redis unreachable at {REDIS_ADDR!r} ({exc}); set WORKFLOW_TEST_REDIS")
+    return REDIS_ADDR

@@ -5,63 +5,46 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import os
 import secrets
 import sqlite3
 import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import closing
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
-from typing import Any, AsyncIterator, Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
-import psycopg2
 import pytest
 from aiohttp import web
 
+from server.app import build_engine
 from server.errors import StepError
+from server.keys import ENGINE
 from server.pipeline import Outcome, StepRecord
 from server.settings import Database, Settings
 from server.steps import Response
-from server.app import build_engine
-from server.keys import ENGINE
-from server.store import (RECORDER, STORE, ExecutionRow, InvalidCursor, Recorder, Retention, SqliteStore, StepRow,
-                          Store, execution_row, open_store, sql, store_context)
+from server.store import (
+    RECORDER,
+    STORE,
+    ExecutionRow,
+    InvalidCursor,
+    Recorder,
+    Retention,
+    SqliteStore,
+    StepRow,
+    Store,
+    execution_row,
+    open_store,
+    sql,
+    store_context,
+)
 from server.store.codec import decode_cursor, dump_json, encode_cursor, ts_text
 from server.store.migrations import LATEST, POSTGRES, SQLITE, pending
 from server.store.postgres import PostgresStore
 
-PG_DSN = os.environ.get("WORKFLOW_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test")
-T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+from .conftest import pg_admin
 
-
-@pytest.fixture(scope="session")
-def postgres_dsn() -> str:
-    """The test server's DSN; skips when unreachable, or fails when WORKFLOW_TEST_STRICT is set."""
-    try:
-        psycopg2.connect(PG_DSN, connect_timeout=3).close()
-    except psycopg2.Error as exc:
-        reason = f"PostgreSQL unreachable at {PG_DSN!r} ({' '.join(str(exc).split())}); set WORKFLOW_TEST_PG_DSN"
-        if os.environ.get("WORKFLOW_TEST_STRICT"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return PG_DSN
-
-
-def _admin(dsn: str, statement: str) -> None:
-    with closing(psycopg2.connect(dsn)) as conn:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("SET lock_timeout = '10s'")  # a leaked session must fail the test, not hang it
-            cur.execute(statement)
-
-
-@pytest.fixture
-def pg_schema_dsn(postgres_dsn: str) -> Iterator[str]:
-    """A DSN whose search_path is a fresh schema `wf_test_<random>`, dropped afterwards."""
-    schema = f"wf_test_{secrets.token_hex(6)}"
-    _admin(postgres_dsn, f"CREATE SCHEMA {schema}")
-    yield f"{postgres_dsn} options='-c search_path={schema}'"
-    _admin(postgres_dsn, f"DROP SCHEMA {schema} CASCADE")
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -172,7 +155,7 @@ async def test_execution_round_trip(store: Store) -> None:
     await store.record_executions([ok, failed])
     assert await store.get_execution("ok") == ok
     assert await store.get_execution("bad") == failed
-    assert (await fetch(store, "ok")).started_at.tzinfo == timezone.utc
+    assert (await fetch(store, "ok")).started_at.tzinfo == UTC
     assert await store.get_execution("missing") is None
     local = replace(ok, id="local", started_at=datetime(2026, 1, 1, 14, 0, tzinfo=timezone(timedelta(hours=2))))
     await store.record_executions([local])
@@ -207,7 +190,7 @@ async def test_outcomes_are_stored_as_execution_row_reads_them(store: Store) -> 
     assert await store.get_execution("a-row") == row("a-row")
     assert (await fetch(store, "ok")).started_at == T0 + timedelta(milliseconds=250)
     assert ((await fetch(store, "bad")).result, (await fetch(store, "plain")).result) == (None, {"x": 1})
-    assert abs((await fetch(store, "unstamped")).started_at - datetime.now(timezone.utc)) < timedelta(minutes=1)
+    assert abs((await fetch(store, "unstamped")).started_at - datetime.now(UTC)) < timedelta(minutes=1)
 
 
 async def test_odd_values_leave_the_rest_of_the_batch_alone(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -284,7 +267,7 @@ async def test_component_versions_and_soft_delete(store: Store) -> None:
     assert (first.version, first.source, first.deleted, first.updated_by) == (1, "v1", False, "alice")
     second = await store.put_component("greet", "v2", "sha2", "bob")
     assert (second.version, second.source, second.sha256, second.updated_by) == (2, "v2", "sha2", "bob")
-    assert second.updated_at >= first.updated_at and second.updated_at.tzinfo == timezone.utc
+    assert second.updated_at >= first.updated_at and second.updated_at.tzinfo == UTC
     await store.put_component("audit_me", "x", "shax", "alice")
     deleted = await store.delete_component("greet", "carol")
     assert deleted is not None
@@ -313,7 +296,7 @@ async def test_audit_log(store: Store) -> None:
         ("bob", "token.refused", None, "::1", {"reason": "expired"}),
         ("bob", "component.delete", "greet", None, None),
         ("alice", "component.put", "greet", "10.0.0.1", {"version": 1})]
-    assert entries[0].id > entries[1].id and entries[0].at.tzinfo == timezone.utc
+    assert entries[0].id > entries[1].id and entries[0].at.tzinfo == UTC
     assert [e.action for e in await store.list_audit(target="greet", limit=1)] == ["component.delete"]
 
 
@@ -501,7 +484,7 @@ async def test_postgres_recovers_when_its_connections_are_killed(postgres_dsn: s
     await store.open()
     try:
         await asyncio.gather(*(store.ping() for _ in range(3)))  # fill the pool with connections to kill
-        _admin(postgres_dsn,
+        pg_admin(postgres_dsn,
                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{name}'")
         recorder = Recorder(store, interval=0.01)
         recorder.add(row("after-restart"))
@@ -517,7 +500,7 @@ async def test_postgres_recovers_when_its_connections_are_killed(postgres_dsn: s
 # --- retention, wiring, conversions ------------------------------------------------------------------------
 
 async def test_retention_prunes_past_history_days(store: Store) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     await store.record_executions([row("ancient", at=now - timedelta(days=10)), row("recent", at=now)])
     assert await Retention(store, 0).prune_once() == 0
     retention = Retention(store, 7, every=0.01)
