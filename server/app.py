@@ -13,7 +13,7 @@ from .engine import Engine, engine_context, mark_draining, mark_ready
 from .errors import ConfigError
 from .health import add_health_routes
 from .http import handle_execution, handle_trigger, handle_webhook
-from .keys import ENGINE, METRICS, RELOADER, SETTINGS
+from .keys import ENGINE, METRICS, RELOADER, REPLICATOR, SETTINGS
 from .logs import install_context_ids
 from .metrics import Metrics
 from .middleware import middleware
@@ -21,6 +21,7 @@ from .openapi import openapi
 from .plugins import build_plugin_manager
 from .registry import build_registry
 from .reloader import ComponentManager
+from .replication import Replicator, replication_context
 from .scheduler import scheduler_context
 from .settings import Settings
 from .store import store_context
@@ -57,10 +58,12 @@ def create_apps(settings: Settings, *, engine: Engine | None = None) -> Apps:
     engine = engine or build_engine(settings)
     components = ComponentManager(engine, engine.built_in, lifecycle_timeout=settings.lifecycle_timeout,
                                   drain_timeout=settings.drain_timeout)
-    main = _base_app(settings, engine, components)
+    replicator = Replicator(components, engine)
+    main = _base_app(settings, engine, components, replicator)
     main.cleanup_ctx.append(store_context)  # before the engine: on stop the queue drains, then the recorder
     main.cleanup_ctx.append(engine_context)
     main.cleanup_ctx.append(watcher_context)
+    main.cleanup_ctx.append(replication_context)  # after the folder is loaded: the store wins over it
     main.cleanup_ctx.append(scheduler_context)
     main.on_startup.append(mark_ready)
     main.on_shutdown.append(mark_draining)
@@ -68,18 +71,20 @@ def create_apps(settings: Settings, *, engine: Engine | None = None) -> Apps:
     main.router.add_get("/executions/{id}", handle_execution)
     main.router.add_route("*", "/webhooks/{tail:.*}", handle_webhook)
     main.router.add_route("*", "/{tail:.*}", handle_trigger)
-    admin = _base_app(settings, engine, components)
+    admin = _base_app(settings, engine, components, replicator)
     setup_admin(admin, Authenticator(settings))
     return Apps(main, admin, engine)
 
 
-def _base_app(settings: Settings, engine: Engine, components: ComponentManager) -> web.Application:
+def _base_app(settings: Settings, engine: Engine, components: ComponentManager,
+              replicator: Replicator) -> web.Application:
     app = web.Application(middlewares=[middleware],
                           client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[ENGINE] = engine
     app[METRICS] = engine.metrics
     app[RELOADER] = components
+    app[REPLICATOR] = replicator
     add_health_routes(app)
     app.router.add_get("/metrics", engine.metrics.handler())
     return app

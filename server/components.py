@@ -19,7 +19,7 @@ from . import hookspecs
 from .errors import RegistrationError, WorkflowError
 from .registry import Endpoint, Registry, RegistryBuilder, StepType, compose_registry
 
-COMPONENT_ID = re.compile(r"^[a-z0-9_]{1,64}$")
+COMPONENT_ID = re.compile(r"[a-z0-9_]{1,64}")  # use fullmatch
 MODULE_PREFIX = "workflow_components."
 
 
@@ -60,6 +60,7 @@ class Component:
     plugin_manager: pluggy.PluginManager
     steps: Mapping[str, StepType]
     endpoints: tuple[Endpoint, ...]
+    text: str = ""  # the source, for the admin API and the store
     version: int = 1
     loaded_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
 
@@ -67,7 +68,7 @@ class Component:
 def component_id_for(path: str | Path) -> str:
     """The id of a component file: its lower-cased stem, which must match `[a-z0-9_]{1,64}`."""
     stem = Path(path).stem.lower()
-    if not COMPONENT_ID.match(stem):
+    if not COMPONENT_ID.fullmatch(stem):
         raise ComponentError(f"component ids are 1-64 characters of a-z, 0-9 and _, not {stem!r}",
                              file=str(path), status=400)
     return stem
@@ -149,7 +150,7 @@ def collect(module: types.ModuleType, source: Source, base: Registry) -> Compone
                              line=line_in(exc, source.path)) from None
     steps = {k: v for k, v in builder.steps.items() if v.provider == name}
     endpoints = tuple(e for e in builder.endpoints if e.provider == name)
-    return Component(source.id, source.path, source.sha256, module, pm, steps, endpoints)
+    return Component(source.id, source.path, source.sha256, module, pm, steps, endpoints, source.text)
 
 
 def line_in(exc: BaseException, path: str) -> int | None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
-from .keys import ENGINE, RELOADER
+from .keys import ENGINE, RELOADER, REPLICATOR
 from .middleware import json_response
 
 
@@ -16,9 +18,10 @@ async def livez(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """Ready once plugins and config are loaded and until shutdown begins."""
     engine = request.app[ENGINE]
-    if engine.ready and not engine.draining:
+    synced = request.app[REPLICATOR].ready.is_set()
+    if engine.ready and synced and not engine.draining:
         return json_response({"status": "ready"})
-    reason = "draining" if engine.draining else "starting"
+    reason = "draining" if engine.draining else "starting" if engine.ready is False else "reconciling with the store"
     return json_response({"status": "not ready", "reason": reason}, 503)
 
 
@@ -36,6 +39,8 @@ async def healthz(request: web.Request) -> web.Response:
                   "depth": queue.depth, "capacity": engine.settings.async_queue_size},
         "components": {"status": "degraded" if failing else "ok", "in_service": len(components.components),
                        "failing": len(failing), "failing_ids": failing},
+        "store": _store_check(request),
+        "replication": request.app[REPLICATOR].health(),
         "lifecycle": {"status": "ok" if engine.ready and not engine.draining else "unavailable",
                       "ready": engine.ready, "draining": engine.draining},
     }
@@ -46,6 +51,18 @@ async def healthz(request: web.Request) -> web.Response:
     if statuses <= {"ok", "degraded"}:
         return json_response({"status": "degraded", "checks": checks})
     return json_response({"status": "unhealthy", "checks": checks}, 503)
+
+
+def _store_check(request: web.Request) -> dict[str, Any]:
+    """Degraded while the recorder cannot write (executions wait in its buffer); synchronous work goes on."""
+    store, recorder = request.app[ENGINE].store, request.app[ENGINE].recorder
+    if store is None or recorder is None:
+        return {"status": "ok" if store is not None else "unavailable", "kind": getattr(store, "kind", None)}
+    check = {"status": "ok" if recorder.healthy else "degraded", "kind": store.kind, "pending": recorder.pending,
+             "dropped": recorder.dropped}
+    if not recorder.healthy:
+        check["error"] = recorder.last_error or "writes are failing"
+    return check
 
 
 def add_health_routes(app: web.Application) -> None:

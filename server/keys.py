@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from .engine import Engine
     from .metrics import Metrics
     from .reloader import ComponentManager
+    from .replication import Replicator
     from .store.base import Store
     from .store.recorder import Recorder
     from .settings import Settings
@@ -20,6 +21,7 @@ SETTINGS: web.AppKey["Settings"] = web.AppKey("settings")
 RELOADER: web.AppKey["ComponentManager"] = web.AppKey("reloader")
 STORE: web.AppKey["Store"] = web.AppKey("store")
 RECORDER: web.AppKey["Recorder"] = web.AppKey("recorder")
+REPLICATOR: web.AppKey["Replicator"] = web.AppKey("replicator")
 
 # The route template a dispatcher matched, for the metrics `path` label.
 ROUTE_LABEL: web.RequestKey[str] = web.RequestKey("route_label", str)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,12 +38,15 @@ class Database:
     user: str = "workflow"
     password: str = ""
     pool_size: int = 10
+    schema: str = ""  # tables in this schema instead of the user's default (several deployments, one database)
 
     def dsn(self) -> str:
         """A libpq connection string (the password is passed, never logged)."""
         parts = {"host": self.host, "port": self.port, "dbname": self.name, "user": self.user}
         if self.password:
             parts["password"] = self.password
+        if self.schema:
+            parts["options"] = f"-c search_path={self.schema}"
         return " ".join(f"{k}={_quote(str(v))}" for k, v in parts.items())
 
 
@@ -81,6 +85,8 @@ class Settings:
     jwt_jwks_url: str | None = None
     db: "Database | None" = None
     redis_addr: str | None = None
+    replica_id: str = "local"
+    reconcile_interval: float = 30.0
     history_days: float = 7.0
     record_executions: bool = True
 
@@ -140,10 +146,27 @@ def from_environment(
         jwt_audience=env.get("JWT_AUDIENCE") or None,
         jwt_jwks_url=env.get("JWT_JWKS_URL") or None,
         db=_database(env),
-        redis_addr=env.get("WORKFLOW_REDIS_ADDR") or None,
+        redis_addr=_redis_url(env.get("WORKFLOW_REDIS_ADDR")),
+        replica_id=env.get("WORKFLOW_REPLICA_ID") or _default_replica_id(addr or env.get("WORKFLOW_ADDR", ":8080")),
+        reconcile_interval=_duration(env, "WORKFLOW_RECONCILE_INTERVAL", "30s"),
         history_days=_duration(env, "WORKFLOW_HISTORY_RETENTION", "168h") / 86400,
         record_executions=_flag(env, "WORKFLOW_RECORD_EXECUTIONS", True),
     )
+
+
+def _redis_url(value: str | None) -> str | None:
+    """A `redis://` URL from WORKFLOW_REDIS_ADDR, which may be `host:port` or a URL already."""
+    if not value:
+        return None
+    if value.startswith(("redis://", "rediss://", "unix://")):
+        return value
+    parse_address(value, name="WORKFLOW_REDIS_ADDR")
+    return f"redis://{value}"
+
+
+def _default_replica_id(addr: str) -> str:
+    """The host name and main port: unique per replica behind a load balancer, stable across restarts."""
+    return f"{socket.gethostname()}:{addr.rpartition(':')[2]}"
 
 
 def _database(env: Mapping[str, str]) -> Database | None:
@@ -157,7 +180,14 @@ def _database(env: Mapping[str, str]) -> Database | None:
     return Database(host=host or raw, port=int(port) if port else 5432,
                     name=env.get("WORKFLOW_DB_NAME", "workflow"), user=env.get("WORKFLOW_DB_USER", "workflow"),
                     password=env.get("WORKFLOW_DB_PASSWORD", ""),
-                    pool_size=_positive_int(env, "WORKFLOW_DB_POOL_SIZE", 10))
+                    pool_size=_positive_int(env, "WORKFLOW_DB_POOL_SIZE", 10), schema=_schema(env))
+
+
+def _schema(env: Mapping[str, str]) -> str:
+    schema = env.get("WORKFLOW_DB_SCHEMA", "")
+    if schema and not schema.replace("_", "a").isalnum():  # it goes into a connection option unquoted
+        raise SettingsError(f"WORKFLOW_DB_SCHEMA: {schema!r} is not a name of letters, digits and _")
+    return schema
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:

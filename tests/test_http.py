@@ -136,7 +136,9 @@ async def test_health_names_its_checks(make_server):
     srv = await make_server(ECHO)
     body = await (await srv.client.get("/healthz")).json()
     assert body["status"] == "ok"
-    assert set(body["checks"]) == {"config", "plugins", "queue", "components", "lifecycle"}
+    assert set(body["checks"]) == {"config", "plugins", "queue", "components", "store", "replication", "lifecycle"}
+    assert body["checks"]["store"] == {"status": "ok", "kind": "sqlite", "pending": 0, "dropped": 0}
+    assert body["checks"]["replication"]["status"] == "ok" and body["checks"]["replication"]["ready"] is True
     assert body["checks"]["config"]["pipelines"] == 3
     assert body["checks"]["plugins"]["step_types"] >= 9
 

@@ -29,6 +29,7 @@ from server.store import (
     ExecutionRow,
     InvalidCursor,
     Recorder,
+    ReplicaComponent,
     Retention,
     SqliteStore,
     StepRow,
@@ -298,6 +299,21 @@ async def test_audit_log(store: Store) -> None:
         ("alice", "component.put", "greet", "10.0.0.1", {"version": 1})]
     assert entries[0].id > entries[1].id and entries[0].at.tzinfo == UTC
     assert [e.action for e in await store.list_audit(target="greet", limit=1)] == ["component.delete"]
+
+
+async def test_replica_reports_replace_earlier_ones_and_age_out(store: Store) -> None:
+    serving = ReplicaComponent("r1", "greet", 3, "a" * 64, "serving")
+    await store.report_replica("r1", [serving, ReplicaComponent("r1", "old", 1, "b" * 64, "serving")])
+    await store.report_replica("r2", [ReplicaComponent("r2", "greet", 2, "c" * 64, "error", "line 3: boom")])
+    await store.report_replica("r1", [serving])  # "old" went away on r1
+    before = datetime.now(UTC) - timedelta(minutes=1)
+    rows = await store.list_replicas(since=before)
+    assert [(r.replica, r.component, r.version, r.status, r.error) for r in rows] == [
+        ("r1", "greet", 3, "serving", None), ("r2", "greet", 2, "error", "line 3: boom")]
+    assert all(r.reported_at is not None and r.reported_at >= before for r in rows)
+    assert await store.list_replicas(since=datetime.now(UTC) + timedelta(minutes=1)) == []
+    await store.report_replica("r2", [])
+    assert [r.replica for r in await store.list_replicas(since=before)] == ["r1"]
 
 
 async def test_ping_and_close(new_store: Callable[[], Store]) -> None:

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from ..auth import IDENTITY
-from ..components import COMPONENT_ID, Component, ComponentError, Source
+from ..components import COMPONENT_ID, Component, ComponentError
 from ..errors import BadRequest, NotFound, PayloadTooLarge, WorkflowError
-from ..keys import ENGINE, RELOADER
+from ..keys import ENGINE, RELOADER, REPLICATOR
+from ..replication import StoreUnavailable
 from ..middleware import json_response
 from .policy import check_imports
 
@@ -30,10 +29,11 @@ WRITES: web.AppKey[asyncio.Lock] = web.AppKey("component_writes", asyncio.Lock)
 
 
 async def list_components(request: web.Request) -> web.Response:
-    """Every component in service or in error, with its status."""
+    """Every component in service or in error, with its status and what each replica serves."""
     manager = request.app[RELOADER]
+    replicas = await _replicas(request)
     ids = sorted(set(manager.components) | set(manager.failures))
-    return json_response({"components": [_describe(request, cid) for cid in ids]})
+    return json_response({"components": [_describe(request, cid, replicas) for cid in ids]})
 
 
 async def get_component(request: web.Request) -> web.Response:
@@ -42,12 +42,14 @@ async def get_component(request: web.Request) -> web.Response:
     manager = request.app[RELOADER]
     if cid not in manager.components and cid not in manager.failures:
         raise NotFound(f"no component {cid!r}")
-    body = _describe(request, cid)
-    path = manager.components[cid].path if cid in manager.components else manager.failures[cid].path
-    try:
-        body["source"] = await asyncio.to_thread(Path(path).read_text, encoding="utf-8")
-    except OSError:
-        body["source"] = None
+    body = _describe(request, cid, await _replicas(request))
+    if cid in manager.components:
+        body["source"] = manager.components[cid].text
+    else:  # in error: what is on disk is what failed
+        try:
+            body["source"] = await asyncio.to_thread(Path(manager.failures[cid].path).read_text, encoding="utf-8")
+        except OSError:
+            body["source"] = None
     return json_response(body)
 
 
@@ -67,7 +69,7 @@ async def create_component(request: web.Request) -> web.Response:
             # Refused: no file and nothing in service, so no component in error to list either.
             manager.failures.pop(cid, None)
             raise
-        return json_response(_describe(request, cid), 201)
+        return json_response(_describe(request, cid, await _replicas(request)), 201)
 
 
 async def replace_component(request: web.Request) -> web.Response:
@@ -78,62 +80,50 @@ async def replace_component(request: web.Request) -> web.Response:
     async with request.app[WRITES]:
         if cid not in manager.components and cid not in manager.failures:
             raise NotFound(f"no component {cid!r}; create it with POST")
-        await _install(request, cid, text, action="update")
-        return json_response(_describe(request, cid))
+        await _install(request, cid, text, action="update")  # refused: shown as the component's last error
+        return json_response(_describe(request, cid, await _replicas(request)))
 
 
 async def delete_component(request: web.Request) -> web.Response:
-    """`DELETE`: take the component out of service and remove its file; 204."""
+    """`DELETE`: take the component out of service, everywhere, and remove its file; 204."""
     cid = _id(request.match_info["id"])
     manager = request.app[RELOADER]
-    path = _path(request, cid)
     async with request.app[WRITES]:
-        # Checked first: `remove` forgets the failure, and a file in error must be deletable too.
-        known = cid in manager.components or cid in manager.failures
-        await manager.remove(cid)
-        if not known:
+        if cid not in manager.components and cid not in manager.failures:
             raise NotFound(f"no component {cid!r}")
-        await asyncio.to_thread(_unlink, path)
-        await _record(request, "delete", cid, None)
+        await request.app[REPLICATOR].delete(cid, who=_who(request), client=request.remote or "")
     return web.Response(status=204)
 
 
 async def _install(request: web.Request, cid: str, text: str, *, action: str) -> Component:
-    """Write a hidden temp file, load it as the component's next version, then rename it into place.
-
-    The watcher ignores hidden files and, after the rename, sees content it already serves, so the
-    API and the watcher never fight; a refused version leaves neither the service nor the file changed.
-    """
+    """Check the import policy, then store, write and serve the version through the replicator."""
     settings = request.app[ENGINE].settings
-    path = _path(request, cid)
     if settings.component_imports is not None:
-        check_imports(text, str(path), settings.component_imports)
-    temp = await asyncio.to_thread(_write_temp, path, text)
+        check_imports(text, f"{cid}.py", settings.component_imports)
+    return await request.app[REPLICATOR].put(cid, text, who=_who(request), client=request.remote or "",
+                                             action=action)
+
+
+def _who(request: web.Request) -> str:
+    return request[IDENTITY].subject if IDENTITY in request else "?"
+
+
+async def _replicas(request: web.Request) -> dict[str, list[dict[str, Any]]]:
+    """What every replica that reported recently serves, per component id (empty when the store is down)."""
+    replicator = request.app[REPLICATOR]
     try:
-        component = await request.app[RELOADER].apply(Source.from_text(cid, str(path), text))
-    except BaseException:
-        await asyncio.to_thread(_unlink, temp)
-        raise
-    await asyncio.to_thread(os.replace, temp, path)
-    await _record(request, action, cid, text)
-    return component
+        rows = await replicator.replicas()
+    except StoreUnavailable:
+        return {}
+    found: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        found.setdefault(row.component, []).append(
+            {"replica": row.replica, "version": row.version, "sha256": row.sha256, "status": row.status,
+             "error": row.error, "reported_at": row.reported_at.isoformat() if row.reported_at else None})
+    return found
 
 
-async def _record(request: web.Request, action: str, cid: str, text: str | None) -> None:
-    """Persist the change and audit it, when a store is configured."""
-    store = request.app[ENGINE].store
-    if store is None:
-        return
-    who = request[IDENTITY].subject if IDENTITY in request else "?"
-    if text is None:
-        await store.delete_component(cid, who)
-    else:
-        component = request.app[RELOADER].components[cid]
-        await store.put_component(cid, text, component.sha256, who)
-    await store.audit(who, f"component.{action}", cid, request.remote or "")
-
-
-def _describe(request: web.Request, cid: str) -> dict[str, Any]:
+def _describe(request: web.Request, cid: str, replicas: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     manager = request.app[RELOADER]
     component, failure = manager.components.get(cid), manager.failures.get(cid)
     body: dict[str, Any] = {"id": cid, "status": "serving" if component else "error"}
@@ -144,6 +134,7 @@ def _describe(request: web.Request, cid: str) -> dict[str, Any]:
                     in_flight=request.app[ENGINE].in_flight(component.steps.values()))
     body["last_error"] = None if failure is None else {
         "error": failure.error, "line": failure.line, "sha256": failure.sha256, "at": failure.at}
+    body["replicas"] = replicas.get(cid, [])
     return body
 
 
@@ -176,21 +167,3 @@ async def _json(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
     return body
-
-
-def _path(request: web.Request, cid: str) -> Path:
-    return request.app[ENGINE].settings.components_dir / f"{cid}.py"
-
-
-def _write_temp(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    return Path(name)
-
-
-def _unlink(path: Path) -> None:
-    path.unlink(missing_ok=True)

@@ -67,6 +67,19 @@ class AuditRow:
     detail: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ReplicaComponent:
+    """What one replica serves for one component: the store version it applied, or its error."""
+
+    replica: str
+    component: str
+    version: int | None
+    sha256: str | None
+    status: str  # "serving" or "error"
+    error: str | None = None
+    reported_at: datetime | None = None
+
+
 class InvalidCursor(ValueError):
     """A pagination cursor that this store did not hand out (the admin API answers 400)."""
 
@@ -129,6 +142,14 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def delete_component(self, id: str, deleted_by: str) -> ComponentRow | None:
         """Soft-delete a component (version plus one); None when absent or already deleted."""
+
+    @abc.abstractmethod
+    async def report_replica(self, replica: str, components: Sequence[ReplicaComponent]) -> None:
+        """Replace everything `replica` reported before by `components`, stamped now, in one transaction."""
+
+    @abc.abstractmethod
+    async def list_replicas(self, *, since: datetime) -> list[ReplicaComponent]:
+        """What each replica that reported at or after `since` serves, ordered by component then replica."""
 
     @abc.abstractmethod
     async def audit(self, who: str, action: str, target: str | None, client_address: str | None,

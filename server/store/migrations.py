@@ -54,6 +54,11 @@ SQLITE: tuple[Migration, ...] = (
         "action TEXT NOT NULL, target TEXT, client_address TEXT, detail TEXT)",
         "CREATE INDEX audit_log_target ON audit_log (target, id DESC)",
     )),
+    Migration(4, "component versions each replica serves", (
+        "CREATE TABLE replica_components (replica TEXT NOT NULL, component TEXT NOT NULL, version INTEGER, "
+        "sha256 TEXT, status TEXT NOT NULL, error TEXT, reported_at TEXT NOT NULL, "
+        "PRIMARY KEY (replica, component))",
+    )),
 )
 
 POSTGRES: tuple[Migration, ...] = (
@@ -74,6 +79,11 @@ POSTGRES: tuple[Migration, ...] = (
         "CREATE TABLE audit_log (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, at TIMESTAMPTZ NOT NULL, "
         "who TEXT NOT NULL, action TEXT NOT NULL, target TEXT, client_address TEXT, detail JSONB)",
         "CREATE INDEX audit_log_target ON audit_log (target, id DESC)",
+    )),
+    Migration(4, "component versions each replica serves", (
+        "CREATE TABLE replica_components (replica TEXT NOT NULL, component TEXT NOT NULL, version INTEGER, "
+        "sha256 TEXT, status TEXT NOT NULL, error TEXT, reported_at TIMESTAMPTZ NOT NULL, "
+        "PRIMARY KEY (replica, component))",
     )),
 )
 

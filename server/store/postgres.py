@@ -12,7 +12,7 @@ import aiopg
 import psycopg2
 
 from . import sql
-from .base import AuditRow, ComponentRow, ExecutionRow, Store
+from .base import AuditRow, ComponentRow, ExecutionRow, ReplicaComponent, Store
 from .codec import dump_json, encode_cursor, utc
 from .migrations import ADVISORY_LOCK_CLASS, MIGRATIONS_TABLE, POSTGRES, pending
 
@@ -206,6 +206,19 @@ class PostgresStore(Store):
             async with cur.begin():
                 await cur.execute(pg(query), params)
                 return list(await cur.fetchall())
+
+    async def report_replica(self, replica: str, components: Sequence[ReplicaComponent]) -> None:
+        """Replace the replica's rows in one transaction."""
+        at = _now()
+        async with self._cursor() as cur:
+            async with cur.begin():
+                await cur.execute(pg(sql.DELETE_REPLICA), (replica,))
+                for c in components:  # a replica serves tens of components, not thousands of rows
+                    await cur.execute(pg(sql.INSERT_REPLICA), sql.replica_params(replica, c, at))
+
+    async def list_replicas(self, *, since: datetime) -> list[ReplicaComponent]:
+        """Rows reported since `since`."""
+        return [sql.replica_from(r, utc) for r in await self._fetch(sql.LIST_REPLICAS, (since,))]
 
     async def audit(self, who: str, action: str, target: str | None, client_address: str | None,
                     detail: dict[str, Any] | None = None) -> None:

@@ -66,6 +66,7 @@ class Recorder:
         self._task: asyncio.Task[None] | None = None
         self._stopping = self._closed = self._backing_off = self._overflowing = False
         self._outage_since: float | None = None
+        self.last_error: str | None = None  # the latest failed write, for /healthz
 
     @property
     def pending(self) -> int:
@@ -236,6 +237,7 @@ class Recorder:
                         "until it catches up", self.capacity)
 
     def _outage(self, exc: Exception) -> None:
+        self.last_error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
         if self._outage_since is None:
             self._outage_since = asyncio.get_running_loop().time()
             log.warning("execution store is not accepting writes (%s: %s); keeping %d executions buffered, retrying",

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from json.encoder import encode_basestring_ascii as _quote
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
 
-from .base import MAX_PAGE, AuditRow, ComponentRow, ExecutionRow, StepRow
+from .base import MAX_PAGE, AuditRow, ComponentRow, ExecutionRow, ReplicaComponent, StepRow
 from .codec import clean_text, decode_cursor, dump_json, dump_json_array, ts_text
 
 if TYPE_CHECKING:
@@ -51,6 +51,12 @@ def list_components(include_deleted: bool) -> tuple[str, list[Any]]:
         return f"SELECT {COMPONENT_COLUMNS} FROM components ORDER BY id", []
     return f"SELECT {COMPONENT_COLUMNS} FROM components WHERE deleted = ? ORDER BY id", [False]
 
+
+REPLICA_COLUMNS = "replica, component, version, sha256, status, error, reported_at"
+DELETE_REPLICA = "DELETE FROM replica_components WHERE replica = ?"
+INSERT_REPLICA = f"INSERT INTO replica_components ({REPLICA_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+LIST_REPLICAS = (f"SELECT {REPLICA_COLUMNS} FROM replica_components WHERE reported_at >= ? "
+                 "ORDER BY component, replica")
 
 INSERT_AUDIT = "INSERT INTO audit_log (at, who, action, target, client_address, detail) VALUES (?, ?, ?, ?, ?, ?)"
 
@@ -155,6 +161,16 @@ def execution_from(r: Sequence[Any], read_ts: Callable[[Any], datetime],
 def component_from(r: Sequence[Any], read_ts: Callable[[Any], datetime]) -> ComponentRow:
     """A ComponentRow from a record in COMPONENT_COLUMNS order."""
     return ComponentRow(r[0], r[1], r[2], r[3], read_ts(r[4]), r[5], bool(r[6]))
+
+
+def replica_params(replica: str, c: ReplicaComponent, at: Any) -> tuple[Any, ...]:
+    """INSERT_REPLICA's parameters for one reported component."""
+    return (replica, c.component, c.version, c.sha256, c.status, c.error, at)
+
+
+def replica_from(r: Sequence[Any], read_ts: Callable[[Any], datetime]) -> ReplicaComponent:
+    """A ReplicaComponent from a record in REPLICA_COLUMNS order."""
+    return ReplicaComponent(r[0], r[1], r[2], r[3], r[4], r[5], read_ts(r[6]))
 
 
 def audit_from(r: Sequence[Any], read_ts: Callable[[Any], datetime], read_json: Callable[[Any], Any]) -> AuditRow:

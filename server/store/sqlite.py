@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Sequence
 import aiosqlite
 
 from . import sql
-from .base import AuditRow, ComponentRow, ExecutionRow, Store
+from .base import AuditRow, ComponentRow, ExecutionRow, ReplicaComponent, Store
 from .codec import dump_json, encode_cursor, load_json, ts_parse, ts_text
 from .migrations import MIGRATIONS_TABLE, SQLITE, pending
 
@@ -184,6 +184,19 @@ class SqliteStore(Store):
             records = list(await db.execute_fetchall(sql.DELETE_COMPONENT,
                                                      (True, ts_text(_now()), deleted_by, id, False)))
         return sql.component_from(records[0], ts_parse) if records else None
+
+    async def report_replica(self, replica: str, components: Sequence[ReplicaComponent]) -> None:
+        """Replace the replica's rows in one transaction."""
+        at = ts_text(_now())
+        async with self._write() as db:
+            await db.execute(sql.DELETE_REPLICA, (replica,))
+            await db.executemany(sql.INSERT_REPLICA, [sql.replica_params(replica, c, at) for c in components])
+
+    async def list_replicas(self, *, since: datetime) -> list[ReplicaComponent]:
+        """Rows reported since `since`."""
+        async with self._read() as db:
+            records = await db.execute_fetchall(sql.LIST_REPLICAS, (ts_text(since),))
+        return [sql.replica_from(r, ts_parse) for r in records]
 
     async def audit(self, who: str, action: str, target: str | None, client_address: str | None,
                     detail: dict[str, Any] | None = None) -> None:

@@ -1,0 +1,238 @@
+"""Replicas that share PostgreSQL and Redis converge on the store's components (real servers, no mocks)."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from server.app import build_engine, create_apps
+from server.keys import RELOADER, REPLICATOR
+from server.replication import SYNC_FILE
+from server.settings import Database, Settings
+
+from .conftest import metric_value
+from .test_admin import ADMIN, SECRET, hello, until
+
+CONFIG = textwrap.dedent("""
+    pipelines:
+      hello:
+        trigger: {type: http, config: {path: /hello, method: GET}}
+        steps:
+          - {name: hello, type: step.hello}
+      ping:
+        trigger: {type: http, config: {path: /ping, method: GET}}
+        steps:
+          - {name: answer, type: step.json_response, config: {body: {pong: true}}}
+""")
+
+
+class Replica:
+    """One server of a replicated deployment, served on loopback."""
+
+    def __init__(self, name: str, client: TestClient, admin: TestClient, folder: Path) -> None:
+        self.name, self.client, self.admin, self.folder = name, client, admin, folder
+
+    async def version(self) -> int | None:
+        """The hello component version this replica serves (None: 503 or another error)."""
+        response = await self.client.get("/hello")
+        return (await response.json())["version"] if response.status == 200 else None
+
+    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        response = await self.admin.request(method, "/api/dynamic/components" + path, headers=ADMIN, json=body)
+        return response.status, (await response.json() if response.status != 204 else None)
+
+    async def health(self) -> dict[str, Any]:
+        return await (await self.client.get("/healthz")).json()
+
+
+Start = Callable[..., Awaitable[Replica]]
+
+
+@pytest.fixture
+def database(pg_schema_dsn: str) -> Database:
+    """The test PostgreSQL server, in a fresh schema."""
+    fields = dict(part.split("=", 1) for part in pg_schema_dsn.split(" options=")[0].split())
+    schema = pg_schema_dsn.split("search_path=")[1].rstrip("'")
+    return Database(host=fields["host"], port=int(fields.get("port", 5432)), name=fields["dbname"],
+                    user=fields["user"], schema=schema, pool_size=3)
+
+
+@pytest.fixture
+def start_replica(database: Database, redis_addr: str, aiohttp_client, tmp_path: Path) -> Start:
+    # `database` first: torn down last, after every replica has closed its connections.
+    """Start replica NAME with its own folders, sharing the database and Redis; again after stop: a restart."""
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG)
+
+    async def start(name: str, *, redis: str | None = redis_addr, **overrides: Any) -> Replica:
+        folder = tmp_path / name / "components"
+        folder.mkdir(parents=True, exist_ok=True)
+        settings = Settings(config_path=config, components_dir=folder, data_dir=tmp_path / name / "data",
+                            db=database, redis_addr=f"redis://{redis}" if redis else None, replica_id=name,
+                            jwt_secret=SECRET, debounce=0.01, shutdown_timeout=5.0, step_timeout=5.0,
+                            reconcile_interval=60.0)
+        settings = replace(settings, **overrides)
+        apps = create_apps(settings, engine=build_engine(settings, entry_points=False))
+        client = await aiohttp_client(apps.main)
+        admin = await aiohttp_client(apps.admin)
+        return Replica(name, client, admin, folder)
+
+    return start
+
+
+async def ready(replica: Replica) -> bool:
+    return (await replica.client.get("/readyz")).status == 200
+
+
+async def listening(replica: Replica) -> bool:
+    """Ready, and subscribed to the other replicas' changes."""
+    return await ready(replica) and replica.client.app[REPLICATOR].bus.connected
+
+
+async def stop(replica: Replica) -> None:
+    await replica.client.close()
+    await replica.admin.close()
+
+
+async def test_a_change_through_any_replica_serves_on_every_replica(start_replica: Start) -> None:
+    a, b, c = [await start_replica(name) for name in ("a", "b", "c")]
+    for replica in (a, b, c):
+        await until(lambda r=replica: listening(r))
+
+    assert (await a.call("POST", "", {"id": "hello", "source": hello(1)}))[0] == 201
+    for replica in (a, b, c):
+        await until(lambda r=replica: _is(r.version(), 1))
+        assert (replica.folder / "hello.py").read_text() == hello(1)
+
+    assert (await b.call("PUT", "/hello", {"source": hello(2)}))[0] == 200
+    for replica in (a, b, c):
+        await until(lambda r=replica: _is(r.version(), 2))
+
+    # The listing on any replica shows what each one serves, all at the store's version.
+    await until(lambda: _replicas_at(a, 2, count=3))
+    status, body = await c.call("GET", "/hello")
+    assert status == 200 and body["version"] == 2 and body["source"] == hello(2)
+    assert {r["replica"] for r in body["replicas"]} == {"a", "b", "c"}
+
+    assert (await c.call("DELETE", "/hello"))[0] == 204
+    for replica in (a, b, c):
+        await until(lambda r=replica: _is(r.version(), None))
+        await until(lambda r=replica: not (r.folder / "hello.py").exists())
+    assert metric_value(await (await b.client.get("/metrics")).text(), "dynamic_components") == 0
+
+
+async def test_a_file_saved_on_one_replica_reaches_the_others(start_replica: Start) -> None:
+    a, b = await start_replica("a"), await start_replica("b")
+    await until(lambda: ready(a))
+    await until(lambda: listening(b))
+    (a.folder / "hello.py").write_text(hello(1))
+    await until(lambda: _is(b.version(), 1))
+    (a.folder / "hello.py").write_text(hello(2))
+    await until(lambda: _is(b.version(), 2))
+    (a.folder / "hello.py").unlink()
+    await until(lambda: _is(b.version(), None))
+    rows = await a.client.app[REPLICATOR].store.list_audit(target="hello")
+    assert [r.action for r in reversed(rows)] == ["component.file"] * 3 and rows[0].who == "file@a"
+
+
+async def test_a_replica_that_missed_changes_catches_up_when_it_starts(start_replica: Start) -> None:
+    a = await start_replica("a")
+    await until(lambda: ready(a))
+    assert (await a.call("POST", "", {"id": "hello", "source": hello(1)}))[0] == 201
+    b = await start_replica("b")
+    await until(lambda: ready(b))
+    assert await b.version() == 1  # ready means reconciled: the store's version was already serving
+    await stop(b)
+
+    assert (await a.call("PUT", "/hello", {"source": hello(2)}))[0] == 200
+    b = await start_replica("b")  # same folder: it still holds version 1
+    await until(lambda: ready(b))
+    assert await b.version() == 2 and (b.folder / "hello.py").read_text() == hello(2)
+
+
+async def test_folder_only_components_are_uploaded_and_the_store_wins_conflicts(start_replica: Start,
+                                                                                tmp_path: Path) -> None:
+    (tmp_path / "a" / "components").mkdir(parents=True)
+    (tmp_path / "a" / "components" / "hello.py").write_text(hello(1))
+    a = await start_replica("a")
+    await until(lambda: ready(a))
+    row = await a.client.app[REPLICATOR].store.get_component("hello")
+    assert row is not None and row.source == hello(1) and row.updated_by == "replica@a"
+
+    # b ships another hello.py and has never agreed with the store: the store's version wins.
+    (tmp_path / "b" / "components").mkdir(parents=True)
+    (tmp_path / "b" / "components" / "hello.py").write_text(hello(7))
+    b = await start_replica("b")
+    await until(lambda: ready(b))
+    assert await b.version() == 1 and (b.folder / "hello.py").read_text() == hello(1)
+    kept = list((tmp_path / "b" / "data" / "conflicts").iterdir())
+    assert [p.read_text() for p in kept] == [hello(7)]
+    assert (await a.client.app[REPLICATOR].store.get_component("hello")).version == 1  # not uploaded
+
+
+async def test_a_file_edited_while_the_replica_was_down_is_uploaded(start_replica: Start) -> None:
+    a = await start_replica("a")
+    await until(lambda: ready(a))
+    assert (await a.call("POST", "", {"id": "hello", "source": hello(1)}))[0] == 201
+    await until(lambda: (a.folder / SYNC_FILE).exists() and '"version": 1' in (a.folder / SYNC_FILE).read_text())
+    await stop(a)
+    (a.folder / "hello.py").write_text(hello(3))  # only this folder moved since it last agreed with the store
+    a = await start_replica("a")
+    await until(lambda: ready(a))
+    assert await a.version() == 3
+    row = await a.client.app[REPLICATOR].store.get_component("hello")
+    assert row.source == hello(3) and row.version == 2
+
+
+async def test_without_redis_replicas_converge_at_the_periodic_reconcile(start_replica: Start) -> None:
+    a = await start_replica("a", redis=None, reconcile_interval=0.2)
+    b = await start_replica("b", redis=None, reconcile_interval=0.2)
+    await until(lambda: ready(a))
+    await until(lambda: ready(b))
+    assert (await a.call("POST", "", {"id": "hello", "source": hello(1)}))[0] == 201
+    await until(lambda: _is(b.version(), 1))
+    assert (await b.health())["checks"]["replication"]["status"] == "ok"
+    assert "redis" not in (await b.health())["checks"]["replication"]
+
+
+async def test_a_version_another_replica_cannot_load_keeps_its_old_one_serving(start_replica: Start) -> None:
+    a, b = await start_replica("a"), await start_replica("b")
+    await until(lambda: ready(a))
+    await until(lambda: listening(b))
+    assert (await a.call("POST", "", {"id": "hello", "source": hello(1)}))[0] == 201
+    await until(lambda: _is(b.version(), 1))
+    # Version 2 fails to import on b only (the file knows where it is).
+    picky = hello(2) + "if '/b/components/' in __file__:\n    raise RuntimeError('not on replica b')\n"
+    assert (await a.call("PUT", "/hello", {"source": picky}))[0] == 200
+    await until(lambda: "hello" in b.client.app[RELOADER].failures)
+    assert await a.version() == 2 and await b.version() == 1
+    assert "not on replica b" in b.client.app[RELOADER].failures["hello"].error
+    # The listing shows it: a serves version 2; b still serves version 1 and reports the refusal.
+    await until(lambda: _replica_status(a, "b", "error"))
+    status, body = await a.call("GET", "/hello")
+    by_name = {r["replica"]: r for r in body["replicas"]}
+    assert (by_name["a"]["version"], by_name["a"]["status"], by_name["a"]["error"]) == (2, "serving", None)
+    assert by_name["b"]["version"] == 1 and "not on replica b" in by_name["b"]["error"]
+    assert (await b.health())["status"] == "degraded"
+
+
+async def _is(answer: Awaitable[Any], expected: Any) -> bool:
+    return await answer == expected
+
+
+async def _replicas_at(replica: Replica, version: int, *, count: int) -> bool:
+    status, body = await replica.call("GET", "/hello")
+    versions = [r["version"] for r in body.get("replicas", [])] if status == 200 else []
+    return versions == [version] * count
+
+
+async def _replica_status(replica: Replica, name: str, status: str) -> bool:
+    code, body = await replica.call("GET", "/hello")
+    return code == 200 and any(r["replica"] == name and r["status"] == status for r in body["replicas"])
