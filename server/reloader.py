@@ -156,8 +156,6 @@ class ComponentManager:
         self.components[source.id] = component
         self.failures.pop(source.id, None)
         retired = self.engine.swap(state)
-        if origin == "file" and self.file_changed is not None:
-            await self.file_changed(source.id, component)
         elapsed = time.perf_counter() - seen_at
         self._count(operation, "success")
         self._count("register", "success")
@@ -166,6 +164,8 @@ class ComponentManager:
                  elapsed * 1000, ", ".join(sorted(component.steps)) or "-",
                  extra={"component": source.id, "sha256": source.sha256[:12], "result": "success",
                         "duration_ms": round(elapsed * 1000, 3)})
+        if origin == "file" and self.file_changed is not None:  # counted and logged first: it awaits the store
+            await self.file_changed(source.id, component)
         return _Swap(component, old, retired)
 
     async def _remove_locked(self, component_id: str, persist: Callable[[], Awaitable[None]] | None, *,
@@ -184,12 +184,12 @@ class ComponentManager:
         self.failures.pop(component_id, None)
         del self.components[component_id]
         retired = self.engine.swap(self.engine.state_for(registry, config))
-        if from_file and self.file_changed is not None:
-            await self.file_changed(component_id, None)
         linecache.cache.pop(old.path, None)  # the source kept for tracebacks goes with the component
         self._count("unregister", "success")
         log.info("unregister %s: steps %s", old.path, ", ".join(sorted(old.steps)) or "-",
                  extra={"component": component_id, "result": "success"})
+        if from_file and self.file_changed is not None:
+            await self.file_changed(component_id, None)
         return _Swap(None, old, retired, removed=True)
 
     async def _finish(self, swap: _Swap) -> Component | None:
