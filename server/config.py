@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .databases import declared_connections, parse_connections
 from .durations import parse_duration
 from .errors import ConfigError
 from .pipeline_model import Pipeline, Step, Trigger, plan_flow
@@ -19,7 +20,7 @@ log = logging.getLogger("workflow.config")
 
 # Keys the original engine used at the top level: accepted so its configs load, then ignored.
 LEGACY_KEYS = ("modules", "workflows", "triggers", "requires", "version", "description")
-TOP_LEVEL_KEYS = frozenset({"name", "pipelines", "chat"}) | frozenset(LEGACY_KEYS)
+TOP_LEVEL_KEYS = frozenset({"name", "pipelines", "chat", "connections"}) | frozenset(LEGACY_KEYS)
 PIPELINE_KEYS = frozenset({"trigger", "steps", "on_error", "timeout", "compensation", "description"})
 STEP_KEYS = frozenset({"name", "type", "config", "next", "timeout", "description"})
 TRIGGER_TYPES = ("http", "chat", "event", "schedule", "manual")
@@ -97,11 +98,13 @@ def compile_config(doc: LineDict, registry: Registry, *, source: str, strict: bo
     if not isinstance(raw_pipelines, LineDict) or not raw_pipelines:
         problems.add(doc.line_of("pipelines"), "'pipelines' must be a mapping of pipeline names to pipelines")
         raw_pipelines = LineDict()
+    connections = parse_connections(doc.get("connections"), doc.line_of("connections"), problems.add)
     pipelines = {}
-    for name, raw in raw_pipelines.items():
-        pipeline = _pipeline(str(name), raw, raw_pipelines.line_of(name), registry, problems, strict)
-        if pipeline is not None:
-            pipelines[pipeline.name] = pipeline
+    with declared_connections(connections):  # what the steps' `prepare` may name (step.db_query)
+        for name, raw in raw_pipelines.items():
+            pipeline = _pipeline(str(name), raw, raw_pipelines.line_of(name), registry, problems, strict)
+            if pipeline is not None:
+                pipelines[pipeline.name] = pipeline
     _check_delegations(pipelines, problems)
     router = Router()
     events: dict[str, list[Pipeline]] = {}

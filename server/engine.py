@@ -14,6 +14,7 @@ import pluggy
 from aiohttp import web
 
 from .config import AppConfig
+from .databases import Databases
 from .errors import StepError, WorkflowError
 from .executions import ExecutionLog
 from .ids import new_id
@@ -200,11 +201,14 @@ def _wrapped(name: str, error: WorkflowError) -> WorkflowError:
 
 
 async def engine_context(app: web.Application) -> AsyncIterator[None]:
-    """Start the shared HTTP client, the queue workers and the plugins; on exit drain and close them."""
+    """Start the shared HTTP client and databases, the queue and the plugins; on exit drain and close them."""
     engine = app[ENGINE]
     timeout = engine.settings.lifecycle_timeout
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        engine.services = Services(http=session, publish=engine.publish, run_pipeline=engine.run_by_name)
+    # Both close only after the queue has drained and the plugins' shutdown hooks ran: steps still use them.
+    async with (aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
+                Databases(engine.settings) as databases):
+        engine.services = Services(http=session, publish=engine.publish, run_pipeline=engine.run_by_name,
+                                   databases=databases)
         engine.queue.start()
         await run_hook(engine.plugin_manager, "startup", timeout, services=engine.services)
         yield

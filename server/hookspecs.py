@@ -71,7 +71,8 @@ def startup(services: Any, logger: logging.Logger) -> Awaitable[None] | None:
     version (the old one keeps serving).
 
     :param services: a :class:`server.Services` with the shared ``http`` client session,
-        ``publish(topic, payload)`` on the event bus and ``run_pipeline(name, payload)``.
+        ``publish(topic, payload)`` on the event bus, ``run_pipeline(name, payload)`` and the
+        step ``databases``.
     :param logger: a logger named after the plugin or component.
     :return: nothing, or an awaitable the server awaits.
     """

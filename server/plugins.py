@@ -18,6 +18,7 @@ DEFAULT_PLUGINS = (
     "plugins.core",
     "plugins.control",
     "plugins.http_steps",
+    "plugins.db_steps",
 )
 
 

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 if TYPE_CHECKING:
     import aiohttp
 
+    from .databases import Databases
+
 
 @dataclass(frozen=True, slots=True)
 class Services:
@@ -17,6 +19,8 @@ class Services:
     http: "aiohttp.ClientSession"
     publish: Callable[[str, Mapping[str, Any]], Awaitable[int]]
     run_pipeline: Callable[..., Awaitable[Any]]
+    # `await databases.get(spec)`: the server's own database (spec None) or one the config names.
+    databases: Databases | None = None
 
 
 class StepContext:

@@ -15,7 +15,8 @@ from server.plugins import DEFAULT_PLUGINS, ENTRY_POINT_GROUP, build_plugin_mana
 from server.registry import RegistryBuilder, StepType, build_registry
 
 BUILT_IN_TYPES = {"step.validate", "step.set", "step.log", "step.transform", "step.json_response",
-                  "step.http_call", "step.publish", "step.delegate", "step.conditional"}
+                  "step.http_call", "step.publish", "step.delegate", "step.conditional", "step.db_query",
+                  "step.db_exec"}
 
 
 def _hookspecs():
