@@ -180,7 +180,10 @@ class Replicator:
                 row = await self._store(self.store.delete_component(cid, who))
         log.info("replication: uploaded %s %s", cid, "deletion" if local is None else local.sha256[:12],
                  extra={"component": cid})
-        self._spawn(self._settled(cid, row, who=who, client="", action="component.upload"))
+        if row is not None:
+            self._agree(cid, row)
+        # The reconcile that called this saves the bases and reports once, for all its uploads.
+        await self._announce(cid, row, who=who, client="", action="component.upload")
 
     async def _follow(self, cid: str, row: ComponentRow, *, conflict: bool) -> None:
         """Serve the store's version (or its deletion) here and write it to the folder."""
@@ -241,13 +244,17 @@ class Replicator:
             self._agree(cid, row)
         async with self._lock:
             await self._save_synced()
+        await self._announce(cid, row, who=who, client=client, action=action)
+        await self.report()
+
+    async def _announce(self, cid: str, row: ComponentRow | None, *, who: str, client: str, action: str) -> None:
+        """Audit a change that reached the store, and tell the other replicas about it."""
         try:
             await self._store(self.store.audit(who, action, cid, client or None))
         except StoreUnavailable as exc:
             log.warning("replication: could not audit %s of %s: %s", action, cid, exc.message)
         if self.bus is not None and row is not None:
             await self.bus.publish(cid, row.version, None if row.deleted else row.sha256)
-        await self.report()
 
     async def report(self) -> None:
         """Tell the store what this replica serves (for the admin listing of every replica)."""
