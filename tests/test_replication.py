@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import json
 import textwrap
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as redis
 from aiohttp.test_utils import TestClient
 
 from server.app import build_engine, create_apps
 from server.keys import RELOADER, REPLICATOR
 from server.replication import SYNC_FILE
-from server.settings import Database, Settings
+from server.settings import Database, Settings, SettingsError, from_environment
 
 from .conftest import metric_value
 from .test_admin import ADMIN, SECRET, hello, until
@@ -236,3 +237,37 @@ async def _replicas_at(replica: Replica, version: int, *, count: int) -> bool:
 async def _replica_status(replica: Replica, name: str, status: str) -> bool:
     code, body = await replica.call("GET", "/hello")
     return code == 200 and any(r["replica"] == name and r["status"] == status for r in body["replicas"])
+
+
+def test_replication_settings_come_from_the_environment() -> None:
+    settings = from_environment({"WORKFLOW_REDIS_ADDR": "10.0.0.5:6380", "WORKFLOW_ADDR": ":9000",
+                                 "WORKFLOW_DB_HOST": "db:5433", "WORKFLOW_DB_SCHEMA": "team_a",
+                                 "WORKFLOW_RECONCILE_INTERVAL": "5s"})
+    assert settings.redis_addr == "redis://10.0.0.5:6380" and settings.reconcile_interval == 5.0
+    assert settings.replica_id.endswith(":9000")
+    assert "options='-c search_path=team_a'" in settings.db.dsn()
+    named = from_environment({"WORKFLOW_REDIS_ADDR": "rediss://u:p@cache:6379/2", "WORKFLOW_REPLICA_ID": "pod-7"})
+    assert named.redis_addr == "rediss://u:p@cache:6379/2" and named.replica_id == "pod-7" and named.db is None
+    for env, name in (({"WORKFLOW_REDIS_ADDR": "cache"}, "WORKFLOW_REDIS_ADDR"),
+                      ({"WORKFLOW_DB_HOST": "db", "WORKFLOW_DB_SCHEMA": "a;drop"}, "WORKFLOW_DB_SCHEMA")):
+        with pytest.raises(SettingsError, match=name):
+            from_environment(env)
+
+
+async def test_malformed_and_own_events_are_ignored(start_replica: Start, redis_addr: str,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    a, b = await start_replica("a"), await start_replica("b")
+    await until(lambda: listening(a))
+    await until(lambda: listening(b))
+    bus = b.client.app[REPLICATOR].bus
+    client = redis.Redis.from_url(f"redis://{redis_addr}")
+    try:
+        for junk in (b"not json", b"[1, 2]", json.dumps({"replica": "b", "id": "hello"}).encode()):
+            await client.publish(bus.channel, junk)
+    finally:
+        await client.aclose()
+    await until(lambda: caplog.text.count("ignored a malformed event") == 4)  # two each on a and b
+    assert bus.received == 0  # b's own event (the third) is not received as another replica's
+    assert (await a.call("POST", "", {"id": "hello", "source": hello(1)}))[0] == 201
+    await until(lambda: _is(b.version(), 1))  # the subscription survived the junk
+    assert bus.received == 1
