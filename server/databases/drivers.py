@@ -190,16 +190,11 @@ class PostgresConnection(Connection):
 
     async def close(self) -> None:
         """Close the pool, waiting a bounded time for connections in use."""
+        from ..store.postgres import close_pool  # aiopg loads only when PostgreSQL is used
+
         pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        pool.close()
-        try:
-            async with asyncio.timeout(_CLOSE_TIMEOUT):
-                await pool.wait_closed()
-        except TimeoutError:
-            pool.terminate()
-            await pool.wait_closed()
+        if pool is not None:
+            await close_pool(pool, _CLOSE_TIMEOUT)
 
     async def _run(self, action: Any) -> Any:
         import psycopg2

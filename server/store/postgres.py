@@ -75,15 +75,8 @@ class PostgresStore(Store):
     async def close(self) -> None:
         """Close the pool, waiting a bounded time for connections in use."""
         pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        pool.close()
-        try:
-            async with asyncio.timeout(_CLOSE_TIMEOUT):
-                await pool.wait_closed()
-        except TimeoutError:
-            pool.terminate()
-            await pool.wait_closed()
+        if pool is not None:
+            await close_pool(pool, _CLOSE_TIMEOUT)
 
     async def ping(self) -> None:
         """Run a trivial query within a few seconds."""
@@ -235,6 +228,17 @@ class PostgresStore(Store):
         """Newest audit entries first."""
         query, params = sql.list_audit(limit, target)
         return [sql.audit_from(r, utc, _same) for r in await self._fetch(query, params)]
+
+
+async def close_pool(pool: aiopg.Pool, timeout: float) -> None:
+    """Close an aiopg pool, waiting up to `timeout` seconds for connections in use, then terminate them."""
+    pool.close()
+    try:
+        async with asyncio.timeout(timeout):
+            await pool.wait_closed()
+    except TimeoutError:
+        pool.terminate()
+        await pool.wait_closed()
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
