@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import secrets
 import socket
 import textwrap
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, replace
@@ -67,6 +70,24 @@ async def make_server(aiohttp_client, settings: Settings, tmp_path: Path) -> Mak
     return make
 
 
+async def until(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
+    """Poll `predicate` (sync or async) until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            try:
+                what = inspect.getsource(predicate).strip()
+            except (OSError, TypeError):
+                what = repr(predicate)
+            pytest.fail(f"condition not met within {timeout}s: {what}")
+        await asyncio.sleep(0.01)
+
+
 def metric_value(text: str, name: str, **labels: str) -> float:
     """The value of one sample in Prometheus text, or 0.0 when absent."""
     for line in text.splitlines():
@@ -80,7 +101,7 @@ def metric_value(text: str, name: str, **labels: str) -> float:
 
 
 
-def _unavailable(reason: str) -> None:
+def service_unavailable(reason: str) -> None:
     """Skip, or fail under WORKFLOW_TEST_STRICT (CI), because a service a test needs is missing."""
     if os.environ.get("WORKFLOW_TEST_STRICT"):
         pytest.fail(reason)
@@ -93,7 +114,7 @@ def postgres_dsn() -> str:
     try:
         psycopg2.connect(PG_DSN, connect_timeout=3).close()
     except psycopg2.Error as exc:
-        _unavailable(f"PostgreSQL unreachable at {PG_DSN!r} ({' '.join(str(exc).split())}); "
+        service_unavailable(f"PostgreSQL unreachable at {PG_DSN!r} ({' '.join(str(exc).split())}); "
                      "set WORKFLOW_TEST_DATABASE")
     return PG_DSN
 
@@ -126,5 +147,5 @@ def redis_addr() -> str:
             if not sock.recv(64).startswith(b"+PONG"):
                 raise OSError("no PONG")
     except OSError as exc:
-        _unavailable(f"Redis unreachable at {REDIS_ADDR!r} ({exc}); set WORKFLOW_TEST_REDIS")
+        service_unavailable(f"Redis unreachable at {REDIS_ADDR!r} ({exc}); set WORKFLOW_TEST_REDIS")
     return REDIS_ADDR

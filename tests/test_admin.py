@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import os
 import random
@@ -22,7 +21,7 @@ from server.replication import SYNC_FILE
 from server.keys import RELOADER
 from server.settings import from_environment
 from server.store import Retention
-from tests.conftest import Server, metric_value
+from tests.conftest import Server, metric_value, until
 
 SECRET = "s" * 40
 PREFIXES = ("/api/dynamic/components", "/api/v1/admin/components")
@@ -75,24 +74,6 @@ def token(sub: str = "ada", secret: str = SECRET, **claims: Any) -> dict[str, st
 
 
 ADMIN = token()
-
-
-async def until(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
-    """Poll `predicate` (sync or async) until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            try:
-                what = inspect.getsource(predicate).strip()
-            except (OSError, TypeError):
-                what = repr(predicate)
-            pytest.fail(f"condition not met within {timeout}s: {what}")
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture(autouse=True)

@@ -18,8 +18,8 @@ import pytest
 
 from server.keys import REPLICATOR
 
-from .conftest import _unavailable
-from .test_admin import hello, until
+from .conftest import service_unavailable, until
+from .test_admin import hello
 from .test_process import _free_port
 
 # The replica fixtures of the in-process replication tests; `redis_addr` below points them at the private Redis.
@@ -81,7 +81,7 @@ class PrivateRedis:
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     if shutil.which("redis-server") is None:
-        _unavailable("redis-server is not installed")
+        service_unavailable("redis-server is not installed")
     folder = tmp_path / "redis"
     folder.mkdir()
     redis = PrivateRedis(_free_port(), folder)

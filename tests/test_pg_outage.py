@@ -23,8 +23,8 @@ import pytest
 
 from server.settings import Database
 
-from .conftest import MakeServer, Server, _unavailable
-from .test_admin import SECRET, hello, token, until
+from .conftest import MakeServer, Server, service_unavailable, until
+from .test_admin import SECRET, hello, token
 
 PG_BIN = Path(os.environ.get("WORKFLOW_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PG_USER = "postgres"  # the OS user that owns and runs the cluster (PostgreSQL refuses to run as root)
@@ -89,18 +89,18 @@ def _run_as() -> list[str]:
     """The command prefix that runs a PostgreSQL binary as PG_USER (skips when impossible)."""
     missing = [name for name in ("initdb", "pg_ctl", "postgres") if not (PG_BIN / name).is_file()]
     if missing:
-        _unavailable(f"PostgreSQL binaries {', '.join(missing)} not found in {PG_BIN}; set WORKFLOW_TEST_PG_BIN")
+        service_unavailable(f"PostgreSQL binaries {', '.join(missing)} not found in {PG_BIN}; set WORKFLOW_TEST_PG_BIN")
     try:
         user = pwd.getpwnam(PG_USER)
     except KeyError:
-        _unavailable(f"no OS user {PG_USER!r} to run a private PostgreSQL cluster")
+        service_unavailable(f"no OS user {PG_USER!r} to run a private PostgreSQL cluster")
     if os.geteuid() == user.pw_uid:
         return []
     if os.geteuid() != 0:
-        _unavailable(f"a private PostgreSQL cluster must run as {PG_USER!r}: run the tests as root or as {PG_USER}")
+        service_unavailable(f"a private PostgreSQL cluster must run as {PG_USER!r}: run the tests as root or as {PG_USER}")
     runuser = shutil.which("runuser")
     if runuser is None:
-        _unavailable("runuser (util-linux) is missing: cannot start PostgreSQL as its own user")
+        service_unavailable("runuser (util-linux) is missing: cannot start PostgreSQL as its own user")
     return [runuser, "-u", PG_USER, "--"]
 
 

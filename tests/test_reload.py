@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import inspect
 import logging
 import os
 import signal
@@ -13,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 import weakref
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -26,7 +24,7 @@ from server.components import MODULE_PREFIX
 from server.keys import RELOADER
 from server.reloader import ComponentManager
 from server.watcher import reload_config
-from tests.conftest import ROOT, Server, metric_value
+from tests.conftest import ROOT, Server, metric_value, until
 
 # Shared by a test and the component versions it writes (`from tests.test_reload import HUB`):
 # gates a step awaits, and the order in which steps and lifecycle hooks ran. Reset for each test.
@@ -102,24 +100,6 @@ def save(path: Path, text: str) -> None:
 
 def manager(server: Server) -> ComponentManager:
     return server.client.app[RELOADER]
-
-
-async def until(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
-    """Poll `predicate` (sync or async) until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            try:
-                what = inspect.getsource(predicate).strip()
-            except (OSError, TypeError):
-                what = repr(predicate)
-            pytest.fail(f"condition not met within {timeout}s: {what}")
-        await asyncio.sleep(0.01)
 
 
 async def get(server: Server, path: str = "/hello") -> tuple[int, Any]:

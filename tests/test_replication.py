@@ -18,8 +18,8 @@ from server.keys import RELOADER, REPLICATOR
 from server.replication import SYNC_FILE
 from server.settings import Database, Settings, SettingsError, from_environment
 
-from .conftest import metric_value
-from .test_admin import ADMIN, SECRET, hello, until
+from .conftest import metric_value, until
+from .test_admin import ADMIN, SECRET, hello
 
 CONFIG = textwrap.dedent("""
     pipelines:

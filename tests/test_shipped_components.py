@@ -31,7 +31,7 @@ from server.errors import ConfigError
 from server.keys import RELOADER
 from server.registry import Registry, StepType
 from server.watcher import reload_config
-from tests.conftest import ROOT
+from tests.conftest import ROOT, until
 
 COMPONENTS = ROOT / "components"
 CHAT_EXAMPLE = ROOT / "example" / "chat-triage-pipeline.yaml"
@@ -91,12 +91,6 @@ def line_of(yaml_text: str, needle: str) -> int:
 async def serve(make_server, yaml_text: str):
     """A server for `yaml_text` with the shipped components loaded (no watcher)."""
     return await make_server(yaml_text, components_dir=COMPONENTS, watch=False)
-
-
-async def until(predicate, timeout: float = 2.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.005)
 
 
 def run_validate(path: Path) -> subprocess.CompletedProcess[str]:

