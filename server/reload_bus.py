@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -17,6 +18,7 @@ log = logging.getLogger("workflow.replication")
 CHANNEL = "workflow:components"  # plus ":" and the database's name (and schema) when PostgreSQL is configured
 _PUBLISH_TIMEOUT = 2.0
 _MIN_BACKOFF, _MAX_BACKOFF = 0.1, 5.0
+_POLL = 0.1  # how often the listener looks up from the channel to see whether it should stop
 
 OnEvent = Callable[[dict[str, Any]], Awaitable[None]]
 OnConnect = Callable[[], Awaitable[None]]
@@ -42,18 +44,28 @@ class ReloadBus:
                                             health_check_interval=10)
         self._publisher = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=_PUBLISH_TIMEOUT)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     def start(self) -> None:
         """Start listening in the background."""
         self._task = asyncio.create_task(self._listen_forever(), name="reload-bus")
 
     async def stop(self) -> None:
-        """Stop listening and close both connections."""
+        """Stop listening and close both connections, in bounded time."""
+        self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        await self._client.aclose()
-        await self._publisher.aclose()
+            # The listener notices within _POLL seconds. Cancelling it mid-read is the fallback only:
+            # redis-py's pub/sub can then wait forever on its connection while closing.
+            done, _ = await asyncio.wait({self._task}, timeout=_POLL + 1.0)
+            if not done:
+                self._task.cancel()
+                await asyncio.wait({self._task}, timeout=1.0)
+        for client in (self._client, self._publisher):
+            try:
+                async with asyncio.timeout(1.0):
+                    await client.aclose()
+            except (RedisError, OSError, TimeoutError):
+                pass  # going away anyway
 
     async def publish(self, component_id: str, version: int | None, sha256: str | None) -> bool:
         """Tell the other replicas that a component changed; False (logged) when Redis is unreachable."""
@@ -70,7 +82,7 @@ class ReloadBus:
 
     async def _listen_forever(self) -> None:
         backoff = _MIN_BACKOFF
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self._listen()
             except asyncio.CancelledError:
@@ -83,7 +95,8 @@ class ReloadBus:
                                 _safe(self.url), _text(exc))
                 self.connected, self.last_error = False, _text(exc)
             # Jitter, so replicas that lost Redis together do not all come back in the same instant.
-            await asyncio.sleep(backoff * (0.5 + random.random()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, _MAX_BACKOFF)
 
     async def _listen(self) -> None:
@@ -94,8 +107,8 @@ class ReloadBus:
                 log.info("replication: Redis at %s is back", _safe(self.url))
             self.connected, self.last_error = True, None
             await self.on_connect()
-            while True:
-                message = await pubsub.get_message(timeout=5.0)
+            while not self._stopping.is_set():
+                message = await pubsub.get_message(timeout=_POLL)
                 if message is not None and message.get("type") == "message":
                     await self._handle(message["data"])
 
