@@ -31,7 +31,7 @@ async def handle_trigger(request: web.Request) -> web.StreamResponse:
     try:
         payload = await read_payload(request)
         payload["params"] = params
-        payload["query"] = dict(request.query)
+        payload["query"] = dict(request.query) if request.query_string else {}
         if pipeline.trigger.is_async:
             execution_id = engine.submit(pipeline, payload)
             location = f"/executions/{execution_id}"
@@ -71,7 +71,7 @@ async def read_payload(request: web.Request) -> dict[str, Any]:
         form = await request.post()
         return {key: value for key, value in form.items() if isinstance(value, str)}
     raw = await request.read()
-    if not raw.strip():
+    if not raw or raw.isspace():
         return {}
     try:
         body = json.loads(raw)

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from .keys import ROUTE_LABEL
+from .metric_types import (
+    CounterCell,
+    FastCounter,
+    FastGauge,
+    FastHistogram,
+    GaugeCell,
+    HistogramCell,
+)
 
 UNMATCHED = "unmatched"
-
 
 
 class Metrics:
@@ -26,26 +33,31 @@ class Metrics:
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
         r = self.registry
-        self.http_requests = Counter("http_requests_total", "HTTP requests answered.",
-                                     ["method", "path", "status_code"], registry=r)
-        self.http_duration = Histogram("http_request_duration_seconds", "HTTP request latency.",
-                                       ["method", "path"], registry=r)
-        self.executions = Counter("workflow_executions_total", "Pipeline executions finished.",
-                                  ["workflow_type", "action", "status"], registry=r)
-        self.execution_duration = Histogram("workflow_duration_seconds", "Pipeline execution time.",
-                                            ["workflow_type", "action"], registry=r)
-        self.active = Gauge("active_workflows", "Pipeline executions running now.",
-                            ["workflow_type"], registry=r)
+        # Updated per request or per step: lock-free, on the event loop's thread only (see metric_types).
+        self.http_requests = FastCounter("http_requests_total", "HTTP requests answered.",
+                                         ["method", "path", "status_code"], registry=r)
+        self.http_duration = FastHistogram("http_request_duration_seconds", "HTTP request latency.",
+                                           ["method", "path"], registry=r)
+        self.executions = FastCounter("workflow_executions_total", "Pipeline executions finished.",
+                                      ["workflow_type", "action", "status"], registry=r)
+        self.execution_duration = FastHistogram("workflow_duration_seconds", "Pipeline execution time.",
+                                                ["workflow_type", "action"], registry=r)
+        self.active = FastGauge("active_workflows", "Pipeline executions running now.",
+                                ["workflow_type"], registry=r)
         self.queue_depth = Gauge("workflow_queue_depth", "Executions waiting in the async queue.",
                                  registry=r)
-        self.module_operations = Counter("module_operations", "Module operations by outcome.",
-                                         ["module", "operation", "status"], registry=r)
+        self.module_operations = FastCounter("module_operations", "Module operations by outcome.",
+                                             ["module", "operation", "status"], registry=r)
         self.dynamic_components = Gauge("dynamic_components", "Components in service.", registry=r)
         self.reload_seconds = Histogram("dynamic_component_reload_seconds",
                                         "From a component file change to its new version serving.",
                                         registry=r)
-        # Labelled children cost a lock and a dict lookup each; the hot path reuses them.
+        # The hot path finds its cells with one dict lookup on its own label values.
         self._children: dict[tuple, object] = {}
+        self._request_cells: dict[tuple[str, str, int], tuple[CounterCell, HistogramCell]] = {}
+        self._execution_cells: dict[tuple[str, str, str], tuple[CounterCell, HistogramCell]] = {}
+        self._step_cells: dict[str, dict[str, CounterCell]] = {}
+        self._active_cells: dict[str, GaugeCell] = {}
 
     def child(self, metric, *labels: str):
         """The labelled child of `metric`, cached."""
@@ -57,21 +69,56 @@ class Metrics:
 
     def observe_request(self, method: str, path: str, status: int, seconds: float) -> None:
         """Count one answered HTTP request."""
-        self.child(self.http_requests, method, path, str(status)).inc()
-        self.child(self.http_duration, method, path).observe(seconds)
+        cells = self._request_cells.get((method, path, status))
+        if cells is None:
+            cells = self._request_cells[(method, path, status)] = (
+                self.http_requests.labels(method, path, str(status)), self.http_duration.labels(method, path))
+        cells[0].value += 1.0
+        cells[1].observe(seconds)
 
     def observe_execution(self, workflow_type: str, action: str, status: str, seconds: float) -> None:
         """Count one finished pipeline execution."""
-        self.child(self.executions, workflow_type, action, status).inc()
-        self.child(self.execution_duration, workflow_type, action).observe(seconds)
+        cells = self._execution_cells.get((workflow_type, action, status))
+        if cells is None:
+            cells = self._execution_cells[(workflow_type, action, status)] = (
+                self.executions.labels(workflow_type, action, status),
+                self.execution_duration.labels(workflow_type, action))
+        cells[0].value += 1.0
+        cells[1].observe(seconds)
+
+    def active_cell(self, workflow_type: str) -> GaugeCell:
+        """The `active_workflows` cell of a workflow type."""
+        cell = self._active_cells.get(workflow_type)
+        if cell is None:
+            cell = self._active_cells[workflow_type] = self.active.labels(workflow_type)
+        return cell
+
+    def step_cells(self, step_type: str) -> dict[str, CounterCell]:
+        """`module_operations_total{module=step_type, operation="execute"}` by status, created on first use."""
+        cells = self._step_cells.get(step_type)
+        if cells is None:
+            cells = self._step_cells[step_type] = _StepCells(self.module_operations, step_type)
+        return cells
 
     def observe_step(self, step_type: str, status: str) -> None:
         """Count one step execution (`module_operations_total{operation="execute"}`)."""
-        self.child(self.module_operations, step_type, "execute", status).inc()
+        self.step_cells(step_type)[status].value += 1.0
 
     def handler(self) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         """The `/metrics` handler for this registry."""
         return make_aiohttp_handler(self.registry)
+
+
+class _StepCells(dict):
+    """Status -> counter cell for one step type; a status appears in /metrics only once counted."""
+
+    def __init__(self, counter: FastCounter, step_type: str) -> None:
+        super().__init__()
+        self._counter, self._step_type = counter, step_type
+
+    def __missing__(self, status: str) -> CounterCell:
+        cell = self[status] = self._counter.labels(self._step_type, "execute", status)
+        return cell
 
 
 def route_label(request: web.Request) -> str:

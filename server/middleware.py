@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -16,15 +17,42 @@ from .metrics import route_label
 
 log = logging.getLogger("workflow.http")
 REQUEST_ID_HEADER = "X-Request-ID"
-# One encoder for every response: json.dumps with options builds a new one per call.
-_encode = json.JSONEncoder(separators=(",", ":"), default=str, ensure_ascii=False).encode
+
+
+def _encoder() -> Callable[[object], str]:
+    """Compact JSON, non-ASCII kept, odd values as str(): JSONEncoder(...).encode without its per-call set-up."""
+    # JSONEncoder.encode builds a new C encoder on every call, which costs as much as encoding a small
+    # body: build it once. Its circular-reference markers are shared, so they are cleared after a failure.
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return json.JSONEncoder(separators=(",", ":"), default=str, ensure_ascii=False).encode
+    markers: dict[int, object] = {}
+    encode = make(markers, str, json.encoder.encode_basestring, None, ":", ",", False, False, True)
+
+    def run(value: object) -> str:
+        try:
+            return "".join(encode(value, 0))
+        except BaseException:
+            markers.clear()
+            raise
+
+    return run
+
+
+_encode = _encoder()
+_JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     """A JSON response (a step may choose another JSON type, such as application/problem+json)."""
-    headers = dict(headers) if headers else {}
-    if not any(k.lower() == "content-type" for k in headers):
-        headers["Content-Type"] = "application/json"
+    if not headers:
+        headers = _JSON_HEADERS  # aiohttp copies the mapping into the response's own headers
+    else:
+        for key in headers:
+            if key.lower() == "content-type":
+                break
+        else:
+            headers = {**headers, "Content-Type": "application/json"}
     return web.Response(body=_encode(body).encode(), status=status, headers=headers)
 
 
@@ -38,7 +66,8 @@ def error_response(error: WorkflowError, headers: dict[str, str] | None = None) 
 @web.middleware
 async def middleware(request: web.Request, handler) -> web.StreamResponse:
     """Give the request an id, answer errors as JSON, count and time it, and log one line."""
-    rid = (request.headers.get(REQUEST_ID_HEADER) or new_id())[:128]
+    rid = request.headers.get(REQUEST_ID_HEADER)
+    rid = rid[:128] if rid else new_id()
     token = logs.request_id.set(rid)
     start = time.perf_counter()
     try:

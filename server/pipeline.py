@@ -83,13 +83,14 @@ class Executor:
         the end, so a reload never changes a running execution.
         """
         own_lease = state is None
-        state = state or self._state()
+        if own_lease:
+            state = self._state()
         outcome = Outcome(execution_id or new_id(), pipeline.name,
-                          workflow_type or pipeline.trigger.workflow_type, data=dict(payload))
-        outcome.started_at = _utc_now()
+                          workflow_type or pipeline.trigger.workflow_type, "success", dict(payload), None, None,
+                          [], _utc_now())
         token = logs.execution_id.set(outcome.execution_id)
-        active = self.metrics.child(self.metrics.active, outcome.workflow_type)
-        active.inc()
+        active = self.metrics.active_cell(outcome.workflow_type)
+        active.value += 1.0
         if own_lease:
             state.lease.acquire()
         start = time.perf_counter()
@@ -101,7 +102,7 @@ class Executor:
         finally:
             if own_lease:
                 state.lease.release()
-            active.dec()
+            active.value -= 1.0
             outcome.duration = time.perf_counter() - start
             self.metrics.observe_execution(outcome.workflow_type, pipeline.name, outcome.status, outcome.duration)
             logs.execution_id.reset(token)
@@ -114,7 +115,7 @@ class _Run:
     """The mutable state of one execution."""
 
     __slots__ = ("executor", "pipeline", "outcome", "registry", "depth", "trigger", "outputs", "meta", "scope",
-                 "services", "loop", "deadline", "expired")
+                 "services", "task", "loop", "deadline", "expired")
 
     def __init__(self, executor: Executor, pipeline: Pipeline, payload: Mapping[str, Any],
                  outcome: Outcome, registry: Registry, depth: int) -> None:
@@ -126,14 +127,15 @@ class _Run:
                      "started_at": outcome.started_at}
         self.scope = Scope(outcome.data, self.outputs, payload, self.meta)
         self.services = executor._services()
-        self.loop = asyncio.get_running_loop()
+        # One lookup of the running task gives the loop too (each lookup checks the pid: a system call).
+        self.task = asyncio.current_task()
+        self.loop = self.task.get_loop()
         self.deadline = self.loop.time() + pipeline.timeout
         self.expired = False
 
     async def execute(self) -> None:
         """Walk the steps under the pipeline's deadline; failures end up in the outcome."""
-        pipeline, outcome = self.pipeline, self.outcome
-        task = asyncio.current_task()
+        pipeline, outcome, task = self.pipeline, self.outcome, self.task
         # One bare timer instead of asyncio.timeout(): the same cancel-then-uncancel protocol,
         # at a fraction of the cost on the hot path.
         timer = self.loop.call_at(self.deadline, self._expire, task)
@@ -183,6 +185,9 @@ class _Run:
                     raise
                 index = flow[index]  # a skipped router goes to its join (plan_flow)
                 continue
+            if result is None:  # plain output (or none): fall through
+                index = flow[index]
+                continue
             if result.response is not None:
                 self.outcome.response = result.response
                 return
@@ -193,8 +198,11 @@ class _Run:
             else:
                 raise StepError(f"step {step.name!r} jumped to unknown step {result.goto!r}", step=step.name)
 
-    async def step(self, step: Step) -> StepResult:
-        """Run one step under its time limit, merge its output and record how it went."""
+    async def step(self, step: Step) -> StepResult | None:
+        """Run one step under its time limit, merge its output and record how it went.
+
+        Returns the step's StepResult when it returned one (to answer or jump), else None.
+        """
         step_type = self.registry.steps.get(step.type)
         if step_type is None:
             raise StepTypeUnavailable(f"step type {step.type!r} is not available", step=step.name,
@@ -207,15 +215,23 @@ class _Run:
         start = time.perf_counter()
         status, error = "success", None
         try:
-            ctx = self.context(step, step_type)
+            # The read-only view handed to the step function; declared inputs are checked here.
+            config = step.renderer.render(self.scope)
+            data = self.outcome.data
+            inputs = resolve_inputs(step_type.inputs, config, data, step.name) if step_type.inputs else None
+            ctx = StepContext(data, config, step.name, step.type, self.pipeline.name, self.outcome.execution_id,
+                              self.trigger, self.outputs, self.meta, self.services, step.prepared, self.depth,
+                              inputs)
             if own_timer:
                 async with asyncio.timeout(limit):
                     raw = await self.call(step_type, ctx)
+            elif step_type.is_async:
+                raw = await step_type.fn(ctx)
             else:
                 raw = await self.call(step_type, ctx)
-            result = _as_result(raw, step)
+            output, result = _split(raw, step)
             if step_type.outputs:
-                check_outputs(step_type.outputs, result.output, step.name)
+                check_outputs(step_type.outputs, output, step.name)
         except TimeoutError:
             if not own_timer:  # the step raised it itself, e.g. from its own client
                 status, error = "error", "TimeoutError"
@@ -233,7 +249,7 @@ class _Run:
         except Exception as exc:
             status, error = "error", f"{type(exc).__name__}: {exc}"
             step_log.exception("step %s (%s) raised", step.name, step.type,
-                          extra={"pipeline": self.pipeline.name, "step": step.name})
+                               extra={"pipeline": self.pipeline.name, "step": step.name})
             raise StepError(f"step {step.name!r} ({step.type}) failed: {type(exc).__name__}",
                             step=step.name) from None
         finally:
@@ -242,21 +258,11 @@ class _Run:
             # pipeline's deadline timed out; one cancelled by a disconnect or shutdown failed.
             if status == "cancelled":
                 status = "timeout" if self.expired else "error"
-            self.executor.metrics.observe_step(step.type, status)
-        output = result.output
+            self.executor.metrics.step_cells(step.type)[status].value += 1.0
         self.outputs[step.name] = output if output is not None else {}
         if output:
             self.outcome.data.update(output)
         return result
-
-    def context(self, step: Step, step_type: StepType) -> StepContext:
-        """The read-only view handed to the step function; declared inputs are checked here."""
-        config = step.renderer.render(self.scope)
-        data = self.outcome.data
-        inputs = resolve_inputs(step_type.inputs, config, data, step.name) if step_type.inputs else None
-        return StepContext(data, config, step.name, step.type, self.pipeline.name, self.outcome.execution_id,
-                           self.trigger, self.outputs, self.meta, self.services, step.prepared, self.depth,
-                           inputs)
 
     def call(self, step_type: StepType, ctx: StepContext) -> Awaitable[Any]:
         """The step's awaitable: its coroutine, or a plain function running in the bounded thread pool."""
@@ -278,26 +284,24 @@ class _Run:
 
 
 def _utc_now() -> str:
-    """Now in UTC as RFC 3339 with milliseconds, e.g. 2026-11-25T19:19:31.123Z."""
+    """Now in UTC as RFC 3339 with microseconds, e.g. 2026-11-25T19:19:31.123456Z (the store's own format)."""
     now = time.time()
     second = int(now)
     if second != _second_text[0]:  # formatting the date costs more than the rest of this function
         _second_text[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
-    return f"{_second_text[1]}.{int((now - second) * 1000):03d}Z"
+    return f"{_second_text[1]}.{int((now - second) * 1_000_000):06d}Z"
 
 
 _second_text: list[Any] = [None, ""]
 
 
-def _as_result(raw: Any, step: Step) -> StepResult:
-    if raw is None:
-        return _EMPTY
+def _split(raw: Any, step: Step) -> tuple[Mapping[str, Any] | None, StepResult | None]:
+    """A step's return value as (output, the StepResult if it returned one)."""
+    if raw is None or type(raw) is dict:  # most steps: no StepResult is built for them
+        return raw, None
     if isinstance(raw, StepResult):
-        return raw
+        return raw.output, raw
     if isinstance(raw, Mapping):
-        return StepResult(output=raw)
+        return raw, None
     raise StepError(f"step {step.name!r} ({step.type}) returned {type(raw).__name__}; "
                     "a step returns a dict, None or a StepResult", step=step.name)
-
-
-_EMPTY = StepResult()

@@ -536,7 +536,7 @@ async def test_the_watcher_never_puts_back_an_older_version(start, components, m
 
 
 async def next_millisecond() -> None:
-    """Until the clock has moved on to another millisecond: start times are recorded in milliseconds."""
+    """Until the clock has moved on to another millisecond, so the runs below are plainly ordered in time."""
     now = int(time.time() * 1000)
     await until(lambda: int(time.time() * 1000) > now)
 

@@ -179,13 +179,13 @@ def audit_from(r: Sequence[Any], read_ts: Callable[[Any], datetime], read_json: 
 
 
 # The executor's own stamp (pipeline._utc_now), which needs no parsing to become ts_text.
-_STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", re.ASCII)
+_STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", re.ASCII)
 
 
 def _stamp(started_at: str) -> str:
     """An Outcome's `started_at` as ts_text; now when it was never stamped."""
     if _STAMP.fullmatch(started_at):
-        return started_at[:23] + "000Z"
+        return started_at
     try:
         return ts_text(datetime.fromisoformat(started_at))
     except ValueError:
