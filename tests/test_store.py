@@ -207,6 +207,9 @@ async def test_sqlite_keeps_steps_as_one_json_column(tmp_path: Any) -> None:
         assert db.execute("SELECT steps FROM executions").fetchall() == [
             ('[["s0","step.set","success",0.0,null],["s1","step.set","error",1.25,"boom"]]',)]
         assert "execution_steps" not in {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+        # A new file gets big pages (cheaper random-id inserts) and WAL.
+        assert db.execute("PRAGMA page_size").fetchone()[0] == 16384
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 async def test_list_filters(store: Store) -> None:

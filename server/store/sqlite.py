@@ -30,6 +30,11 @@ _CACHE_KIB = 16384
 # The same index pages are rewritten by batch after batch: checkpointing every 10000 WAL pages (~40 MB of
 # WAL, instead of every 1000) copies each of them to the database once per checkpoint, not once per batch.
 _CHECKPOINT_PAGES = 10000
+# Random execution ids put every row of a batch in another page of the id index, and WAL writes each such
+# page whole: with 16 KiB pages there are fewer, fuller pages to touch. Measured with bench_recording.py at
+# 200k rows: 21.2 us CPU per execution with 4 KiB pages, 17.4 us with 16 KiB (1 KiB: 27.9 us). It applies to
+# new database files only (an existing one keeps its page size).
+_PAGE_BYTES = 16384
 _WAL_ATTEMPTS = 200  # 10 s at 50 ms, as long as busy_timeout
 
 
@@ -54,6 +59,7 @@ class SqliteStore(Store):
         try:
             # busy_timeout first: another process (or store) may hold the write lock while migrating.
             await db.execute("PRAGMA busy_timeout = 10000")
+            await db.execute(f"PRAGMA page_size = {_PAGE_BYTES}")  # before WAL, which fixes it
             await _enable_wal(db)
             # NORMAL in WAL mode survives a process crash; only an OS crash can lose the last commits.
             await db.execute("PRAGMA synchronous = NORMAL")
