@@ -12,13 +12,10 @@ Reconciles run at start-up (`/readyz` waits for the first), on every change even
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import random
-import time
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -31,6 +28,7 @@ from .files import unlink, write_temp
 from .keys import REPLICATOR
 from .reload_bus import CHANNEL, ReloadBus
 from .store.base import ComponentRow, ReplicaComponent
+from .sync_bases import Synced, keep_conflict, load_bases, save_bases
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -40,7 +38,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("workflow.replication")
 T = TypeVar("T")
 
-SYNC_FILE = ".workflow-sync.json"
 _STORE_TIMEOUT = 5.0
 
 
@@ -52,14 +49,6 @@ class StoreUnavailable(WorkflowError):
 
 class _Superseded(Exception):
     """Another change went into service while a store version was loading: that one stands."""
-
-
-@dataclass(frozen=True, slots=True)
-class Synced:
-    """The store version this replica's folder last agreed with; `sha256` None when it was deleted."""
-
-    version: int
-    sha256: str | None
 
 
 class Replicator:
@@ -189,7 +178,10 @@ class Replicator:
         """Serve the store's version (or its deletion) here and write it to the folder."""
         path = self._path(cid)
         if conflict:
-            await asyncio.to_thread(self._keep_conflict, cid, path)
+            kept = await asyncio.to_thread(keep_conflict, self.settings.data_dir / "conflicts", cid, path)
+            if kept is not None:
+                log.warning("replication: %s differs from the store's version, which wins; the local file is "
+                            "kept as %s", path, kept, extra={"component": cid})
         if row.deleted:
             await self.manager.remove(cid, persist=lambda: asyncio.to_thread(unlink, path))
             self._agree(cid, row)
@@ -222,19 +214,6 @@ class Replicator:
             self.synced.pop(cid, None)
         else:
             self.synced[cid] = Synced(row.version, None if row.deleted else row.sha256)
-
-    def _keep_conflict(self, cid: str, path: Path) -> None:
-        """Copy a local file the store's version is about to replace into DATA_DIR/conflicts/."""
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError:
-            return
-        folder = self.settings.data_dir / "conflicts"
-        folder.mkdir(parents=True, exist_ok=True)
-        kept = folder / f"{cid}.{time.strftime('%Y%m%dT%H%M%S')}.py"
-        kept.write_text(text, encoding="utf-8")
-        log.warning("replication: %s differs from the store's version, which wins; the local file is kept as %s",
-                    path, kept, extra={"component": cid})
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -276,23 +255,11 @@ class Replicator:
         return await self._store(self.store.list_replicas(since=datetime.now(UTC) - window))
 
     async def load_synced(self) -> None:
-        """Read the base versions kept in the components folder (none when it is new or was emptied)."""
-        path = self.settings.components_dir / SYNC_FILE
-        try:
-            data = json.loads(await asyncio.to_thread(path.read_text, encoding="utf-8"))
-            self.synced = {cid: Synced(int(v["version"]), v.get("sha256")) for cid, v in data.items()}
-        except FileNotFoundError:
-            self.synced = {}
-        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
-            log.warning("replication: ignoring %s (%s): every component is compared with the store afresh",
-                        path, exc)
-            self.synced = {}
+        """Read the bases kept in the components folder."""
+        self.synced = await asyncio.to_thread(load_bases, self.settings.components_dir)
 
     async def _save_synced(self) -> None:
-        data = json.dumps({cid: asdict(s) for cid, s in sorted(self.synced.items())}, indent=1)
-        path = self.settings.components_dir / SYNC_FILE
-        temp = await asyncio.to_thread(write_temp, path, data)
-        await asyncio.to_thread(os.replace, temp, path)
+        await asyncio.to_thread(save_bases, self.settings.components_dir, dict(self.synced))
 
     async def _store(self, call: Awaitable[T]) -> T:
         """A store call bounded in time; any failure becomes StoreUnavailable."""

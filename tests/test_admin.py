@@ -17,7 +17,7 @@ import pytest
 from yarl import URL
 
 from server import reloader
-from server.replication import SYNC_FILE
+from server.sync_bases import SYNC_FILE
 from server.keys import RELOADER
 from server.settings import from_environment
 from server.store import Retention

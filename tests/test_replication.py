@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from server.app import build_engine, create_apps
 from server.keys import RELOADER, REPLICATOR
-from server.replication import SYNC_FILE
+from server.sync_bases import SYNC_FILE
 from server.settings import Database, Settings, SettingsError, from_environment
 
 from .conftest import metric_value, until
