@@ -16,12 +16,13 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 HOST = "127.0.0.1"
 HERE = Path(__file__).resolve().parent
@@ -33,6 +34,32 @@ class BenchError(RuntimeError):
 
 
 # --------------------------------------------------------------------------- ports and HTTP
+
+
+def run_in_temp(prefix: str, keep_temp: bool, body: Callable[[Path], int]) -> int:
+    """Run a benchmark in a fresh temp dir: its exit code, or 1 with `BENCHMARK FAILED` on a BenchError.
+
+    Prints how long it took; the temp dir is removed unless `keep_temp` or the run failed.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    started = time.monotonic()
+    failed = False
+    try:
+        return body(tmp)
+    except BenchError as exc:
+        failed = True
+        print(f"\nBENCHMARK FAILED: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        failed = True
+        print("\ninterrupted", file=sys.stderr)
+        return 1
+    finally:
+        print(f"(took {time.monotonic() - started:.0f}s)")
+        if keep_temp or failed:
+            print(f"temp dir kept: {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def free_port() -> int:

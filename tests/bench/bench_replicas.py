@@ -24,10 +24,8 @@ import asyncio
 import json
 import secrets
 import shlex
-import shutil
 import socket
 import sys
-import tempfile
 import time
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -370,25 +368,7 @@ async def run(ns: argparse.Namespace, tmp: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ns = parse_args(argv)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-replicas-"))
-    started = time.monotonic()
-    failed = False
-    try:
-        return asyncio.run(run(ns, tmp))
-    except c.BenchError as exc:
-        failed = True
-        print(f"\nBENCHMARK FAILED: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        failed = True
-        print("\ninterrupted", file=sys.stderr)
-        return 1
-    finally:
-        print(f"(took {time.monotonic() - started:.0f}s)")
-        if ns.keep_temp or failed:
-            print(f"temp dir kept: {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    return c.run_in_temp("bench-replicas-", ns.keep_temp, lambda tmp: asyncio.run(run(ns, tmp)))
 
 
 if __name__ == "__main__":

@@ -26,10 +26,7 @@ import json
 import os
 import re
 import shlex
-import shutil
 import sys
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -351,25 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     except c.BenchError as exc:
         print(f"bench_throughput: {exc}", file=sys.stderr)
         return 2
-    tmp = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
-    started = time.monotonic()
-    failed = False
-    try:
-        return run(ns, tmp)
-    except c.BenchError as exc:
-        failed = True
-        print(f"\nBENCHMARK FAILED: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        failed = True
-        print("\ninterrupted", file=sys.stderr)
-        return 1
-    finally:
-        print(f"(took {time.monotonic() - started:.0f}s)")
-        if ns.keep_temp or failed:
-            print(f"temp dir kept: {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    return c.run_in_temp("bench-throughput-", ns.keep_temp, lambda tmp: run(ns, tmp))
 
 
 if __name__ == "__main__":
