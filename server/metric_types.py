@@ -9,6 +9,7 @@ Gauge and Histogram produce. Do not update them from another thread.
 
 from __future__ import annotations
 
+import abc
 import time
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
@@ -80,7 +81,7 @@ class HistogramCell:
 C = TypeVar("C", CounterCell, GaugeCell, HistogramCell)
 
 
-class _Family(Generic[C]):
+class _Family(abc.ABC, Generic[C]):
     """A metric with label names and one cell per label values; registered as a collector."""
 
     type = ""
@@ -93,8 +94,9 @@ class _Family(Generic[C]):
         if registry is not None:
             registry.register(self)
 
+    @abc.abstractmethod
     def _new_cell(self) -> C:
-        raise NotImplementedError
+        """A cell for one new set of label values."""
 
     def labels(self, *values: str) -> C:
         """The cell for these label values (created on first use, as prometheus_client's `labels`)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import base64
 import datetime as dt
@@ -32,7 +33,7 @@ class DatabaseError(Exception):
         self.connection = connection
 
 
-class Connection:
+class Connection(abc.ABC):
     """What a step uses: `fetch` rows, or `execute` and count them; `driver` picks the SQL dialect."""
 
     driver: str = ""
@@ -40,17 +41,17 @@ class Connection:
     def __init__(self, spec: ConnectionSpec) -> None:
         self.spec = spec
 
+    @abc.abstractmethod
     async def open(self) -> None:
         """Connect; DatabaseError when that fails."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def fetch(self, sql: str, args: Sequence[Any], *, one: bool = False) -> list[Row]:
         """The rows of a query (at most one when `one`), with JSON-friendly values."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def execute(self, sql: str, args: Sequence[Any]) -> int:
         """Run a statement; return the number of rows it changed (0 when that does not apply)."""
-        raise NotImplementedError
 
     async def close(self) -> None:
         """Release the connection or pool."""
