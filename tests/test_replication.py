@@ -271,3 +271,25 @@ async def test_malformed_and_own_events_are_ignored(start_replica: Start, redis_
     assert (await a.call("POST", "", {"id": "hello", "source": hello(1)}))[0] == 201
     await until(lambda: _is(b.version(), 1))  # the subscription survived the junk
     assert bus.received == 1
+
+
+async def test_a_broken_file_on_one_replica_is_neither_uploaded_nor_spread_as_a_deletion(start_replica: Start) -> None:
+    a, b = await start_replica("a"), await start_replica("b")
+    await until(lambda: listening(a))
+    await until(lambda: listening(b))
+    assert (await a.call("POST", "", {"id": "hello", "source": hello(1)}))[0] == 201
+    await until(lambda: _is(b.version(), 1))
+    await until(lambda: '"version": 1' in (b.folder / SYNC_FILE).read_text())
+    await stop(b)
+    (b.folder / "hello.py").write_text(hello(2) + "\ndef broken(:\n")  # edited while b was down, badly
+    b = await start_replica("b")
+    await until(lambda: ready(b))
+    # b has nothing of hello in service, only the error; that is not "deleted here" for the others.
+    assert "hello" in b.client.app[RELOADER].failures and "hello" not in b.client.app[RELOADER].components
+    await b.client.app[REPLICATOR].reconcile()  # what the periodic one would do
+    row = await a.client.app[REPLICATOR].store.get_component("hello")
+    assert (row.version, row.deleted, row.source) == (1, False, hello(1))
+    assert await a.version() == 1
+    (b.folder / "hello.py").write_text(hello(2))  # fixed: now it goes everywhere
+    await until(lambda: _is(a.version(), 2))
+    assert (await a.client.app[REPLICATOR].store.get_component("hello")).version == 2
