@@ -6,7 +6,6 @@ import asyncio
 import inspect
 import os
 import secrets
-import socket
 import textwrap
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -17,6 +16,7 @@ from typing import Any
 
 import psycopg2
 import pytest
+import redis
 from aiohttp.test_utils import TestClient
 
 from server.app import build_engine, create_apps
@@ -140,12 +140,9 @@ def pg_schema_dsn(postgres_dsn: str) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def redis_addr() -> str:
     """The test Redis server's host:port (WORKFLOW_TEST_REDIS)."""
-    host, _, port = REDIS_ADDR.rpartition(":")
     try:
-        with socket.create_connection((host, int(port)), timeout=3) as sock:
-            sock.sendall(b"PING\r\n")
-            if not sock.recv(64).startswith(b"+PONG"):
-                raise OSError("no PONG")
-    except OSError as exc:
+        with redis.Redis.from_url(f"redis://{REDIS_ADDR}", socket_connect_timeout=3, socket_timeout=3) as client:
+            client.ping()
+    except (redis.RedisError, ValueError) as exc:
         service_unavailable(f"Redis unreachable at {REDIS_ADDR!r} ({exc}); set WORKFLOW_TEST_REDIS")
     return REDIS_ADDR

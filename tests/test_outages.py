@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from server.keys import REPLICATOR
 
@@ -71,10 +71,9 @@ class PrivateRedis:
 
     def _pong(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
-        except OSError:
+            with redis.Redis(port=self.port, socket_connect_timeout=1, socket_timeout=1) as client:
+                return bool(client.ping())
+        except redis.RedisError:
             return False
 
 

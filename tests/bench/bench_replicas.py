@@ -24,7 +24,6 @@ import asyncio
 import json
 import secrets
 import shlex
-import socket
 import sys
 import time
 from contextlib import closing
@@ -34,6 +33,7 @@ from pathlib import Path
 import aiohttp
 import jwt
 import psycopg2
+import redis
 
 import _common as c
 
@@ -162,13 +162,10 @@ def pg_admin(ns: argparse.Namespace, statement: str) -> None:
 
 
 def check_redis(addr: str) -> None:
-    host, _, port = addr.rpartition(":")
     try:
-        with socket.create_connection((host, int(port)), timeout=3) as sock:
-            sock.sendall(b"PING\r\n")
-            if not sock.recv(64).startswith(b"+PONG"):
-                raise OSError("no PONG")
-    except (OSError, ValueError) as exc:
+        with redis.Redis.from_url(f"redis://{addr}", socket_connect_timeout=3, socket_timeout=3) as client:
+            client.ping()
+    except (redis.RedisError, ValueError) as exc:
         raise c.BenchError(f"Redis unreachable at {addr!r}: {exc}") from None
 
 
