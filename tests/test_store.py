@@ -187,7 +187,9 @@ async def test_outcomes_are_stored_as_execution_row_reads_them(store: Store) -> 
 
 
 async def test_odd_values_leave_the_rest_of_the_batch_alone(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("server.store.postgres._CHUNK", 2)  # PostgreSQL: three statements in one transaction
+    # Three statements in one transaction, on either store.
+    monkeypatch.setattr("server.store.postgres._CHUNK", 2)
+    monkeypatch.setattr("server.store.sqlite._ROWS_PER_INSERT", 2)
     odd = replace(row("odd"), pipeline="or\x00ders", workflow_type="ht\ud800tp")
     emoji = row("emoji", result={"text": "ünï 😀"})  # JSON escapes 😀 as a surrogate pair: kept as it is
     batch = [row("a"), odd, emoji, row("b"), row("c", status="error")]
