@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 
 from . import logs
 from .contracts import check_outputs, resolve_inputs
+from .deadlines import Deadlines
 from .ids import new_id
 from .errors import PipelineTimeout, StepError, StepTypeUnavailable, WorkflowError
 from .metrics import Metrics
@@ -73,6 +74,7 @@ class Executor:
         self.step_timeout = step_timeout
         self.thread_pool = thread_pool
         self.max_depth = max_depth
+        self.deadlines = Deadlines()
 
     async def run(self, pipeline: Pipeline, payload: Mapping[str, Any], *, execution_id: str | None = None,
                   workflow_type: str | None = None, depth: int = 0, state: "State | None" = None) -> Outcome:
@@ -136,9 +138,10 @@ class _Run:
     async def execute(self) -> None:
         """Walk the steps under the pipeline's deadline; failures end up in the outcome."""
         pipeline, outcome, task = self.pipeline, self.outcome, self.task
-        # One bare timer instead of asyncio.timeout(): the same cancel-then-uncancel protocol,
-        # at a fraction of the cost on the hot path.
-        timer = self.loop.call_at(self.deadline, self._expire, task)
+        # A shared deadline timer instead of asyncio.timeout(): the same cancel-then-uncancel
+        # protocol, at a fraction of the cost on the hot path.
+        deadlines = self.executor.deadlines
+        timer = deadlines.add(self.loop, self.deadline, self)
         try:
             await self.walk(pipeline.steps, 0 if pipeline.steps else END, pipeline.on_error)
         except asyncio.CancelledError:
@@ -151,7 +154,7 @@ class _Run:
             exc.__traceback__ = exc.__context__ = exc.__cause__ = None
             outcome.error = exc
         finally:
-            timer.cancel()
+            deadlines.discard(self, timer)
         if outcome.error is None:
             return
         outcome.status = "timeout" if isinstance(outcome.error, PipelineTimeout) else "error"
@@ -162,9 +165,10 @@ class _Run:
                     extra={"pipeline": pipeline.name, "status": outcome.status,
                            "step": outcome.error.details.get("step")})
 
-    def _expire(self, task: asyncio.Task[Any]) -> None:
+    def expire(self) -> None:
+        """The pipeline's deadline passed: cancel the execution (execute() turns that into a timeout)."""
         self.expired = True
-        task.cancel()
+        self.task.cancel()
 
     async def walk(self, steps: tuple[Step, ...], index: int, on_error: str) -> None:
         """Follow the flow from `index`, applying the pipeline's on_error policy."""

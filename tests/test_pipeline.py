@@ -227,7 +227,9 @@ FAILURES = "pipelines:" + http("invalid", "/invalid", """
       - {name: explode, type: test.boom}
 """) + http("slow", "/slow", """
       - {name: nap, type: test.sleep, config: {seconds: 5}}
-""", "\n    timeout: 200ms") + http("slow-step", "/slow-step", """
+""", "\n    timeout: 200ms") + http("slower", "/slower", """
+      - {name: nap, type: test.sleep, config: {seconds: 5}}
+""", "\n    timeout: 1s") + http("slow-step", "/slow-step", """
       - {name: nap, type: test.sleep, timeout: 100ms, config: {seconds: 5}}
       - {name: never, type: test.record}
 """) + http("gone", "/gone", """
@@ -239,13 +241,17 @@ FAILURES = "pipelines:" + http("invalid", "/invalid", """
     ("/invalid", "invalid", 400, "check", "error"),
     ("/crash", "crash", 500, "explode", "error"),
     ("/slow", "slow", 504, None, "timeout"),
+    ("/slower", "slower", 504, None, "timeout"),  # a deadline on a shared timer (server/deadlines.py)
     ("/slow-step", "slow-step", 504, "nap", "timeout"),
     ("/gone", "gone", 503, "vanished", "error"),
 ])
 async def test_each_failure_has_its_status_and_a_json_body(serve, path, action, status, step, outcome):
     srv = await serve(FAILURES, strict=False)
     start = time.monotonic()
-    response = await srv.client.post(path, json={})
+    sent = asyncio.ensure_future(srv.client.post(path, json={}))
+    if path == "/slower":  # a deadline this far off waits on a shared timer (server/deadlines.py)
+        await wait_for(lambda: len(srv.engine.executor.deadlines) == 1)
+    response = await sent
     text = await response.text()
     assert response.status == status, text
     assert time.monotonic() - start < 3
@@ -262,6 +268,9 @@ async def test_each_failure_has_its_status_and_a_json_body(serve, path, action, 
     assert metric_value(metrics, "active_workflows", workflow_type="http") == 0
     if path == "/gone":
         assert "step.gone" in body["error"]
+    if path == "/slower":  # never early, and late by one slice of the shared timers at most
+        assert 1.0 <= time.monotonic() - start < 1.5
+        assert len(srv.engine.executor.deadlines) == 0
     if path.startswith("/slow"):  # cut by its own or the pipeline's deadline, the step timed out
         assert metric_value(metrics, "module_operations_total", module="test.sleep", operation="execute",
                             status="timeout") == 1
