@@ -46,7 +46,8 @@ async def validate(ctx: StepContext) -> None:
         if missing:
             raise ValidationError(f"missing required field(s): {', '.join(missing)}", fields=missing)
         return None
-    error = jsonschema.exceptions.best_match(rule.iter_errors(dict(ctx.data)))
+    data = ctx.data if type(ctx.data) is dict else dict(ctx.data)  # jsonschema's "object" is a dict
+    error = jsonschema.exceptions.best_match(rule.iter_errors(data))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path)
         raise ValidationError(f"{where + ': ' if where else ''}{error.message}", field=where or None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from .errors import BadRequest, MethodNotAllowed, NotFound, ServiceUnavailable
 from .keys import ENGINE, ROUTE_LABEL
@@ -67,7 +67,9 @@ async def read_payload(request: web.Request) -> dict[str, Any]:
     """The pipeline's starting data: the JSON object body, or the fields of a form post."""
     if not request.body_exists:
         return {}
-    if request.content_type in FORM_TYPES:
+    # The usual JSON body skips parsing the header (aiohttp parses it anew for every request).
+    if not request.headers.get(hdrs.CONTENT_TYPE, "").startswith("application/json") \
+            and request.content_type in FORM_TYPES:
         form = await request.post()
         return {key: value for key, value in form.items() if isinstance(value, str)}
     raw = await request.read()
