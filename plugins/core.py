@@ -85,9 +85,11 @@ def prepare_log(config: Mapping[str, Any]) -> None:
 
 async def json_response(ctx: StepContext) -> StepResult:
     """End the pipeline with the rendered `body` (default: the data) and `status` (default 200)."""
-    body = ctx.config["body"] if "body" in ctx.config else dict(ctx.data)
-    return StepResult(response=Response(int(ctx.config.get("status", 200)), body,
-                                        {str(k): str(v) for k, v in (ctx.config.get("headers") or {}).items()}))
+    config = ctx.config
+    body = config["body"] if "body" in config else dict(ctx.data)
+    headers = config.get("headers")
+    return StepResult(response=Response(int(config.get("status", 200)), body,
+                                        {str(k): str(v) for k, v in headers.items()} if headers else {}))
 
 
 def prepare_json_response(config: Mapping[str, Any]) -> None:

@@ -233,7 +233,10 @@ class _Run:
                 raw = await step_type.fn(ctx)
             else:
                 raw = await self.call(step_type, ctx)
-            output, result = _split(raw, step)
+            if raw is None or type(raw) is dict:  # most steps: no call to take a StepResult apart
+                output, result = raw, None
+            else:
+                output, result = _split(raw, step)
             if step_type.outputs:
                 check_outputs(step_type.outputs, output, step.name)
         except TimeoutError:
@@ -300,9 +303,7 @@ _second_text: list[Any] = [None, ""]
 
 
 def _split(raw: Any, step: Step) -> tuple[Mapping[str, Any] | None, StepResult | None]:
-    """A step's return value as (output, the StepResult if it returned one)."""
-    if raw is None or type(raw) is dict:  # most steps: no StepResult is built for them
-        return raw, None
+    """A step's return value other than None or a dict, as (output, the StepResult if it returned one)."""
     if isinstance(raw, StepResult):
         return raw.output, raw
     if isinstance(raw, Mapping):

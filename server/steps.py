@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 
 if TYPE_CHECKING:
     import aiohttp
 
     from .databases import Databases
+
+_NO_INPUTS: Mapping[str, Any] = MappingProxyType({})  # shared by the steps that declare no inputs
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +47,7 @@ class StepContext:
         self.data, self.config, self.step, self.type = data, config, step, type
         self.pipeline, self.execution_id, self.trigger, self.steps = pipeline, execution_id, trigger, steps
         self.meta, self.services, self.prepared, self.depth = meta, services, prepared, depth
-        self.inputs = inputs if inputs is not None else {}
+        self.inputs = inputs if inputs is not None else _NO_INPUTS
         self._logger: logging.LoggerAdapter | None = None
 
     @property

@@ -113,10 +113,22 @@ def _path_evaluator(segments: list[str]) -> Evaluator:
     if not keys:
         return get_root
 
+    if len(keys) == 1:  # `.name`, the usual path: no loop
+        [(key, index)] = keys
+
+        def evaluate_one(scope: Scope) -> Any:
+            cur = get_root(scope)
+            if type(cur) is dict and index is None:
+                return cur.get(key)
+            return _lookup(cur, key, index)
+
+        return evaluate_one
+
     def evaluate(scope: Scope) -> Any:
         cur = get_root(scope)
         for key, index in keys:
-            cur = _lookup(cur, key, index)
+            # A plain dict and a name (no digits) are the usual step: no call for them.
+            cur = cur.get(key) if type(cur) is dict and index is None else _lookup(cur, key, index)
             if cur is None:
                 return None
         return cur
@@ -258,6 +270,9 @@ class _Parser:
         fn, arity = _FUNCTIONS[name]
         if len(args) != arity:
             self.fail(f'wrong number of arguments for "{name}": want {arity}, got {len(args)}')
+        if arity == 1:  # pipes (`.name | lower`) call one-argument functions: no list for them
+            [arg] = args
+            return lambda scope: fn(arg(scope))
         return lambda scope: fn(*[arg(scope) for arg in args])
 
 
