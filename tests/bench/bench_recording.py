@@ -1,7 +1,7 @@
 """Recording cost in-process: CPU per execution of the write-behind Recorder on SQLite and PostgreSQL.
 
     .venv/bin/python tests/bench/bench_recording.py [--executions 5000] [--batch 500] [--rounds 7]
-        [--backend sqlite|postgres|both] [--pg-dsn DSN]
+        [--backend sqlite|postgres|both] [--pg-dsn DSN] [--prefill ROWS]
 
 Builds finished Outcomes shaped like bench_throughput.py's (pipeline `bench`, 3 successful steps, the
 201 response body as result), hands them to a `Recorder(store, batch=--batch)` and stops it, which drains
@@ -11,8 +11,10 @@ thread: aiosqlite's worker thread too, since the server is pinned to one CPU and
 with request handling) divided by the number of executions; "in store" is the part spent inside
 `record_executions`, "system" the kernel's part (SQLite's file I/O). PostgreSQL's own backend CPU is in
 another process and not counted.
-Each round starts from an empty database (a new file, or a new schema) and writes one warm-up batch first,
-so rounds are comparable; the per-execution cost grows with the table (more index pages touched).
+Each round starts from a new database (a new file, or a new schema), writes --prefill executions into it
+directly and one warm-up batch through the recorder, so rounds are comparable. The per-execution cost grows
+with the table: random execution ids put the rows of a batch on different pages of the id index, and a
+bigger index means more pages written per batch (--prefill 1000000 shows it).
 
 PostgreSQL: WORKFLOW_TEST_PG_DSN or --pg-dsn (default host=127.0.0.1 port=5432 user=postgres dbname=test),
 in a fresh schema dropped afterwards; skipped with a note when unreachable.
@@ -39,7 +41,7 @@ sys.path.insert(0, str(c.ROOT))  # this checkout's server package, ahead of any 
 from server.ids import new_id
 from server.pipeline import Outcome, StepRecord, _utc_now
 from server.steps import Response
-from server.store import Recorder, SqliteStore, Store
+from server.store import Recorder, SqliteStore, Store, sql
 
 DEFAULT_DSN = os.environ.get("WORKFLOW_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test")
 
@@ -90,11 +92,19 @@ async def one_round(store: Store, count: int, batch: int) -> tuple[float, float,
     return cpu / count * 1e6, system / count * 1e6, sink.cpu / count * 1e6, wall / count * 1e6, sink.batches
 
 
+async def prefill(store: Store, rows: int) -> None:
+    """Write `rows` executions straight to the store, so a round measures recording into a table that size."""
+    template = sql.prepare(outcome())
+    for start in range(0, rows, 10_000):
+        await store.record_executions([template._replace(id=new_id()) for _ in range(min(10_000, rows - start))])
+
+
 async def measure(name: str, stores: Callable[[], AsyncContextManager[Store]], args: argparse.Namespace) -> None:
-    """Run the rounds, each on a new empty database after a warm-up batch, and print figures and medians."""
+    """Run the rounds, each on a new database (prefilled, then a warm-up batch), and print figures and medians."""
     results = []
     for _ in range(args.rounds):
         async with stores() as store:
+            await prefill(store, args.prefill)
             await one_round(store, args.batch, args.batch)
             results.append(await one_round(store, args.executions, args.batch))
     for i, (total, system, inside, wall, batches) in enumerate(results, 1):
@@ -153,9 +163,12 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument("--pg-dsn", default=DEFAULT_DSN)
+    parser.add_argument("--prefill", type=int, default=0,
+                        help="executions already in the table when a round starts (default 0)")
     args = parser.parse_args()
     print(f"python {sys.version.split()[0]}, {args.executions} executions of 3 steps per round, batches of "
-          f"{args.batch}, median of {args.rounds} rounds; loadavg {c.loadavg_text()}")
+          f"{args.batch}, {args.prefill} already recorded, median of {args.rounds} rounds; "
+          f"loadavg {c.loadavg_text()}")
     if args.backend in ("sqlite", "both"):
         await measure("sqlite", sqlite_store, args)
     if args.backend in ("postgres", "both"):
