@@ -331,10 +331,12 @@ def run(ns: argparse.Namespace, tmp: Path) -> int:
         for line in lines:
             print(f"    {line}")
     print()
-    for target in [pipeline] + [t for t in targets if t.name == "pipeline-norec"]:
+    recordings = {"pipeline": "recording on (SQLite)", "pipeline-norec": "recording off",
+                  "pipeline-pg": "recording on (PostgreSQL)"}
+    for target in [t for t in targets if t.name in recordings]:
         ratio = target.median_rps() / bare.median_rps()
         verdict = "TARGET MET" if ratio >= ns.target else "TARGET MISSED"
-        recording = "recording off" if target.name == "pipeline-norec" else "recording on (SQLite)"
+        recording = recordings[target.name]
         print(f"{verdict}: {target.name}/bare = {ratio:.3f} {'>=' if ratio >= ns.target else '<'} {ns.target:g} "
               f"(log level warning, metrics on, {recording}, {ns.connections} connections, "
               f"median of {ns.rounds} x {ns.duration:g}s)")
