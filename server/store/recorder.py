@@ -123,33 +123,40 @@ class Recorder:
     async def _run(self) -> None:
         delay, failed = self.interval, False
         while True:
+            woken = False
             if failed or not self._stopping:
                 # Jitter only the backoff: replicas that lost the database together should not return together.
-                await self._sleep(delay * random.uniform(0.8, 1.2) if failed else delay)
+                woken = await self._sleep(delay * random.uniform(0.8, 1.2) if failed else delay)
             if self._stopping and not self._buffer:
                 return
             try:
-                failed = not await self._drain()
+                # Woken by a full batch, write full batches only and leave the rest to the next batch or the
+                # interval: each commit rewrites every index page its rows touch, so a trickle of small
+                # commits under load costs far more per row than a few big ones.
+                failed = not await self._drain(everything=not woken or self._stopping)
             except Exception:  # a defect here must not end recording for the life of the process
                 log.exception("execution recorder: unexpected error while flushing")
                 failed = True
             self._backing_off = failed
             delay = min(delay * 2, self.max_backoff) if failed else self.interval
-            if not failed and self._overflowing:
+            if not failed and self._overflowing and not self._buffer:
                 self._overflowing = False
                 log.info("execution recorder caught up; %d executions dropped so far", self.dropped)
 
-    async def _sleep(self, seconds: float) -> None:
+    async def _sleep(self, seconds: float) -> bool:
+        """Wait `seconds` or until woken; True when woken."""
+        woken = True
         try:
             async with asyncio.timeout(seconds):
                 await self._wake.wait()
         except TimeoutError:
-            pass
+            woken = False
         self._wake.clear()
+        return woken
 
-    async def _drain(self) -> bool:
-        """Write every waiting row, batch by batch; False (rows kept) when the store failed."""
-        while self._buffer:
+    async def _drain(self, *, everything: bool = True) -> bool:
+        """Write waiting rows batch by batch, only full ones unless `everything`; False when the store failed."""
+        while self._buffer and (everything or len(self._buffer) >= self.batch):
             count = min(self.batch, len(self._buffer))
             rows = [self._buffer.popleft() for _ in range(count)]
             self._inflight = rows
