@@ -1,0 +1,222 @@
+"""The request path without the network: CPU and Python opcodes per request, pipeline vs bare handler.
+
+    .venv/bin/python tests/bench/bench_hotpath.py [--requests 5000] [--rounds 5] [--traced 200]
+
+bench_throughput.py measures what users see, but on a shared VM its ratio moves by several points
+from run to run. This benchmark takes the network and wrk away, so a change of a few percent shows:
+each subject runs in its own process, where aiohttp's own protocol (parser, handler task, response
+writer) reads the same raw `POST /bench` request as bench_throughput.py sends, again and again on
+one keep-alive connection, from a transport that only counts what is written. It reports
+
+  cpu      CPU microseconds per request (time.process_time, median of --rounds rounds of --requests);
+  opcodes  Python bytecode instructions executed per request (sys.settrace, over --traced requests):
+           deterministic, so it tells an optimisation from noise; C work (JSON, regexes) is not in it.
+
+Subjects: `bare` (bare_server.py's handler on a plain aiohttp app), `pipeline-norec` (workflow-server's
+main app with recording off) and `pipeline` (recording to SQLite in a temp dir; its writer thread's CPU
+is in `cpu` but not in `opcodes`, which counts the event loop's thread). The ratios are bare/subject:
+the share of the bare handler's rate the subject would reach if nothing but this code ran.
+Exit code 0 when everything ran, 1 when a subject answered wrongly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import _common as c
+
+BODY = b'{"customer_id":"C-42","total":19.9}'
+REQUEST = (b"POST /bench HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+           b"Content-Length: " + str(len(BODY)).encode() + b"\r\n\r\n" + BODY)
+SUBJECTS = ("bare", "pipeline-norec", "pipeline")
+
+
+class CountingTransport(asyncio.Transport):
+    """A transport that keeps only the last write and wakes whoever waits for the next one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last = b""
+        self.written: asyncio.Future[None] | None = None
+
+    def write(self, data: Any) -> None:
+        self.last = bytes(data)
+        if self.written is not None and not self.written.done():
+            self.written.set_result(None)
+
+    def writelines(self, chunks: Any) -> None:
+        self.write(b"".join(chunks))
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": (c.HOST, 40000), "sockname": (c.HOST, 8080)}.get(name, default)
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+async def build_app(subject: str, tmp: Path) -> Any:
+    """The aiohttp application under test, ready to serve."""
+    from aiohttp import web
+
+    if subject == "bare":
+        import bare_server
+
+        app = web.Application()
+        app.router.add_post("/bench", bare_server.bench)
+        return app
+    sys.path.insert(0, str(c.ROOT))
+    from bench_throughput import CONFIG
+
+    from server.app import create_apps
+    from server.keys import ENGINE
+    from server.settings import from_environment
+
+    (tmp / "components").mkdir(parents=True, exist_ok=True)
+    config = tmp / "bench.yaml"
+    config.write_text(CONFIG)
+    env = {"WORKFLOW_LOG_LEVEL": "warning", "WORKFLOW_COMPONENTS_DIR": str(tmp / "components"),
+           "WORKFLOW_DATA_DIR": str(tmp / "data"), "WORKFLOW_WATCH": "false",
+           "WORKFLOW_RECORD_EXECUTIONS": "false" if subject == "pipeline-norec" else "true"}
+    settings = from_environment(env, config=str(config), addr=f"{c.HOST}:0", admin_addr=f"{c.HOST}:0")
+    app = create_apps(settings).main
+    app.on_startup.append(lambda app: _wait_ready(app, ENGINE))
+    return app
+
+
+async def _wait_ready(app: Any, key: Any) -> None:
+    for _ in range(200):
+        if app[key].ready:
+            return
+        await asyncio.sleep(0.05)
+
+
+async def measure(subject: str, requests: int, rounds: int, traced: int) -> dict[str, Any]:
+    """Serve `subject` from a counting transport; CPU and opcodes per request."""
+    from aiohttp import web
+
+    with tempfile.TemporaryDirectory(prefix="bench-hotpath-") as tmp:
+        runner = web.AppRunner(await build_app(subject, Path(tmp)), access_log=None)
+        await runner.setup()
+        try:
+            protocol = runner.server()
+            transport = CountingTransport()
+            protocol.connection_made(transport)
+            loop = asyncio.get_running_loop()
+
+            async def one() -> None:
+                transport.written = loop.create_future()
+                protocol.data_received(REQUEST)
+                await transport.written
+
+            for _ in range(2000):  # warm-up: caches, lazily built objects, the first recorder batch
+                await one()
+            status_line = transport.last.split(b"\r\n", 1)[0]
+            if b" 201 " not in status_line:
+                raise c.BenchError(f"{subject}: answered {status_line!r}, expected 201")
+            cpu = []
+            for _ in range(rounds):
+                started = time.process_time()
+                for _ in range(requests):
+                    await one()
+                cpu.append((time.process_time() - started) / requests * 1e6)
+            opcodes = await count_opcodes(one, traced)
+        finally:
+            await runner.cleanup()
+    return {"subject": subject, "cpu": statistics.median(cpu), "cpu_rounds": cpu, "opcodes": opcodes}
+
+
+async def count_opcodes(one: Callable[[], Any], requests: int) -> float:
+    """Bytecode instructions the event loop's thread executes per request."""
+    count = 0
+
+    def trace(frame: Any, event: str, arg: Any) -> Any:
+        nonlocal count
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            count += 1
+        return trace
+
+    sys.settrace(trace)
+    try:
+        for _ in range(requests):
+            await one()
+    finally:
+        sys.settrace(None)
+    return count / requests
+
+
+def run_subject(subject: str, ns: argparse.Namespace) -> dict[str, Any]:
+    """One measurement in a fresh process (pinned to the first CPU when taskset is there)."""
+    server_cpus, _ = c.cpu_plan(not ns.no_pin)
+    cmd = c.pinned([sys.executable, __file__, "--child", subject, "--requests", str(ns.requests),
+                    "--rounds", str(ns.rounds), "--traced", str(ns.traced)], server_cpus)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=c.ROOT)
+    if done.returncode != 0:
+        raise c.BenchError(f"{subject}: exit {done.returncode}\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=5000, help="requests per round (default 5000)")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per process (default 5)")
+    parser.add_argument("--repeat", type=int, default=3, help="processes per subject, alternating (default 3)")
+    parser.add_argument("--traced", type=int, default=200, help="requests traced for opcodes (default 200)")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin the processes to one CPU")
+    parser.add_argument("--child", choices=SUBJECTS, help=argparse.SUPPRESS)
+    ns = parser.parse_args(argv)
+    if min(ns.requests, ns.rounds, ns.repeat, ns.traced) < 1:
+        parser.error("--requests, --rounds, --repeat and --traced must be positive")
+    if ns.child:
+        os.environ["PYTHONHASHSEED"] = "0"
+        print(json.dumps(asyncio.run(measure(ns.child, ns.requests, ns.rounds, ns.traced))))
+        return 0
+    return c.run_in_temp("bench-hotpath-", False, lambda tmp: report(ns))
+
+
+def report(ns: argparse.Namespace) -> int:
+    print("== machine")
+    for line in c.machine_lines():
+        print("  " + line)
+    print(f"== {ns.repeat} processes per subject, alternating; each {ns.rounds} rounds of {ns.requests} requests, "
+          f"{ns.traced} traced")
+    results: dict[str, list[dict[str, Any]]] = {s: [] for s in SUBJECTS}
+    for i in range(ns.repeat):
+        for subject in SUBJECTS:
+            result = run_subject(subject, ns)
+            results[subject].append(result)
+            print(f"  {i + 1} {subject:15} cpu {result['cpu']:7.1f} us/request  opcodes {result['opcodes']:7.0f}")
+            sys.stdout.flush()
+    print("== results (medians)")
+    bare_cpu = statistics.median(r["cpu"] for r in results["bare"])
+    bare_ops = statistics.median(r["opcodes"] for r in results["bare"])
+    for subject in SUBJECTS:
+        cpu = statistics.median(r["cpu"] for r in results[subject])
+        ops = statistics.median(r["opcodes"] for r in results[subject])
+        print(f"  {subject:15} cpu {cpu:7.1f} us/request  opcodes {ops:7.0f}   "
+              f"bare/{subject}: cpu {bare_cpu / cpu:.3f}  opcodes {bare_ops / ops:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
