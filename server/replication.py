@@ -27,7 +27,7 @@ from .errors import WorkflowError
 from .files import unlink, write_temp
 from .keys import REPLICATOR
 from .reload_bus import CHANNEL, ReloadBus
-from .store.base import ComponentRow, ReplicaComponent
+from .store.base import ComponentRow, ComponentVersion, ReplicaComponent
 from .sync_bases import Synced, keep_conflict, load_bases, save_bases
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ log = logging.getLogger("workflow.replication")
 T = TypeVar("T")
 
 _STORE_TIMEOUT = 5.0
+Stored = ComponentRow | ComponentVersion  # a store row, with its source or without
 
 
 class StoreUnavailable(WorkflowError):
@@ -128,7 +129,8 @@ class Replicator:
             if only is not None:
                 rows = {only: await self._store(self.store.get_component(only))}
             else:
-                rows = {r.id: r for r in await self._store(self.store.list_components(include_deleted=True))}
+                # Versions only: sources are read for the components that need them (see _follow).
+                rows = {r.id: r for r in await self._store(self.store.component_versions())}
                 known_here = set(self.manager.components) | set(self.manager.failures) | set(self.synced)
                 rows.update(dict.fromkeys(known_here - set(rows)))
             for cid in sorted(rows):
@@ -137,7 +139,7 @@ class Replicator:
         self.reconciles += 1
         self._spawn(self.report())
 
-    async def _reconcile_one(self, cid: str, row: ComponentRow | None) -> None:
+    async def _reconcile_one(self, cid: str, row: Stored | None) -> None:
         local = self.manager.components.get(cid)
         local_sha = local.sha256 if local is not None else None
         store_sha = row.sha256 if row is not None and not row.deleted else None
@@ -174,21 +176,25 @@ class Replicator:
         # The reconcile that called this saves the bases and reports once, for all its uploads.
         await self._announce(cid, row, who=who, client="", action="component.upload")
 
-    async def _follow(self, cid: str, row: ComponentRow, *, conflict: bool) -> None:
+    async def _follow(self, cid: str, row: Stored, *, conflict: bool) -> None:
         """Serve the store's version (or its deletion) here and write it to the folder."""
         path = self._path(cid)
-        if conflict:
-            kept = await asyncio.to_thread(keep_conflict, self.settings.data_dir / "conflicts", cid, path)
-            if kept is not None:
-                log.warning("replication: %s differs from the store's version, which wins; the local file is "
-                            "kept as %s", path, kept, extra={"component": cid})
         if row.deleted:
+            if conflict:
+                await self._keep_local(cid, path)
             await self.manager.remove(cid, persist=lambda: asyncio.to_thread(unlink, path))
             self._agree(cid, row)
             return
         failure = self.manager.failures.get(cid)
         if failure is not None and failure.sha256 == row.sha256:
             return  # this replica already refused that version; the error is in the listing
+        if not isinstance(row, ComponentRow):  # only its version was listed: read the source now
+            full = await self._store(self.store.get_component(cid))
+            if full is None or (full.version, full.deleted) != (row.version, row.deleted):
+                return  # it changed meanwhile: that change's event, or the next reconcile, brings it here
+            row = full
+        if conflict:
+            await self._keep_local(cid, path)
         expected = self.manager.components.get(cid)
         temp = await asyncio.to_thread(write_temp, path, row.source)
 
@@ -209,7 +215,14 @@ class Replicator:
             return
         self._agree(cid, row)
 
-    def _agree(self, cid: str, row: ComponentRow | None) -> None:
+    async def _keep_local(self, cid: str, path: Path) -> None:
+        """Both moved and the store wins: copy the local file to DATA_DIR/conflicts first."""
+        kept = await asyncio.to_thread(keep_conflict, self.settings.data_dir / "conflicts", cid, path)
+        if kept is not None:
+            log.warning("replication: %s differs from the store's version, which wins; the local file is "
+                        "kept as %s", path, kept, extra={"component": cid})
+
+    def _agree(self, cid: str, row: Stored | None) -> None:
         if row is None:
             self.synced.pop(cid, None)
         else:

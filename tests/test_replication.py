@@ -201,6 +201,21 @@ async def test_without_redis_replicas_converge_at_the_periodic_reconcile(start_r
     await until(lambda: _is(b.version(), 1))
     assert (await b.health())["checks"]["replication"]["status"] == "ok"
     assert "redis" not in (await b.health())["checks"]["replication"]
+    # Periodic reconciles list versions only; a source is read when there is a version to follow.
+    replicator, reads = b.client.app[REPLICATOR], []
+    read_source = replicator.store.get_component
+
+    async def counted(cid: str) -> Any:
+        reads.append(cid)
+        return await read_source(cid)
+
+    replicator.store.get_component = counted  # on this store object only
+    done = replicator.reconciles
+    await until(lambda: replicator.reconciles >= done + 3)
+    assert reads == []
+    assert (await a.call("PUT", "/hello", {"source": hello(2)}))[0] == 200
+    await until(lambda: _is(b.version(), 2))
+    assert reads == ["hello"]
 
 
 async def test_a_version_another_replica_cannot_load_keeps_its_old_one_serving(start_replica: Start) -> None:

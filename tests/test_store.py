@@ -26,6 +26,7 @@ from server.steps import Response
 from server.store import (
     RECORDER,
     STORE,
+    ComponentVersion,
     ExecutionRow,
     InvalidCursor,
     Recorder,
@@ -275,8 +276,11 @@ async def test_component_versions_and_soft_delete(store: Store) -> None:
     assert await store.get_component("greet") == deleted
     assert [c.id for c in await store.list_components()] == ["audit_me"]
     assert [c.id for c in await store.list_components(include_deleted=True)] == ["audit_me", "greet"]
+    assert await store.component_versions() == [ComponentVersion("audit_me", "shax", 1, False),
+                                                ComponentVersion("greet", "sha2", 3, True)]
     again = await store.put_component("greet", "v3", "sha3", "dave")
     assert (again.version, again.deleted, again.source) == (4, False, "v3")
+    assert (await store.component_versions())[1] == ComponentVersion("greet", "sha3", 4, False)
     assert await store.get_component("absent") is None
 
 

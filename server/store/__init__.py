@@ -13,14 +13,14 @@ from aiohttp import web
 
 from ..keys import ENGINE, RECORDER, STORE
 from ..settings import Settings
-from .base import (MAX_PAGE, AuditRow, ComponentRow, ExecutionRow, InvalidCursor, ReplicaComponent, StepRow,
-                   Store, execution_row)
+from .base import (MAX_PAGE, AuditRow, ComponentRow, ComponentVersion, ExecutionRow, InvalidCursor,
+                   ReplicaComponent, StepRow, Store, execution_row)
 from .recorder import ExecutionSink, Recorder
 from .retention import Retention
 from .sqlite import SqliteStore
 
 __all__ = [
-    "MAX_PAGE", "RECORDER", "STORE", "AuditRow", "ComponentRow", "ExecutionRow", "ExecutionSink", "InvalidCursor",
+    "MAX_PAGE", "RECORDER", "STORE", "AuditRow", "ComponentRow", "ComponentVersion", "ExecutionRow", "ExecutionSink", "InvalidCursor",
     "Recorder", "ReplicaComponent", "Retention", "SqliteStore", "StepRow", "Store", "execution_row", "open_store",
     "running_store",
     "store_context",

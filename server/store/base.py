@@ -55,6 +55,16 @@ class ComponentRow:
 
 
 @dataclass(frozen=True, slots=True)
+class ComponentVersion:
+    """Which version of a component the store holds, without its source."""
+
+    id: str
+    sha256: str
+    version: int
+    deleted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class AuditRow:
     """One entry of the audit log: who did what to which target, when, and from where."""
 
@@ -130,6 +140,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def list_components(self, *, include_deleted: bool = False) -> list[ComponentRow]:
         """Every stored component, ordered by id."""
+
+    @abc.abstractmethod
+    async def component_versions(self) -> list[ComponentVersion]:
+        """The version of every stored component, deleted ones too, ordered by id: cheap to ask often."""
 
     @abc.abstractmethod
     async def get_component(self, id: str) -> ComponentRow | None:

@@ -13,7 +13,7 @@ import aiopg
 import psycopg2
 
 from . import sql
-from .base import AuditRow, ComponentRow, ExecutionRow, ReplicaComponent, Store
+from .base import AuditRow, ComponentRow, ComponentVersion, ExecutionRow, ReplicaComponent, Store
 from .codec import dump_json, encode_cursor, utc
 from .migrations import ADVISORY_LOCK_CLASS, MIGRATIONS_TABLE, POSTGRES, pending
 
@@ -182,6 +182,10 @@ class PostgresStore(Store):
         """Components ordered by id."""
         query, params = sql.list_components(include_deleted)
         return [sql.component_from(r, utc) for r in await self._fetch(query, params)]
+
+    async def component_versions(self) -> list[ComponentVersion]:
+        """Versions ordered by id, deleted components too."""
+        return [sql.version_from(r) for r in await self._fetch(sql.COMPONENT_VERSIONS)]
 
     async def get_component(self, id: str) -> ComponentRow | None:
         """One component, deleted or not."""

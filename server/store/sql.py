@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from json.encoder import encode_basestring_ascii as _quote
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
 
-from .base import MAX_PAGE, AuditRow, ComponentRow, ExecutionRow, ReplicaComponent, StepRow
+from .base import MAX_PAGE, AuditRow, ComponentRow, ComponentVersion, ExecutionRow, ReplicaComponent, StepRow
 from .codec import clean_text, decode_cursor, dump_json, dump_json_array, ts_text
 
 if TYPE_CHECKING:
@@ -43,6 +43,7 @@ DELETE_COMPONENT = ("UPDATE components SET deleted = ?, version = version + 1, u
                     f"WHERE id = ? AND deleted = ? RETURNING {COMPONENT_COLUMNS}")
 
 SELECT_COMPONENT = f"SELECT {COMPONENT_COLUMNS} FROM components WHERE id = ?"
+COMPONENT_VERSIONS = "SELECT id, sha256, version, deleted FROM components ORDER BY id"
 
 
 def list_components(include_deleted: bool) -> tuple[str, list[Any]]:
@@ -156,6 +157,11 @@ def execution_from(r: Sequence[Any], read_ts: Callable[[Any], datetime],
     # A duration JSON could not hold was stored as null: it reads as 0, like the execution's own.
     steps = tuple(StepRow(s[0], s[1], s[2], 0.0 if s[3] is None else s[3], s[4]) for s in read_json(r[8]) or ())
     return ExecutionRow(r[0], r[1], r[2], r[3], read_ts(r[4]), r[5], read_json(r[6]), read_json(r[7]), steps)
+
+
+def version_from(r: Sequence[Any]) -> ComponentVersion:
+    """A ComponentVersion from a record of COMPONENT_VERSIONS."""
+    return ComponentVersion(r[0], r[1], r[2], bool(r[3]))
 
 
 def component_from(r: Sequence[Any], read_ts: Callable[[Any], datetime]) -> ComponentRow:

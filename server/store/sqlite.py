@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Sequence
 import aiosqlite
 
 from . import sql
-from .base import AuditRow, ComponentRow, ExecutionRow, ReplicaComponent, Store
+from .base import AuditRow, ComponentRow, ComponentVersion, ExecutionRow, ReplicaComponent, Store
 from .codec import dump_json, encode_cursor, load_json, ts_parse, ts_text
 from .migrations import MIGRATIONS_TABLE, SQLITE, pending
 
@@ -177,6 +177,12 @@ class SqliteStore(Store):
         async with self._read() as db:
             records = await db.execute_fetchall(query, params)
         return [sql.component_from(r, ts_parse) for r in records]
+
+    async def component_versions(self) -> list[ComponentVersion]:
+        """Versions ordered by id, deleted components too."""
+        async with self._read() as db:
+            records = await db.execute_fetchall(sql.COMPONENT_VERSIONS)
+        return [sql.version_from(r) for r in records]
 
     async def get_component(self, id: str) -> ComponentRow | None:
         """One component, deleted or not."""
