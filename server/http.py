@@ -67,9 +67,9 @@ async def read_payload(request: web.Request) -> dict[str, Any]:
     """The pipeline's starting data: the JSON object body, or the fields of a form post."""
     if not request.body_exists:
         return {}
-    # The usual JSON body skips parsing the header (aiohttp parses it anew for every request).
-    if not request.headers.get(hdrs.CONTENT_TYPE, "").startswith("application/json") \
-            and request.content_type in FORM_TYPES:
+    # JSON, the usual body, is told apart without aiohttp's full parse of the header (done anew per request).
+    is_json = request.headers.get(hdrs.CONTENT_TYPE, "").startswith("application/json")
+    if not is_json and request.content_type in FORM_TYPES:
         form = await request.post()
         return {key: value for key, value in form.items() if isinstance(value, str)}
     raw = await request.read()
