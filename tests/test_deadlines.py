@@ -25,13 +25,31 @@ async def test_shared_slice_fires_after_the_deadline_within_one_resolution() -> 
     start = loop.time()
     entries = [(Entry(loop), start + 0.2 + i * 0.001) for i in range(20)]
     for entry, deadline in entries:
-        assert isinstance(deadlines.add(loop, deadline, entry), dict)  # a shared slice, not a timer
+        assert not isinstance(deadlines.add(loop, deadline, entry), asyncio.TimerHandle)  # a shared slice
     assert len(deadlines) == 20
+    assert deadlines.timers in (1, 2)  # deadlines 19 ms apart at most: one slice, or two across a boundary
     await asyncio.sleep(0.35)
     for entry, deadline in entries:
         assert entry.expired_at is not None
         assert deadline <= entry.expired_at <= deadline + 0.05 + 0.03  # a slice late at most, plus scheduling
-    assert len(deadlines) == 0
+    assert len(deadlines) == 0 and deadlines.timers == 0
+
+
+async def test_long_deadlines_do_not_pile_up_timers() -> None:
+    # Hour-long deadlines must not leave a pending timer per slice on the loop for the whole hour.
+    loop = asyncio.get_running_loop()
+    deadlines = Deadlines(resolution=0.01, exact_below=0.0, max_timers=10)
+    entries = [Entry(loop) for _ in range(60)]
+    tokens = [deadlines.add(loop, loop.time() + 3600 + i * 0.004, e) for i, e in enumerate(entries)]
+    assert 10 < deadlines.timers < 60  # shared (several entries per slice); none idle, so none swept
+    for entry, token in zip(entries, tokens):
+        deadlines.discard(entry, token)
+    swept = [shared.timer for shared in deadlines._slices.values()]
+    late = Entry(loop)
+    deadlines.add(loop, loop.time() + 7200, late)  # a new slice past the bound: the idle ones go
+    assert deadlines.timers == 1 and len(deadlines) == 1
+    assert all(timer is not None and timer.cancelled() for timer in swept)
+    assert all(entry.expired_at is None for entry in entries)
 
 
 async def test_short_deadlines_keep_an_exact_timer() -> None:
@@ -52,11 +70,11 @@ async def test_a_discarded_entry_never_expires(exact_below: float) -> None:
     kept, dropped = Entry(loop), Entry(loop)
     deadline = loop.time() + 0.05
     deadlines.add(loop, deadline, kept)
-    Deadlines.discard(dropped, deadlines.add(loop, deadline, dropped))
+    deadlines.discard(dropped, deadlines.add(loop, deadline, dropped))
     await asyncio.sleep(0.12)
     assert kept.expired_at is not None
     assert dropped.expired_at is None
-    Deadlines.discard(kept, deadlines.add(loop, loop.time() + 5, kept) if exact_below == 0 else
+    deadlines.discard(kept, deadlines.add(loop, loop.time() + 5, kept) if exact_below == 0 else
                       loop.call_later(5, kept.expire))  # discarding after expiry is harmless too
 
 
@@ -86,3 +104,5 @@ def test_bad_arguments_are_refused() -> None:
         Deadlines(resolution=0)
     with pytest.raises(ValueError):
         Deadlines(exact_below=-1)
+    with pytest.raises(ValueError):
+        Deadlines(max_timers=0)
