@@ -1,5 +1,9 @@
 """Write-behind recording of executions: a bounded buffer that one background task flushes in batches.
 
+Batching: under load every write is a full batch (`batch` rows), started as soon as one is waiting; a
+partial batch is written when `interval` passes without the buffer filling up, and on stop. So an
+execution is in the store within about `interval` seconds, and a busy server makes few, big commits.
+
 Overflow policy: at most `capacity` executions wait in the buffer (plus one batch being written). When it is
 full, `add` drops the OLDEST waiting execution to make room for the new one and counts it in `dropped`; one
 warning is logged per overflow episode (an episode ends when the buffer has been written out completely).
