@@ -91,17 +91,3 @@ async def serve(aiohttp_client, settings: Settings, tmp_path: Path):
 
     yield make
     CALLS.clear()
-
-
-async def wait_for(predicate, timeout: float = 3.0) -> None:
-    """Poll `predicate` (sync or async) until it is true; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.02)

@@ -13,8 +13,8 @@ import pytest
 from server.pipeline_model import END, Step, plan_flow
 from server.registry import RegistryBuilder
 from server.templates import compile_value
-from tests.conftest import metric_value
-from tests.pipeline_plugin import CALLS, serve, wait_for  # noqa: F401  (serve is a fixture)
+from tests.conftest import metric_value, until
+from tests.pipeline_plugin import CALLS, serve  # noqa: F401  (serve is a fixture)
 
 
 def ran() -> list[str]:
@@ -250,7 +250,7 @@ async def test_each_failure_has_its_status_and_a_json_body(serve, path, action, 
     start = time.monotonic()
     sent = asyncio.ensure_future(srv.client.post(path, json={}))
     if path == "/slower":  # a deadline this far off waits on a shared timer (server/deadlines.py)
-        await wait_for(lambda: len(srv.engine.executor.deadlines) == 1)
+        await until(lambda: len(srv.engine.executor.deadlines) == 1)
     response = await sent
     text = await response.text()
     assert response.status == status, text
@@ -345,10 +345,10 @@ async def test_a_client_that_disconnects_mid_pipeline_leaves_no_active_workflow(
     async def active() -> float:
         return metric_value(await srv.metrics(), "active_workflows", workflow_type="http")
 
-    await wait_for(lambda: _eq(active(), 1))
+    await until(lambda: _eq(active(), 1))
     request.cancel()
     await asyncio.gather(request, return_exceptions=True)
-    await wait_for(lambda: _eq(active(), 0))
+    await until(lambda: _eq(active(), 0))
     metrics = await srv.metrics()
     assert metric_value(metrics, "workflow_executions_total", workflow_type="http", action="sleepy",
                         status="error") == 1
@@ -405,8 +405,8 @@ async def test_async_trigger_answers_202_then_the_execution_result(serve):
     async def record():
         return await (await srv.client.get(f"/executions/{execution_id}")).json()
 
-    await wait_for(lambda: _status_is(record(), "running"))  # the step sleeps 0.3s
-    await wait_for(lambda: _status_is(record(), "success"))
+    await until(lambda: _status_is(record(), "running"))  # the step sleeps 0.3s
+    await until(lambda: _status_is(record(), "success"))
     final = await record()
     assert final["status"] == "success" and final["id"] == execution_id
     assert final["result"]["done"] == 7 and final["result"]["slept"] == "nap"
@@ -419,7 +419,7 @@ async def test_async_failure_is_reported_by_the_execution(serve):
     async def record():
         return await (await srv.client.get(location)).json()
 
-    await wait_for(lambda: _status_is(record(), "error"))
+    await until(lambda: _status_is(record(), "error"))
     assert (await record())["error"]["step"] == "bad"
 
 

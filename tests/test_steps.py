@@ -11,8 +11,8 @@ from aiohttp import web
 
 from plugins.transform import _convert
 from server import ValidationError
-from tests.conftest import metric_value
-from tests.pipeline_plugin import CALLS, serve, wait_for  # noqa: F401  (serve is a fixture)
+from tests.conftest import metric_value, until
+from tests.pipeline_plugin import CALLS, serve  # noqa: F401  (serve is a fixture)
 
 
 def http(name: str, path: str, steps: str) -> str:
@@ -362,8 +362,8 @@ async def test_publish_runs_the_pipelines_listening_on_the_topic(serve):
     srv = await serve(PUBLISH)
     response = await srv.client.post("/announce", json={"id": 5, "secret": "x"})
     assert (await response.json())["published"] == {"topic": "orders.created", "subscribers": 1}
-    await wait_for(lambda: CALLS)
-    await wait_for(lambda: _counted(srv, "listener"))
+    await until(lambda: CALLS)
+    await until(lambda: _counted(srv, "listener"))
     assert [c["step"] for c in CALLS] == ["heard"]
     assert CALLS[0]["trigger"] == CALLS[0]["data"] == {"id": 5, "source": "web"}
 
@@ -371,7 +371,7 @@ async def test_publish_runs_the_pipelines_listening_on_the_topic(serve):
 async def test_publish_without_payload_sends_the_data(serve):
     srv = await serve(PUBLISH)
     await srv.client.post("/announce-all", json={"id": 6})
-    await wait_for(lambda: CALLS)
+    await until(lambda: CALLS)
     assert CALLS[0]["data"]["id"] == 6
 
 
