@@ -20,10 +20,9 @@ from .retention import Retention
 from .sqlite import SqliteStore
 
 __all__ = [
-    "MAX_PAGE", "RECORDER", "STORE", "AuditRow", "ComponentRow", "ComponentVersion", "ExecutionRow", "ExecutionSink", "InvalidCursor",
-    "Recorder", "ReplicaComponent", "Retention", "SqliteStore", "StepRow", "Store", "execution_row", "open_store",
-    "running_store",
-    "store_context",
+    "MAX_PAGE", "RECORDER", "STORE", "AuditRow", "ComponentRow", "ComponentVersion", "ExecutionRow",
+    "ExecutionSink", "InvalidCursor", "Recorder", "ReplicaComponent", "Retention", "SqliteStore", "StepRow",
+    "Store", "execution_row", "open_store", "running_store", "store_context",
 ]
 
 SQLITE_FILE = "workflow.db"
