@@ -8,7 +8,6 @@ from server import StepContext, StepError, StepResult, hookimpl
 
 from .paths import lookup
 
-
 # --------------------------------------------------------------------------- step.conditional
 
 

@@ -12,8 +12,6 @@ from server import Response, StepContext, StepResult, ValidationError, hookimpl
 from .paths import lookup
 from .transform import prepare_transform, transform
 
-
-
 # --------------------------------------------------------------------------- step.validate
 
 

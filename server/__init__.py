@@ -1,8 +1,8 @@
 """workflow-server: the public API for plugin and component authors."""
 
+from .engine.context import Response, Services, StepContext, StepResult
 from .errors import RegistrationError, StepError, ValidationError, WorkflowError
-from .hookspecs import hookimpl
-from .steps import Response, Services, StepContext, StepResult
+from .hooks.hookspecs import hookimpl
 
 __all__ = [
     "hookimpl",

@@ -6,26 +6,26 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from .config import load_config_file, load_config_text
 from .admin import setup_admin
-from .auth import Authenticator
-from .engine import Engine, engine_context, mark_draining, mark_ready
+from .admin.auth import Authenticator
+from .cluster.replicator import Replicator, replication_context
+from .config.loader import load_config_file, load_config_text
+from .engine.runner import Engine, engine_context, mark_draining, mark_ready
+from .engine.scheduler import scheduler_context
 from .errors import ConfigError
-from .health import add_health_routes
-from .http import handle_execution, handle_trigger, handle_webhook
+from .hooks.manager import build_plugin_manager
+from .hooks.registry import build_registry
+from .http.handlers import handle_execution, handle_trigger, handle_webhook
+from .http.health import add_health_routes
+from .http.middleware import middleware
+from .http.openapi import openapi
 from .keys import ENGINE, METRICS, RELOADER, REPLICATOR, SETTINGS
 from .logs import install_context_ids
-from .metrics import Metrics
-from .middleware import middleware
-from .openapi import openapi
-from .plugins import build_plugin_manager
-from .registry import build_registry
-from .reloader import ComponentManager
-from .replication import Replicator, replication_context
-from .scheduler import scheduler_context
+from .metrics.catalog import Metrics
+from .reload.manager import ComponentManager
+from .reload.watcher import watcher_context
 from .settings import Settings
 from .store import store_context
-from .watcher import watcher_context
 
 
 @dataclass(frozen=True)

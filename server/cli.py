@@ -14,15 +14,15 @@ from typing import Sequence
 from aiohttp import web
 
 from .app import create_apps
-from .config import load_config_file
-from .durations import parse_duration
+from .config.durations import parse_duration
+from .config.loader import load_config_file
 from .errors import ConfigError, RegistrationError
+from .hooks.manager import build_plugin_manager
+from .hooks.registry import build_registry
 from .logs import setup_logging
-from .plugins import build_plugin_manager
-from .registry import build_registry
-from .components import load_components
+from .reload.loader import load_components
+from .reload.watcher import reload_config
 from .settings import Settings, SettingsError, from_environment
-from .watcher import reload_config
 
 log = logging.getLogger("workflow.server")
 MIN_SECRET_BYTES = 32

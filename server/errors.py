@@ -91,3 +91,49 @@ class ServiceUnavailable(WorkflowError):
     """The server is not ready, is draining, or its queue is full."""
 
     status = 503
+
+
+class Unauthorized(WorkflowError):
+    """No token, or one that does not verify: 401 with a Bearer challenge."""
+
+    status = 401
+
+    def __init__(self, message: str, *, error: str = "invalid_token") -> None:
+        super().__init__(message)
+        self.headers = {"WWW-Authenticate": f'Bearer realm="workflow-admin", error="{error}", '
+                                            f'error_description="{message.replace(chr(34), chr(39))}"'}
+
+
+class Forbidden(WorkflowError):
+    """A valid token without the admin role."""
+
+    status = 403
+
+
+class AuthUnavailable(WorkflowError):
+    """The admin API has no way to verify tokens; every call is refused."""
+
+    status = 503
+
+
+class Conflict(WorkflowError):
+    """The component already exists (POST) and must be replaced with PUT."""
+
+    status = 409
+
+
+class StoreUnavailable(WorkflowError):
+    """The store did not answer, so the change was not made anywhere."""
+
+    status = 503
+
+
+class ComponentError(WorkflowError):
+    """A component version that cannot go into service; names the file and, where known, the line."""
+
+    status = 422
+
+    def __init__(self, message: str, *, file: str, line: int | None = None, status: int | None = None) -> None:
+        where = f"{file}:{line}" if line else file
+        super().__init__(f"{where}: {message}", status=status, file=file, line=line)
+        self.reason = message

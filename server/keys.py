@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from .engine import Engine
-    from .metrics import Metrics
-    from .reloader import ComponentManager
-    from .replication import Replicator
+    from .cluster.replicator import Replicator
+    from .engine.runner import Engine
+    from .metrics.catalog import Metrics
+    from .reload.manager import ComponentManager
+    from .settings import Settings
     from .store.base import Store
     from .store.recorder import Recorder
-    from .settings import Settings
 
 ENGINE: web.AppKey["Engine"] = web.AppKey("engine")
 METRICS: web.AppKey["Metrics"] = web.AppKey("metrics")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from .durations import parse_duration
+from .config.durations import parse_duration
 
 
 class SettingsError(ValueError):

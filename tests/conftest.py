@@ -20,7 +20,7 @@ import redis
 from aiohttp.test_utils import TestClient
 
 from server.app import build_engine, create_apps
-from server.engine import Engine
+from server.engine.runner import Engine
 from server.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,14 +13,13 @@ from typing import Any
 
 import pytest
 
-from server import StepError, hookimpl
-from server import logs
+from server import StepError, hookimpl, logs
 from server.app import create_apps
-from server.config import load_config_text
-from server.engine import Engine
-from server.metrics import Metrics
-from server.plugins import build_plugin_manager
-from server.registry import build_registry
+from server.config.loader import load_config_text
+from server.engine.runner import Engine
+from server.hooks.manager import build_plugin_manager
+from server.hooks.registry import build_registry
+from server.metrics.catalog import Metrics
 from server.settings import Settings
 
 from .conftest import Server

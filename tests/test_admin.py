@@ -16,9 +16,9 @@ import jwt as pyjwt
 import pytest
 from yarl import URL
 
-from server import reloader
-from server.sync_bases import SYNC_FILE
+from server.cluster.bases import SYNC_FILE
 from server.keys import RELOADER
+from server.reload import manager as reloader
 from server.settings import from_environment
 from server.store import Retention
 from tests.conftest import Server, metric_value, until

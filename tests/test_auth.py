@@ -14,10 +14,10 @@ from aiohttp import web
 from joserfc import jwt as jose
 from joserfc.jwk import ECKey, OctKey, RSAKey
 
-from server.auth import Authenticator, require_admin
-from server.middleware import middleware
+from server.admin.auth import Authenticator, require_admin
+from server.http.middleware import middleware
 from server.keys import METRICS, SETTINGS
-from server.metrics import Metrics
+from server.metrics.catalog import Metrics
 from server.settings import Settings
 from tests.conftest import ROOT
 

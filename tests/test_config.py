@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from server.config import AppConfig, load_config_file, load_config_text
-from server.durations import parse_duration
+from server.config.durations import parse_duration
+from server.config.loader import AppConfig, load_config_file, load_config_text
+from server.config.model import END
+from server.config.routing import RouteConflict, Router
 from server.errors import ConfigError, MethodNotAllowed, NotFound
-from server.pipeline_model import END
-from server.plugins import build_plugin_manager
-from server.registry import Registry, build_registry
-from server.routing import RouteConflict, Router
+from server.hooks.manager import build_plugin_manager
+from server.hooks.registry import Registry, build_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from server.deadlines import Deadlines
+from server.engine.deadlines import Deadlines
 
 
 class Entry:

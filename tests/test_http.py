@@ -7,7 +7,7 @@ import logging
 import pytest
 from aiohttp import web
 
-from server.registry import Endpoint, RegistryBuilder
+from server.hooks.registry import Endpoint, RegistryBuilder
 from tests.conftest import metric_value
 
 ECHO = """

@@ -16,7 +16,7 @@ from prometheus_client.openmetrics.exposition import (
     generate_latest as generate_openmetrics,
 )
 
-from server.metric_types import FastCounter, FastGauge, FastHistogram
+from server.metrics.cells import FastCounter, FastGauge, FastHistogram
 from tests.conftest import metric_value
 from tests.pipeline_plugin import serve  # noqa: F401 - fixture
 

@@ -10,9 +10,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from server.pipeline_model import END, Step, plan_flow
-from server.registry import RegistryBuilder
-from server.templates import compile_value
+from server.config.model import END, Step, plan_flow
+from server.config.templates import compile_value
+from server.hooks.registry import RegistryBuilder
 from tests.conftest import metric_value, until
 from tests.pipeline_plugin import CALLS, serve  # noqa: F401  (serve is a fixture)
 

@@ -9,10 +9,10 @@ import textwrap
 import pytest
 
 import server
-from server import hookspecs
 from server.errors import RegistrationError
-from server.plugins import DEFAULT_PLUGINS, ENTRY_POINT_GROUP, build_plugin_manager
-from server.registry import RegistryBuilder, StepType, build_registry
+from server.hooks import hookspecs
+from server.hooks.manager import DEFAULT_PLUGINS, ENTRY_POINT_GROUP, build_plugin_manager
+from server.hooks.registry import RegistryBuilder, StepType, build_registry
 
 BUILT_IN_TYPES = {"step.validate", "step.set", "step.log", "step.transform", "step.json_response",
                   "step.http_call", "step.publish", "step.delegate", "step.conditional", "step.db_query",

@@ -19,11 +19,11 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 import pytest
 
-from server import http as http_module
-from server.components import MODULE_PREFIX
+from server.http import handlers as http_module
 from server.keys import RELOADER
-from server.reloader import ComponentManager
-from server.watcher import reload_config
+from server.reload.loader import MODULE_PREFIX
+from server.reload.manager import ComponentManager
+from server.reload.watcher import reload_config
 from tests.conftest import ROOT, Server, metric_value, until
 
 # Shared by a test and the component versions it writes (`from tests.test_reload import HUB`):

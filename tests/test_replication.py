@@ -14,8 +14,8 @@ import redis.asyncio as redis
 from aiohttp.test_utils import TestClient
 
 from server.app import build_engine, create_apps
+from server.cluster.bases import SYNC_FILE
 from server.keys import RELOADER, REPLICATOR
-from server.sync_bases import SYNC_FILE
 from server.settings import Database, Settings, SettingsError, from_environment
 
 from .conftest import metric_value, until

@@ -25,12 +25,12 @@ import pytest
 
 from server import StepContext, ValidationError
 from server.app import build_engine
-from server.components import build_module, collect, read_source
-from server.config import load_config_file, load_config_text
+from server.config.loader import load_config_file, load_config_text
 from server.errors import ConfigError
+from server.hooks.registry import Registry, StepType
 from server.keys import RELOADER
-from server.registry import Registry, StepType
-from server.watcher import reload_config
+from server.reload.loader import build_module, collect, read_source
+from server.reload.watcher import reload_config
 from tests.conftest import ROOT, until
 
 COMPONENTS = ROOT / "components"

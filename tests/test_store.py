@@ -18,11 +18,11 @@ import pytest
 from aiohttp import web
 
 from server.app import build_engine
+from server.engine.context import Response
+from server.engine.executor import Outcome, StepRecord
 from server.errors import StepError
 from server.keys import ENGINE
-from server.pipeline import Outcome, StepRecord
 from server.settings import Database, Settings
-from server.steps import Response
 from server.store import (
     RECORDER,
     STORE,

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from server.templates import Renderable, Scope, TemplateError, compile_value, has_template
+from server.config.templates import Renderable, Scope, TemplateError, compile_value, has_template
 
 
 class Opaque:

@@ -7,8 +7,8 @@ from importlib import resources
 
 from aiohttp import web
 
-from ..auth import Authenticator, require_admin
 from . import components_api, queries
+from .auth import Authenticator, require_admin
 
 COMPONENT_PREFIXES = ("/api/dynamic/components", "/api/v1/admin/components")
 _PAGE = resources.files(__package__).joinpath("index.html").read_bytes()

@@ -8,20 +8,12 @@ from typing import Any
 
 from aiohttp import web
 
-from ..auth import IDENTITY
-from ..components import COMPONENT_ID, Component, ComponentError
-from ..errors import BadRequest, NotFound, PayloadTooLarge, WorkflowError
+from ..errors import BadRequest, ComponentError, Conflict, NotFound, PayloadTooLarge, StoreUnavailable
+from ..http.middleware import json_response
 from ..keys import ENGINE, RELOADER, REPLICATOR
-from ..replication import StoreUnavailable
-from ..middleware import json_response
+from ..reload.loader import COMPONENT_ID, Component
+from .auth import IDENTITY
 from .policy import check_imports
-
-
-class Conflict(WorkflowError):
-    """The component already exists (POST) and must be replaced with PUT."""
-
-    status = 409
-
 
 # Held by every write from its existence check to its store record: two calls for one id must not interleave
 # (two POSTs both creating, or two PUTs renaming their files in the other order than they went into service).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 
-from ..components import ComponentError
+from ..errors import ComponentError
 
 
 def check_imports(source: str, path: str, allowed: frozenset[str]) -> None:

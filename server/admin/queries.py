@@ -9,8 +9,8 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import BadRequest, NotFound
+from ..http.middleware import json_response
 from ..keys import ENGINE
-from ..middleware import json_response
 from ..store.base import ExecutionRow, InvalidCursor
 
 STATUSES = ("success", "error", "timeout")

@@ -13,8 +13,18 @@ from aiohttp import web
 
 from ..keys import ENGINE, RECORDER, STORE
 from ..settings import Settings
-from .base import (MAX_PAGE, AuditRow, ComponentRow, ComponentVersion, ExecutionRow, InvalidCursor,
-                   ReplicaComponent, StepRow, Store, execution_row)
+from .base import (
+    MAX_PAGE,
+    AuditRow,
+    ComponentRow,
+    ComponentVersion,
+    ExecutionRow,
+    InvalidCursor,
+    ReplicaComponent,
+    StepRow,
+    Store,
+    execution_row,
+)
 from .recorder import ExecutionSink, Recorder
 from .retention import Retention
 from .sqlite import SqliteStore

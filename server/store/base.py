@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
-    from ..pipeline import Outcome
+    from ..engine.executor import Outcome
     from .sql import Record
 
 # A page never holds more than this many executions, whatever the caller asks for.

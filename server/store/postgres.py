@@ -18,7 +18,7 @@ from .codec import dump_json, encode_cursor, utc
 from .migrations import ADVISORY_LOCK_CLASS, MIGRATIONS_TABLE, POSTGRES, pending
 
 if TYPE_CHECKING:
-    from ..pipeline import Outcome
+    from ..engine.executor import Outcome
 
 log = logging.getLogger("workflow.store")
 

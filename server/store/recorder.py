@@ -33,7 +33,7 @@ from .base import ExecutionRow
 from .sql import Record
 
 if TYPE_CHECKING:
-    from ..pipeline import Outcome
+    from ..engine.executor import Outcome
 
 log = logging.getLogger("workflow.store.recorder")
 

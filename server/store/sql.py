@@ -12,7 +12,7 @@ from .base import MAX_PAGE, AuditRow, ComponentRow, ComponentVersion, ExecutionR
 from .codec import clean_text, decode_cursor, dump_json, dump_json_array, ts_text
 
 if TYPE_CHECKING:
-    from ..pipeline import Outcome
+    from ..engine.executor import Outcome
 
 # `steps` holds a JSON array with one [name, type, status, duration_ms, error] array per step, in the
 # order they ran: recording writes one row per execution, not one more per step.

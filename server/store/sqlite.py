@@ -20,7 +20,7 @@ from .codec import dump_json, encode_cursor, load_json, ts_parse, ts_text
 from .migrations import MIGRATIONS_TABLE, SQLITE, pending
 
 if TYPE_CHECKING:
-    from ..pipeline import Outcome
+    from ..engine.executor import Outcome
 
 log = logging.getLogger("workflow.store")
 

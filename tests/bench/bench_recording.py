@@ -38,9 +38,9 @@ import _common as c
 
 sys.path.insert(0, str(c.ROOT))  # this checkout's server package, ahead of any installed one
 
-from server.ids import new_id
-from server.pipeline import Outcome, StepRecord, _utc_now
-from server.steps import Response
+from server.engine.context import Response
+from server.engine.executor import Outcome, StepRecord, _utc_now
+from server.engine.ids import new_id
 from server.store import Recorder, SqliteStore, Store, sql
 
 DEFAULT_DSN = os.environ.get("WORKFLOW_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test")

@@ -26,9 +26,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
-
 import _common as c
+import aiohttp
 
 PARTS = ("latency", "storm", "scale", "memory")
 BUSY_CPU = 0.9

@@ -30,12 +30,11 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import _common as c
 import aiohttp
 import jwt
 import psycopg2
 import redis
-
-import _common as c
 
 COMPONENT_ID = "bench_version"
 STEP = "step.bench_version"

@@ -11,8 +11,8 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from .keys import ROUTE_LABEL
-from .metric_types import (
+from ..keys import ROUTE_LABEL
+from .cells import (
     CounterCell,
     FastCounter,
     FastGauge,

@@ -11,19 +11,19 @@ from concurrent.futures import Executor as ThreadPool
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 
-from . import logs
-from .contracts import check_outputs, resolve_inputs
+from .. import logs
+from ..config.model import END, Pipeline, Step
+from ..config.templates import Scope
+from ..errors import PipelineTimeout, StepError, StepTypeUnavailable, WorkflowError
+from ..hooks.contracts import check_outputs, resolve_inputs
+from ..hooks.registry import Registry, StepType
+from ..metrics.catalog import Metrics
+from .context import Response, Services, StepContext, StepResult
 from .deadlines import Deadlines
 from .ids import new_id
-from .errors import PipelineTimeout, StepError, StepTypeUnavailable, WorkflowError
-from .metrics import Metrics
-from .pipeline_model import END, Pipeline, Step
-from .registry import Registry, StepType
-from .steps import Response, Services, StepContext, StepResult
-from .templates import Scope
 
 if TYPE_CHECKING:
-    from .engine import State
+    from .runner import State
 
 log = logging.getLogger("workflow.pipeline")
 step_log = logging.getLogger("workflow.step")

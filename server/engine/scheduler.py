@@ -9,8 +9,8 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
-from .errors import ServiceUnavailable
-from .keys import ENGINE
+from ..errors import ServiceUnavailable
+from ..keys import ENGINE
 
 log = logging.getLogger("workflow.scheduler")
 

@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .files import write_temp
+from ..reload.files import write_temp
 
 log = logging.getLogger("workflow.replication")
 

@@ -11,10 +11,10 @@ from typing import AsyncIterator, Callable, Iterable
 import watchfiles
 from aiohttp import web
 
-from .components import component_files, is_component_file
-from .config import load_config_text
-from .errors import ConfigError
-from .keys import ENGINE, RELOADER
+from ..config.loader import load_config_text
+from ..errors import ConfigError
+from ..keys import ENGINE, RELOADER
+from .loader import component_files, is_component_file
 
 log = logging.getLogger("workflow.watcher")
 

@@ -12,14 +12,14 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Awaitable, Callable
 
-from .components import Component, ComponentError, Source, build_module, collect, line_in, read_source
-from .config import compile_config
-from .errors import ConfigError
-from .lifecycle import LifecycleError, run_hook, run_hook_logged
-from .registry import Registry, compose_registry
+from ..config.loader import compile_config
+from ..errors import ComponentError, ConfigError
+from ..hooks.lifecycle import LifecycleError, run_hook, run_hook_logged
+from ..hooks.registry import Registry, compose_registry
+from .loader import Component, Source, build_module, collect, line_in, read_source
 
 if TYPE_CHECKING:
-    from .engine import Engine, State
+    from ..engine.runner import Engine, State
 
 log = logging.getLogger("workflow.reloader")
 

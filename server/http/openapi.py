@@ -6,7 +6,7 @@ import re
 
 from aiohttp import web
 
-from .keys import ENGINE
+from ..keys import ENGINE
 from .middleware import json_response
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 if TYPE_CHECKING:
     import aiohttp
 
-    from .databases import Databases
+    from ..databases import Databases
 
 _NO_INPUTS: Mapping[str, Any] = MappingProxyType({})  # shared by the steps that declare no inputs
 

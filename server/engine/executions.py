@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from .pipeline import Outcome
+from .executor import Outcome
 
 
 def _now() -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .errors import RegistrationError, StepError, ValidationError
+from ..errors import RegistrationError, StepError, ValidationError
 
 _MISSING = object()
 TYPES: dict[str, tuple[type, ...]] = {

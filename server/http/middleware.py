@@ -9,11 +9,11 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from . import logs
-from .errors import MethodNotAllowed, PayloadTooLarge, WorkflowError
-from .ids import new_id
-from .keys import METRICS, SETTINGS
-from .metrics import route_label
+from .. import logs
+from ..engine.ids import new_id
+from ..errors import MethodNotAllowed, PayloadTooLarge, WorkflowError
+from ..keys import METRICS, SETTINGS
+from ..metrics.catalog import route_label
 
 log = logging.getLogger("workflow.http")
 REQUEST_ID_HEADER = "X-Request-ID"

@@ -13,24 +13,24 @@ import aiohttp
 import pluggy
 from aiohttp import web
 
-from .config import AppConfig
-from .databases import Databases
-from .errors import StepError, WorkflowError
+from ..config.loader import AppConfig
+from ..config.model import Pipeline
+from ..databases import Databases
+from ..errors import StepError, WorkflowError
+from ..hooks.lifecycle import run_hook, run_hook_logged
+from ..hooks.registry import Registry
+from ..keys import ENGINE
+from ..metrics.catalog import Metrics
+from ..settings import Settings
+from .context import Services
 from .executions import ExecutionLog
+from .executor import Executor, Outcome
 from .ids import new_id
-from .keys import ENGINE
-from .lifecycle import run_hook, run_hook_logged
-from .metrics import Metrics
-from .pipeline import Executor, Outcome
-from .pipeline_model import Pipeline
 from .queue import LocalQueue
-from .registry import Registry
-from .settings import Settings
-from .steps import Services
 
 if TYPE_CHECKING:
-    from .store.base import Store
-    from .store.recorder import Recorder
+    from ..store.base import Store
+    from ..store.recorder import Recorder
 
 log = logging.getLogger("workflow.engine")
 

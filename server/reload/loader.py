@@ -15,23 +15,13 @@ from typing import Mapping
 
 import pluggy
 
-from . import hookspecs
-from .errors import RegistrationError, WorkflowError
-from .registry import Endpoint, Registry, RegistryBuilder, StepType, compose_registry
+from ..errors import ComponentError, RegistrationError
+from ..hooks import hookspecs
+from ..hooks.registry import Endpoint, Registry, RegistryBuilder, StepType, compose_registry
 
 COMPONENT_ID = re.compile(r"[a-z0-9_]{1,64}")  # use fullmatch
 MODULE_PREFIX = "workflow_components."
 
-
-class ComponentError(WorkflowError):
-    """A component version that cannot go into service; names the file and, where known, the line."""
-
-    status = 422
-
-    def __init__(self, message: str, *, file: str, line: int | None = None, status: int | None = None) -> None:
-        where = f"{file}:{line}" if line else file
-        super().__init__(f"{where}: {message}", status=status, file=file, line=line)
-        self.reason = message
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,10 +7,10 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from .errors import BadRequest, MethodNotAllowed, NotFound, ServiceUnavailable
-from .keys import ENGINE, ROUTE_LABEL
+from ..engine.executor import Outcome
+from ..errors import BadRequest, MethodNotAllowed, NotFound, ServiceUnavailable
+from ..keys import ENGINE, ROUTE_LABEL
 from .middleware import error_response, json_response
-from .pipeline import Outcome
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .keys import ENGINE, RELOADER, REPLICATOR
+from ..keys import ENGINE, RELOADER, REPLICATOR
 from .middleware import json_response
 
 

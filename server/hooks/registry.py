@@ -10,9 +10,9 @@ from typing import Any, Callable, Iterable, Mapping
 
 import pluggy
 
+from ..config.routing import RouteConflict, Router
+from ..errors import RegistrationError
 from .contracts import Field, parse_fields
-from .errors import RegistrationError
-from .routing import RouteConflict, Router
 
 STEP_TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
 HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})

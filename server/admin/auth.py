@@ -10,8 +10,8 @@ from typing import Any, Awaitable, Callable
 import jwt
 from aiohttp import web
 
-from .errors import WorkflowError
-from .settings import Settings
+from ..errors import AuthUnavailable, Forbidden, Unauthorized
+from ..settings import Settings
 
 log = logging.getLogger("workflow.auth")
 
@@ -22,27 +22,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 IDENTITY: web.RequestKey["Identity"] = web.RequestKey("identity", object)  # type: ignore[arg-type]
 
 
-class Unauthorized(WorkflowError):
-    """No token, or one that does not verify: 401 with a Bearer challenge."""
 
-    status = 401
-
-    def __init__(self, message: str, *, error: str = "invalid_token") -> None:
-        super().__init__(message)
-        self.headers = {"WWW-Authenticate": f'Bearer realm="workflow-admin", error="{error}", '
-                                            f'error_description="{message.replace(chr(34), chr(39))}"'}
-
-
-class Forbidden(WorkflowError):
-    """A valid token without the admin role."""
-
-    status = 403
-
-
-class AuthUnavailable(WorkflowError):
-    """The admin API has no way to verify tokens; every call is refused."""
-
-    status = 503
 
 
 @dataclass(frozen=True, slots=True)

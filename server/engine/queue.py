@@ -8,7 +8,7 @@ from typing import Awaitable, Callable
 
 from prometheus_client import Gauge
 
-from .errors import ServiceUnavailable
+from ..errors import ServiceUnavailable
 
 log = logging.getLogger("workflow.queue")
 

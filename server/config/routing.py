@@ -6,7 +6,7 @@ import re
 from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
-from .errors import MethodNotAllowed, NotFound
+from ..errors import MethodNotAllowed, NotFound
 
 T = TypeVar("T")
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")

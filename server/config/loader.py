@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .databases import declared_connections, parse_connections
+from ..databases import declared_connections, parse_connections
+from ..errors import ConfigError
+from ..hooks.registry import Registry
 from .durations import parse_duration
-from .errors import ConfigError
-from .pipeline_model import Pipeline, Step, Trigger, plan_flow
-from .registry import Registry
-from .routing import Router, RouteConflict
+from .model import Pipeline, Step, Trigger, plan_flow
+from .routing import RouteConflict, Router
 from .templates import TemplateError, compile_value
 from .yamlload import LineDict, LineList, YAMLProblem, load_yaml
 

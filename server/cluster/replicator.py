@@ -22,18 +22,18 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
-from .components import Component, ComponentError, Source
-from .errors import WorkflowError
-from .files import unlink, write_temp
-from .keys import REPLICATOR
-from .reload_bus import CHANNEL, ReloadBus
-from .store.base import ComponentRow, ComponentVersion, ReplicaComponent
-from .sync_bases import Synced, keep_conflict, load_bases, save_bases
+from ..errors import ComponentError, StoreUnavailable
+from ..keys import REPLICATOR
+from ..reload.files import unlink, write_temp
+from ..reload.loader import Component, Source
+from ..store.base import ComponentRow, ComponentVersion, ReplicaComponent
+from .bases import Synced, keep_conflict, load_bases, save_bases
+from .bus import CHANNEL, ReloadBus
 
 if TYPE_CHECKING:
-    from .engine import Engine
-    from .reloader import ComponentManager
-    from .store.base import Store
+    from ..engine.runner import Engine
+    from ..reload.manager import ComponentManager
+    from ..store.base import Store
 
 log = logging.getLogger("workflow.replication")
 T = TypeVar("T")
@@ -41,11 +41,6 @@ T = TypeVar("T")
 _STORE_TIMEOUT = 5.0
 Stored = ComponentRow | ComponentVersion  # a store row, with its source or without
 
-
-class StoreUnavailable(WorkflowError):
-    """The store did not answer, so the change was not made anywhere."""
-
-    status = 503
 
 
 class _Superseded(Exception):

@@ -1,0 +1,1 @@
+"""Runs pipelines: the engine and its serving state, the executor, deadlines, step context, queue and schedules."""

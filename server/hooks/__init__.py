@@ -1,0 +1,1 @@
+"""Hook specifications, the plugin manager, lifecycle hooks and the registry of step types and endpoints."""

@@ -1,0 +1,1 @@
+"""The HTTP surface: middleware, trigger and webhook dispatch, health, OpenAPI."""

@@ -1,0 +1,1 @@
+"""The metric set of the contract and its lock-free cells."""
