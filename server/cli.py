@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -13,15 +14,16 @@ from typing import Sequence
 
 from aiohttp import web
 
-from .app import create_apps
+from .app import create_apps, reload_config_file
 from .config.durations import parse_duration
 from .config.loader import load_config_file
-from .errors import ConfigError, RegistrationError
+from .errors import ConfigError, ListenError, RegistrationError
 from .hooks.manager import build_plugin_manager
 from .hooks.registry import build_registry
+from .http.listen import bind
+from .keys import STARTUP_FAILED
 from .logs import setup_logging
 from .reload.loader import load_components
-from .reload.watcher import reload_config
 from .settings import Settings, SettingsError, from_environment
 
 log = logging.getLogger("workflow.server")
@@ -56,21 +58,31 @@ def _run(args: list[str]) -> int:
     setup_logging(settings.log_format, settings.log_level)
     if settings.config_path is None:
         parser.error("no config file: pass -config FILE or set WORKFLOW_CONFIG")
-    apps = create_apps(settings)
-    asyncio.run(serve(apps.main, apps.admin, settings))
-    return 0
+    # CONTRACT §10, step 1: both listeners first, so a port in use stops us before anything is touched.
+    try:
+        sockets = [bind(settings.addr, "main"), bind(settings.admin_addr, "admin")]
+    except ListenError as exc:
+        print(f"workflow-server: {exc}", file=sys.stderr)
+        return 1
+    try:
+        apps = create_apps(settings, background_start=True)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return asyncio.run(serve(apps.main, apps.admin, settings, sockets))
 
 
-async def serve(main_app: web.Application, admin_app: web.Application, settings: Settings) -> None:
-    """Listen on both addresses until SIGTERM or SIGINT, then drain in-flight work and return."""
+async def serve(main_app: web.Application, admin_app: web.Application, settings: Settings,
+                sockets: list[socket.socket]) -> int:
+    """Answer on both sockets until SIGTERM or SIGINT (0) or a failed start-up (1), then drain and return."""
     runners = []
-    for app, address in ((main_app, settings.addr), (admin_app, settings.admin_addr)):
+    for app, sock, name in ((main_app, sockets[0], "main"), (admin_app, sockets[1], "admin")):
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout)
         await runner.setup()
         runners.append(runner)
-        site = web.TCPSite(runner, address.host or None, address.port, shutdown_timeout=settings.shutdown_timeout)
-        await site.start()
-        log.info("listening on %s (%s)", address, "main" if app is main_app else "admin")
+        await web.SockSite(runner, sock, shutdown_timeout=settings.shutdown_timeout).start()
+        log.info("listening on %s (%s)", settings.addr if name == "main" else settings.admin_addr, name)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -78,17 +90,22 @@ async def serve(main_app: web.Application, admin_app: web.Application, settings:
     reloads: set[asyncio.Task[bool]] = set()  # strong references until each reload finishes
 
     def reload_on_hangup() -> None:
-        task = loop.create_task(reload_config(main_app))
+        task = loop.create_task(reload_config_file(main_app))
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, reload_on_hangup)
-    await stop.wait()
+    failed = main_app[STARTUP_FAILED]
+    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(failed.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for waiting in waits:
+        waiting.cancel()
     started = time.monotonic()
     log.info("stopping: draining in-flight work (up to %.0fs)", settings.shutdown_timeout)
     for runner in reversed(runners):  # admin first; the main app owns the shared resources
         await runner.cleanup()
     log.info("stopped after %.2fs", time.monotonic() - started)
+    return 1 if failed.is_set() else 0
 
 
 def _validate(args: list[str]) -> int:

@@ -137,3 +137,7 @@ class ComponentError(WorkflowError):
         where = f"{file}:{line}" if line else file
         super().__init__(f"{where}: {message}", status=status, file=file, line=line)
         self.reason = message
+
+
+class ListenError(Exception):
+    """A listener's address cannot be bound (in use, not permitted, unknown host): a one-line start-up error."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 if TYPE_CHECKING:
     from .cluster.replicator import Replicator
+    from .databases import Databases
     from .engine.runner import Engine
     from .metrics.catalog import Metrics
     from .reload.manager import ComponentManager
@@ -22,6 +24,9 @@ RELOADER: web.AppKey["ComponentManager"] = web.AppKey("reloader")
 STORE: web.AppKey["Store"] = web.AppKey("store")
 RECORDER: web.AppKey["Recorder"] = web.AppKey("recorder")
 REPLICATOR: web.AppKey["Replicator"] = web.AppKey("replicator")
+DATABASES: web.AppKey["Databases"] = web.AppKey("databases")
+# Set when a start-up running in the background fails: the command line then exits non-zero.
+STARTUP_FAILED: web.AppKey[asyncio.Event] = web.AppKey("startup_failed", asyncio.Event)
 
 # The route template a dispatcher matched, for the metrics `path` label.
 ROUTE_LABEL: web.RequestKey[str] = web.RequestKey("route_label", str)

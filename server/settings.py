@@ -90,6 +90,11 @@ class Settings:
     history_days: float = 7.0
     record_executions: bool = True
 
+    @property
+    def sqlite_path(self) -> Path:
+        """The embedded store's file (also the default connection of the database steps without PostgreSQL)."""
+        return self.data_dir / "workflow.db"
+
 
 def parse_address(text: str, *, name: str) -> Address:
     """Parse `:PORT`, `HOST:PORT` or `[V6]:PORT`."""

@@ -21,7 +21,9 @@ from aiohttp.test_utils import TestClient
 
 from server.app import build_engine, create_apps
 from server.engine.runner import Engine
+from server.keys import STORE
 from server.settings import Settings
+from server.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 # .ci/run sets these (and WORKFLOW_TEST_STRICT, which turns a missing service into a failure instead of a skip).
@@ -36,6 +38,11 @@ class Server:
     client: TestClient
     admin: TestClient
     engine: Engine
+
+    @property
+    def store(self) -> Store:
+        """The server's store (open while the server runs)."""
+        return self.client.app[STORE]
 
     async def metrics(self) -> str:
         """The Prometheus text of the main listener."""

@@ -16,9 +16,9 @@ import jwt as pyjwt
 import pytest
 from yarl import URL
 
+from server.cluster import replicator as replicator_module
 from server.cluster.bases import SYNC_FILE
-from server.keys import RELOADER
-from server.reload import manager as reloader
+from server.keys import RELOADER, REPLICATOR
 from server.settings import from_environment
 from server.store import Retention
 from tests.conftest import Server, metric_value, until
@@ -143,17 +143,17 @@ class Syncs:
     """Observes the real watcher: the file name of each change it has finished applying (or found in service)."""
 
     def __init__(self, server: Server) -> None:
-        manager = server.client.app[RELOADER]
+        replicator = server.client.app[REPLICATOR]
         self.done: list[str] = []
-        original = manager.sync_path
+        original = replicator.file_changed
 
-        async def observed(path: Any, **kwargs: Any) -> Any:
+        async def observed(path: Any, *args: Any) -> Any:
             try:
-                return await original(path, **kwargs)
+                return await original(path, *args)
             finally:
                 self.done.append(Path(path).name)
 
-        manager.sync_path = observed  # the watcher looks it up on the manager for every change
+        replicator.file_changed = observed  # type: ignore[method-assign]  # the watcher looks it up per change
 
     async def wait(self, count: int) -> None:
         """Until the watcher has finished `count` changes in all."""
@@ -162,7 +162,7 @@ class Syncs:
 
 async def audit_actions(server: Server, target: str) -> list[tuple[str, str]]:
     """(who, action) of the audit entries for `target`, oldest first."""
-    return [(row.who, row.action) for row in reversed(await server.engine.store.list_audit(target=target))]
+    return [(row.who, row.action) for row in reversed(await server.store.list_audit(target=target))]
 
 
 # --------------------------------------------------------------------------- auth and the page
@@ -188,7 +188,7 @@ async def test_every_api_route_wants_a_token_with_the_admin_role(start, componen
     assert sorted(p.name for p in listed(components)) == ["x.py"]
     assert (components / "x.py").read_text() == hello(1)
     assert await serves(server, 1)
-    assert [(a.who, a.action) for a in await server.engine.store.list_audit()] == [("file@local", "component.file")]
+    assert [(a.who, a.action) for a in await server.store.list_audit()] == [("file@local", "component.file")]
 
 
 async def test_without_a_secret_every_api_route_is_503_but_the_page_is_served(start) -> None:
@@ -228,7 +228,7 @@ async def test_create_update_delete_lifecycle(start, components, prefix) -> None
     assert (components / "hello.py").read_text() == hello(1)
     assert leftovers(components) == []
     assert await serves(server, 1)  # at once: no waiting for the watcher
-    row = await server.engine.store.get_component("hello")
+    row = await server.store.get_component("hello")
     assert (row.version, row.source, row.sha256, row.updated_by, row.deleted) == (1, hello(1), body["sha256"],
                                                                                    "ada", False)
     assert await audit_actions(server, "hello") == [("ada", "component.create")]
@@ -258,7 +258,7 @@ async def test_create_update_delete_lifecycle(start, components, prefix) -> None
         assert dynamic(after, "reload", "error") == dynamic(before, "reload", "error")
         assert server.client.app[RELOADER].components["hello"].version == version
     assert leftovers(components) == []
-    assert (await server.engine.store.get_component("hello")).version == 3
+    assert (await server.store.get_component("hello")).version == 3
 
     before = await server.metrics()
     status, body = await call(server, "DELETE", f"{prefix}/hello")
@@ -266,7 +266,7 @@ async def test_create_update_delete_lifecycle(start, components, prefix) -> None
     assert not (components / "hello.py").exists()
     status, answer = await hello_answer(server)
     assert status == 503 and "'step.hello'" in answer["error"]
-    row = await server.engine.store.get_component("hello")
+    row = await server.store.get_component("hello")
     assert row.deleted is True and row.updated_by == "ada" and row.version == 4
     assert await audit_actions(server, "hello") == [
         ("ada", "component.create"), ("ada", "component.update"), ("ada", "component.update"),
@@ -282,7 +282,7 @@ async def test_create_update_delete_lifecycle(start, components, prefix) -> None
     # Created again after a delete: its version goes on from the store's history.
     status, body = await call(server, "POST", prefix, {"id": "hello", "source": hello(5)})
     assert status == 201 and body["version"] == 5 and await serves(server, 5)
-    assert (await server.engine.store.get_component("hello")).version == 5
+    assert (await server.store.get_component("hello")).version == 5
 
 
 BROKEN = [
@@ -300,7 +300,7 @@ async def test_a_broken_source_is_422_and_changes_nothing(start, components, sou
     server = await start()
     syncs = Syncs(server)
     assert (await call(server, "POST", PREFIXES[0], {"id": "hello", "source": hello(1)}))[0] == 201
-    row = await server.engine.store.get_component("hello")
+    row = await server.store.get_component("hello")
     await syncs.wait(1)  # done with the new file: its sync would clear the error shown below (file == service)
 
     status, body = await call(server, "PUT", PREFIXES[1] + "/hello", {"source": source})
@@ -308,7 +308,7 @@ async def test_a_broken_source_is_422_and_changes_nothing(start, components, sou
     assert needle in body["error"] and body.get("line") == line  # no line when none applies
     assert await serves(server, 1)
     assert (components / "hello.py").read_text() == hello(1) and leftovers(components) == []
-    assert await server.engine.store.get_component("hello") == row
+    assert await server.store.get_component("hello") == row
     assert await audit_actions(server, "hello") == [("ada", "component.create")]
     assert "step.set" in server.engine.registry.steps and server.engine.registry.steps["step.set"].provider != \
         "component:hello"
@@ -321,7 +321,7 @@ async def test_a_broken_source_is_422_and_changes_nothing(start, components, sou
     status, body = await call(server, "POST", PREFIXES[0], {"id": "other", "source": source})
     assert status == 422 and needle in body["error"] and body.get("line") == line
     assert not (components / "other.py").exists() and leftovers(components) == []
-    assert await server.engine.store.get_component("other") is None
+    assert await server.store.get_component("other") is None
     assert (await call(server, "GET", PREFIXES[0] + "/other"))[0] == 404
     assert [c["id"] for c in (await call(server, "GET", PREFIXES[1]))[1]["components"]] == ["hello"]
     # ... and it can be created once fixed.
@@ -335,7 +335,7 @@ async def test_bad_component_ids_are_400(start, components, bad) -> None:
         status, body = await call(server, "POST", prefix, {"id": bad, "source": hello(1)})
         assert status == 400 and body["field"] == "id", (prefix, body)
     assert listed(components) == [] and "step.hello" not in server.engine.registry.steps
-    assert await server.engine.store.list_components(include_deleted=True) == []
+    assert await server.store.list_components(include_deleted=True) == []
 
 
 @pytest.mark.parametrize("bad", ["Bad-ID!", "a" * 65, "x.py", "..%2Fx", "abc%0A", "%2E%2E"])
@@ -436,7 +436,7 @@ async def test_list_and_detail_fields(start, components) -> None:
         status, detail = await call(server, "GET", f"{prefix}/broken")
         assert status == 200 and detail["status"] == "error"
         assert detail["source"] == (components / "broken.py").read_text()
-    assert (await server.engine.store.get_component("hello")).sha256 == created["sha256"]
+    assert (await server.store.get_component("hello")).sha256 == created["sha256"]
 
     # A request running on the component shows as in flight until it finishes.
     request = asyncio.create_task(server.client.get("/hello"))
@@ -477,7 +477,7 @@ async def test_concurrent_creates_of_one_id_make_one_component(start, components
     assert statuses == [201, 409, 409, 409], answers
     winner = next(body for status, body in answers if status == 201)
     assert winner["version"] == 1 and server.client.app[RELOADER].components["hello"].version == 1
-    row = await server.engine.store.get_component("hello")
+    row = await server.store.get_component("hello")
     assert row.version == 1 and row.sha256 == winner["sha256"]
     assert [a for _, a in await audit_actions(server, "hello")] == ["component.create"]
 
@@ -491,7 +491,7 @@ async def test_concurrent_updates_leave_file_service_and_store_agreeing(start, c
     assert len({body["version"] for _, body in answers}) == 6 and leftovers(components) == []
     # The last write to go into service is the one on disk and in the store, and the service settles on it.
     on_disk = (components / "hello.py").read_text()
-    row = await server.engine.store.get_component("hello")
+    row = await server.store.get_component("hello")
     assert row.source == on_disk and row.version == 7
     last = max(answers, key=lambda answer: answer[1]["version"])[1]
     assert last["sha256"] == row.sha256
@@ -506,7 +506,7 @@ async def test_the_watcher_never_puts_back_an_older_version(start, components, m
     await syncs.wait(1)
     before = await server.metrics()
     # The watcher's next read of the file is held while the API puts version 2 in service.
-    read, gate, real_read = threading.Event(), threading.Event(), reloader.read_source
+    read, gate, real_read = threading.Event(), threading.Event(), replicator_module.read_source
 
     def held(path: Any) -> Any:
         source = real_read(path)
@@ -514,7 +514,7 @@ async def test_the_watcher_never_puts_back_an_older_version(start, components, m
         gate.wait(5)
         return source
 
-    monkeypatch.setattr(reloader, "read_source", held)
+    monkeypatch.setattr(replicator_module, "read_source", held)
     try:
         temp = components / ".hello.py.tmp"
         temp.write_text(hello(1))  # an editor saving the same content again
@@ -688,7 +688,7 @@ async def test_pipelines_show_which_step_types_are_available(start, caplog) -> N
 async def test_a_cancelled_write_never_breaks_later_writes(start) -> None:
     """Writes cancelled at any point (a shutdown, a timeout) leave no transaction open behind them."""
     server = await start()
-    store = server.engine.store
+    store = server.store
 
     async def writing() -> None:
         while True:

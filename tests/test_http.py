@@ -7,6 +7,7 @@ import logging
 import pytest
 from aiohttp import web
 
+from server.engine.state import State
 from server.hooks.registry import Endpoint, RegistryBuilder
 from tests.conftest import metric_value
 
@@ -202,4 +203,4 @@ def _add_endpoints(engine, *endpoints: Endpoint) -> None:
     builder = RegistryBuilder(base=engine.registry)
     for endpoint in endpoints:
         builder.add_endpoint(endpoint)
-    engine.swap(engine.state_for(builder.build(), engine.config))
+    engine.swap(State(builder.build(), engine.config))

@@ -187,11 +187,11 @@ async def test_requests_are_served_and_their_executions_recorded_after_an_outage
     await pg.astart()
 
     async def all_recorded() -> bool:
-        return recorder.pending == 0 and all([await engine.store.get_execution(i) is not None for i in during])
+        return recorder.pending == 0 and all([await server.store.get_execution(i) is not None for i in during])
 
     await until(all_recorded, timeout=8)
     await until(lambda: _healthy(server), timeout=3)
-    rows = {i: await engine.store.get_execution(i) for i in before + during}
+    rows = {i: await server.store.get_execution(i) for i in before + during}
     assert all(row is not None and row.pipeline == "echo" and row.status == "success" for row in rows.values())
     assert recorder.dropped == 0 and recorder.rejected == 0
 
@@ -225,7 +225,7 @@ async def test_an_admin_component_write_during_the_outage_is_refused_and_changes
     assert response.status == 200 and (await response.json())["source"] == hello(1)
 
     await pg.astart()
-    row = await _eventually(lambda: server.engine.store.get_component("hello"))
+    row = await _eventually(lambda: server.store.get_component("hello"))
     assert row.version == 1 and row.source == hello(1)  # the refused write never reached the store
     # Writes work again once the database is back.
     response = await server.admin.put(f"{api}/hello", headers=ADMIN, json={"source": hello(2)})

@@ -12,6 +12,7 @@ import pytest
 
 from server.config.model import END, Step, plan_flow
 from server.config.templates import compile_value
+from server.engine.state import State
 from server.hooks.registry import RegistryBuilder
 from tests.conftest import metric_value, until
 from tests.pipeline_plugin import CALLS, serve  # noqa: F401  (serve is a fixture)
@@ -292,11 +293,11 @@ async def test_a_step_type_removed_at_runtime_answers_503_naming_it(serve):
     original = srv.engine.registry
     builder = RegistryBuilder(base=original)
     del builder.steps["test.record"]
-    srv.engine.swap(srv.engine.state_for(builder.build(), srv.engine.config))
+    srv.engine.swap(State(builder.build(), srv.engine.config))
     response = await srv.client.post("/rec")
     assert response.status == 503
     assert "test.record" in (await response.json())["error"]
-    srv.engine.swap(srv.engine.state_for(original, srv.engine.config))
+    srv.engine.swap(State(original, srv.engine.config))
     assert (await srv.client.post("/rec")).status == 200
 
 

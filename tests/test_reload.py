@@ -19,11 +19,11 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 import pytest
 
+from server.app import reload_config_file as reload_config
 from server.http import handlers as http_module
-from server.keys import RELOADER
+from server.keys import RELOADER, REPLICATOR
 from server.reload.loader import MODULE_PREFIX
 from server.reload.manager import ComponentManager
-from server.reload.watcher import reload_config
 from tests.conftest import ROOT, Server, metric_value, until
 
 # Shared by a test and the component versions it writes (`from tests.test_reload import HUB`):
@@ -650,7 +650,7 @@ async def test_a_config_reload_survives_a_component_reload_around_it(start, comp
             HUB['entered'].set()
             await HUB['gate'].wait()
     """))
-    swapping = asyncio.create_task(manager(server).sync_path(path))
+    swapping = asyncio.create_task(server.client.app[REPLICATOR].file_changed(path))
     await asyncio.wait_for(HUB["entered"].wait(), 5)
     server.engine.settings.config_path.write_text(CONFIG_V2 + HELLO.removeprefix("pipelines:\n"))
     reloading = asyncio.create_task(reload_config(server.client.app))

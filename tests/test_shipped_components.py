@@ -25,12 +25,12 @@ import pytest
 
 from server import StepContext, ValidationError
 from server.app import build_engine
+from server.app import reload_config_file as reload_config
 from server.config.loader import load_config_file, load_config_text
 from server.errors import ConfigError
 from server.hooks.registry import Registry, StepType
-from server.keys import RELOADER
+from server.keys import RELOADER, REPLICATOR
 from server.reload.loader import build_module, collect, read_source
-from server.reload.watcher import reload_config
 from tests.conftest import ROOT, until
 
 COMPONENTS = ROOT / "components"
@@ -520,7 +520,7 @@ async def test_after_fixing_the_config_a_refused_component_loads_when_its_file_i
     (tmp_path / "config.yaml").write_text(textwrap.dedent(RISK_CONFIG))
     assert await reload_config(srv.client.app) is True
     manager = srv.client.app[RELOADER]
-    await manager.sync_path(COMPONENTS / "risk_tagger.py")     # what a save of the file would do
+    await srv.client.app[REPLICATOR].file_changed(COMPONENTS / "risk_tagger.py")  # what a save would do
     assert "risk_tagger" not in manager.failures
     response = await srv.client.post("/tag", json={"text": "outage"})
     assert (await response.json())["risk"] == "high"

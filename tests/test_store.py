@@ -15,17 +15,12 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from aiohttp import web
 
-from server.app import build_engine
 from server.engine.context import Response
 from server.engine.executor import Outcome, StepRecord
 from server.errors import StepError
-from server.keys import ENGINE
 from server.settings import Database, Settings
 from server.store import (
-    RECORDER,
-    STORE,
     ComponentVersion,
     ExecutionRow,
     InvalidCursor,
@@ -37,8 +32,8 @@ from server.store import (
     Store,
     execution_row,
     open_store,
+    running_store,
     sql,
-    store_context,
 )
 from server.store.codec import decode_cursor, dump_json, encode_cursor, ts_text
 from server.store.migrations import LATEST, POSTGRES, SQLITE, pending
@@ -536,16 +531,12 @@ def test_open_store_picks_the_backend(settings: Settings) -> None:
     assert "host='db.internal'" in configured.dsn
 
 
-async def test_store_context_records_until_the_app_stops(settings: Settings) -> None:
-    app = web.Application()
-    app[ENGINE] = build_engine(settings, entry_points=False, config_text=(
-        "pipelines:\n  p:\n    trigger: {type: manual}\n    steps:\n      - {name: s, type: step.log}\n"))
-    context = store_context(app)
-    await context.__anext__()
-    assert settings.data_dir.is_dir() and app[STORE].kind == "sqlite"
-    app[RECORDER].add(row("at-shutdown"))
-    with pytest.raises(StopAsyncIteration):
-        await context.__anext__()
+async def test_running_store_records_until_it_stops(settings: Settings) -> None:
+    store = open_store(settings)
+    recorder = Recorder(store)
+    async with running_store(store, recorder, settings) as opened:
+        assert opened is store and settings.data_dir.is_dir() and store.kind == "sqlite"
+        recorder.add(row("at-shutdown"))
     reopened = SqliteStore(settings.data_dir / "workflow.db")
     await reopened.open()
     assert await reopened.get_execution("at-shutdown") == row("at-shutdown")

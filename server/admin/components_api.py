@@ -11,7 +11,7 @@ from aiohttp import web
 from ..errors import BadRequest, ComponentError, Conflict, NotFound, PayloadTooLarge, StoreUnavailable
 from ..http.middleware import json_response
 from ..keys import ENGINE, RELOADER, REPLICATOR
-from ..reload.loader import COMPONENT_ID, Component
+from ..reload.loader import COMPONENT_ID, ID_RULE, Component, component_id
 from .auth import IDENTITY
 from .policy import check_imports
 
@@ -135,9 +135,9 @@ def _id(raw: Any) -> str:
         raise BadRequest("a component id is required", field="id")
     # Checked as it is, not as a file name: a path ("../x") must not pass as its stem, and fullmatch
     # because the pattern's `$` would accept a trailing newline.
-    cid = raw.lower()
-    if not COMPONENT_ID.fullmatch(cid):
-        raise BadRequest(f"component ids are 1-64 characters of a-z, 0-9 and _, not {raw!r}", field="id")
+    cid = component_id(raw)
+    if cid is None:
+        raise BadRequest(f"{ID_RULE}, not {raw!r}", field="id", rule=COMPONENT_ID.pattern)
     return cid
 
 

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from ..errors import BadRequest, NotFound
 from ..http.middleware import json_response
-from ..keys import ENGINE
+from ..keys import ENGINE, STORE
 from ..store.base import ExecutionRow, InvalidCursor
 
 STATUSES = ("success", "error", "timeout")
@@ -24,7 +24,7 @@ async def list_executions(request: web.Request) -> web.Response:
     if status is not None and status not in STATUSES:
         raise BadRequest(f"status must be one of {', '.join(STATUSES)}", field="status")
     try:
-        rows, cursor = await request.app[ENGINE].store.list_executions(
+        rows, cursor = await request.app[STORE].list_executions(
             pipeline=query.get("pipeline") or None, status=status, since=_time(query, "since"),
             until=_time(query, "until"), limit=_limit(query), before=query.get("before") or None)
     except InvalidCursor:
@@ -37,7 +37,7 @@ async def list_executions(request: web.Request) -> web.Response:
 
 async def get_execution(request: web.Request) -> web.Response:
     """`GET /api/executions/{id}`: one recorded execution with per-step timings."""
-    row = await request.app[ENGINE].store.get_execution(request.match_info["id"])
+    row = await request.app[STORE].get_execution(request.match_info["id"])
     if row is None:
         raise NotFound(f"no recorded execution {request.match_info['id']!r}")
     return json_response(_execution(row, steps=True))

@@ -1,11 +1,13 @@
 """What a replica's components folder last agreed with the store: kept in the folder, read and written whole.
 
-The record lives in the folder it describes (a hidden file the watcher ignores), so a folder that is emptied
-or replaced forgets it too, and its replica then takes everything from the store. Blocking: run in a thread.
+The record lives in the folder it describes (a hidden file the watcher ignores). A file missing from the
+folder is never read as a deletion, so a record left behind by `rm components/*.py` is harmless: the
+missing files are written back from the store. Blocking: run in a thread.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -58,3 +60,58 @@ def keep_conflict(conflicts: Path, cid: str, path: Path) -> Path | None:
     kept = conflicts / f"{cid}.{time.strftime('%Y%m%dT%H%M%S')}.py"
     kept.write_text(text, encoding="utf-8")
     return kept
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVersion:
+    """What `restore_folder` needs of one store row."""
+
+    id: str
+    version: int
+    sha256: str
+    source: str
+    deleted: bool
+
+
+def restore_folder(folder: Path, rows: list[StoredVersion], bases: dict[str, Synced],
+                   conflicts: Path) -> dict[str, str]:
+    """Start-up, before the folder loads: bring its files in line with the store; return what was done per id.
+
+    A file missing from the folder is written back (never taken for a deletion). A file the store has moved
+    past is replaced (kept in `conflicts` first when it was edited here too). A file edited here while the
+    store stood still is left alone: once it loads, the first reconcile uploads it. `bases` is updated for
+    every file that now agrees with the store.
+    """
+    done: dict[str, str] = {}
+    for row in rows:
+        path = folder / f"{row.id}.py"
+        local = _sha_of(path)
+        store_sha = None if row.deleted else row.sha256
+        base = bases.get(row.id)
+        if local != store_sha:
+            store_moved = base is None or base.version != row.version
+            if local is not None and not store_moved:
+                continue  # edited here while the store stood still: uploaded after it loads
+            if local is not None and (base is None or base.sha256 != local):
+                keep_conflict(conflicts, row.id, path)
+                done[row.id] = "conflict"
+            if row.deleted:
+                path.unlink(missing_ok=True)
+                done.setdefault(row.id, "deleted")
+            else:
+                os.replace(write_temp(path, row.source), path)
+                done.setdefault(row.id, "restored" if local is None else "updated")
+        bases[row.id] = Synced(row.version, store_sha)
+    return done
+
+
+def _sha_of(path: Path) -> str | None:
+    """The content hash of a component file as the loader computes it, or None when there is none."""
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    try:  # read_text's newline translation is part of what the loader hashes
+        return hashlib.sha256(path.read_text(encoding="utf-8").encode()).hexdigest()
+    except (OSError, UnicodeDecodeError):  # not a loadable file, but someone's edit all the same
+        return hashlib.sha256(raw).hexdigest()

@@ -59,19 +59,20 @@ class _Problems:
 
 
 def load_config_file(path: str | Path, registry: Registry, *, env: Mapping[str, str] | None = None,
-                     strict: bool = True) -> AppConfig:
+                     strict: bool = True, log_warnings: bool = True) -> AppConfig:
     """Read and compile the config at `path`; raise ConfigError listing every problem."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read config: {exc.strerror or exc}"]) from None
-    return load_config_text(text, registry, source=str(path), env=env, strict=strict)
+    return load_config_text(text, registry, source=str(path), env=env, strict=strict, log_warnings=log_warnings)
 
 
 def load_config_text(text: str, registry: Registry, *, source: str = "<config>",
-                     env: Mapping[str, str] | None = None, strict: bool = True) -> AppConfig:
-    """Parse and compile config text; unknown step types are errors when `strict`, else warnings."""
+                     env: Mapping[str, str] | None = None, strict: bool = True,
+                     log_warnings: bool = True) -> AppConfig:
+    """Parse and compile config text; unknown step types are errors when `strict`, else warnings (logged)."""
     try:
         doc = load_yaml(text, env)
     except YAMLProblem as exc:
@@ -83,7 +84,7 @@ def load_config_text(text: str, registry: Registry, *, source: str = "<config>",
             log.info("ignoring top-level key %r (%s:%d): used by the original engine, not needed here",
                      key, source, doc.line_of(key))
     config = compile_config(doc, registry, source=source, strict=strict)
-    for warning in config.warnings:
+    for warning in config.warnings if log_warnings else ():
         log.warning("%s", warning)
     return config
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
+from .pools import close_pool
 from .specs import ConnectionSpec
 
 if TYPE_CHECKING:
@@ -191,8 +192,6 @@ class PostgresConnection(Connection):
 
     async def close(self) -> None:
         """Close the pool, waiting a bounded time for connections in use."""
-        from ..store.postgres import close_pool  # aiopg loads only when PostgreSQL is used
-
         pool, self._pool = self._pool, None
         if pool is not None:
             await close_pool(pool, _CLOSE_TIMEOUT)

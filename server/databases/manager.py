@@ -8,7 +8,6 @@ from types import TracebackType
 from typing import Self
 
 from ..settings import Settings
-from ..store import SQLITE_FILE
 from .drivers import Connection, DatabaseError, open_connection
 from .specs import DEFAULT, DEFAULT_POOL_SIZE, ConnectionSpec
 
@@ -69,4 +68,4 @@ def default_spec(settings: Settings) -> ConnectionSpec:
     if settings.db is not None:
         return ConnectionSpec(DEFAULT, "postgres", dsn=settings.db.dsn(),
                               pool_size=min(DEFAULT_POOL_SIZE, settings.db.pool_size))
-    return ConnectionSpec(DEFAULT, "sqlite", path=str(settings.data_dir / SQLITE_FILE))
+    return ConnectionSpec(DEFAULT, "sqlite", path=str(settings.sqlite_path))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import logging
@@ -23,9 +24,10 @@ from .deadlines import Deadlines
 from .ids import new_id
 
 if TYPE_CHECKING:
-    from .runner import State
+    from .state import State
 
 log = logging.getLogger("workflow.pipeline")
+_HELD = contextlib.nullcontext()  # the caller passed its state and holds the lease on it
 step_log = logging.getLogger("workflow.step")
 
 
@@ -93,17 +95,14 @@ class Executor:
         token = logs.execution_id.set(outcome.execution_id)
         active = self.metrics.active_cell(outcome.workflow_type)
         active.value += 1.0
-        if own_lease:
-            state.lease.acquire()
         start = time.perf_counter()
         try:
-            await _Run(self, pipeline, payload, outcome, state.registry, depth).execute()
+            with state.lease if own_lease else _HELD:
+                await _Run(self, pipeline, payload, outcome, state.registry, depth).execute()
         except asyncio.CancelledError:
             outcome.status = "error"
             raise
         finally:
-            if own_lease:
-                state.lease.release()
             active.value -= 1.0
             outcome.duration = time.perf_counter() - start
             self.metrics.observe_execution(outcome.workflow_type, pipeline.name, outcome.status, outcome.duration)

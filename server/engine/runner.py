@@ -1,25 +1,20 @@
-"""The running engine: the swappable registry and config, the executor, the queue and shared services."""
+"""The engine: runs and submits pipelines against the state in service, which it swaps as one reference."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import weakref
+from collections.abc import Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import pluggy
-from aiohttp import web
 
 from ..config.loader import AppConfig
 from ..config.model import Pipeline
-from ..databases import Databases
 from ..errors import StepError, WorkflowError
-from ..hooks.lifecycle import run_hook, run_hook_logged
 from ..hooks.registry import Registry
-from ..keys import ENGINE
 from ..metrics.catalog import Metrics
 from ..settings import Settings
 from .context import Services
@@ -27,48 +22,12 @@ from .executions import ExecutionLog
 from .executor import Executor, Outcome
 from .ids import new_id
 from .queue import LocalQueue
+from .state import State
 
 if TYPE_CHECKING:
-    from ..store.base import Store
     from ..store.recorder import Recorder
 
 log = logging.getLogger("workflow.engine")
-
-
-class Lease:
-    """Counts the executions running on one State, so a retired version can wait for them."""
-
-    __slots__ = ("count", "_idle")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._idle: asyncio.Event | None = None
-
-    def acquire(self) -> None:
-        """One more execution uses the state."""
-        self.count += 1
-
-    def release(self) -> None:
-        """One execution finished with the state."""
-        self.count -= 1
-        if self.count == 0 and self._idle is not None:
-            self._idle.set()
-
-    async def idle(self) -> None:
-        """Return once no execution uses the state (any number of waiters share one event)."""
-        while self.count:
-            if self._idle is None or self._idle.is_set():
-                self._idle = asyncio.Event()
-            await self._idle.wait()
-
-
-@dataclass(frozen=True, eq=False)
-class State:
-    """What serves requests: a registry and the config compiled against it, swapped as one reference."""
-
-    registry: Registry
-    config: AppConfig
-    lease: Lease = field(default_factory=Lease)
 
 
 class Engine:
@@ -91,9 +50,8 @@ class Engine:
                                 depth_gauge=metrics.queue_depth)
         self.thread_pool = ThreadPoolExecutor(max_workers=settings.step_threads,
                                               thread_name_prefix="workflow-step")
-        self.services: Services | None = None
-        self.store: "Store | None" = None  # set by the store's cleanup context
-        self.recorder: "Recorder | None" = None
+        self.services: Services | None = None  # given by start(), once the HTTP client and databases are open
+        self.recorder: Recorder | None = None
         self.executor = Executor(state=lambda: self.state, services=lambda: self.services,
                                  metrics=metrics, step_timeout=settings.step_timeout,
                                  thread_pool=self.thread_pool, finished=self._record)
@@ -113,10 +71,20 @@ class Engine:
         """The config in service now."""
         return self.state.config
 
-    @staticmethod
-    def state_for(registry: Registry, config: AppConfig) -> State:
-        """A new, unswapped state."""
-        return State(registry, config)
+    def use(self, services: Services, recorder: Recorder | None) -> None:
+        """What executions need once open: steps get `services`, finished ones go to `recorder` (None: unrecorded)."""
+        self.services, self.recorder = services, recorder
+
+    def start(self) -> None:
+        """Start the queue workers (the last step of start-up)."""
+        self.queue.start()
+
+    async def stop(self) -> None:
+        """Stop taking work, let queued executions finish (bounded), and stop recording."""
+        self.ready, self.draining = False, True
+        await self.queue.stop(self.settings.shutdown_timeout)
+        self.recorder = None
+        self.thread_pool.shutdown(wait=False, cancel_futures=True)
 
     def swap(self, state: State) -> list[State]:
         """Put `state` in service in one assignment; return the retired states still running executions."""
@@ -163,12 +131,9 @@ class Engine:
                                   error=StepError(f"pipeline {name!r} was removed before it could run",
                                                   status=410, execution_id=execution_id))
             else:
-                state.lease.acquire()
-                try:
+                with state.lease:
                     outcome = await self.executor.run(current, payload, execution_id=execution_id,
                                                       workflow_type=kind, state=state)
-                finally:
-                    state.lease.release()
             self.executions.finished(outcome)
 
         self.queue.submit(job)
@@ -199,33 +164,3 @@ def _wrapped(name: str, error: WorkflowError) -> WorkflowError:
     """The delegated pipeline's error as the delegating step's, keeping its status."""
     return StepError(f"pipeline {name!r}: {error.message}", status=error.status,
                      delegated_step=error.details.get("step"))
-
-
-async def engine_context(app: web.Application) -> AsyncIterator[None]:
-    """Start the shared HTTP client and databases, the queue and the plugins; on exit drain and close them."""
-    engine = app[ENGINE]
-    timeout = engine.settings.lifecycle_timeout
-    # Both close only after the queue has drained and the plugins' shutdown hooks ran: steps still use them.
-    async with (aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
-                Databases(engine.settings) as databases):
-        engine.services = Services(http=session, publish=engine.publish, run_pipeline=engine.run_by_name,
-                                   databases=databases)
-        engine.queue.start()
-        await run_hook(engine.plugin_manager, "startup", timeout, services=engine.services)
-        yield
-        engine.ready = False
-        engine.draining = True
-        await engine.queue.stop(engine.settings.shutdown_timeout)
-        await run_hook_logged(engine.plugin_manager, "shutdown", timeout)
-    engine.thread_pool.shutdown(wait=False, cancel_futures=True)
-
-
-async def mark_ready(app: web.Application) -> None:
-    """Runs after every cleanup context has started: plugins, config and components are loaded."""
-    app[ENGINE].ready = True
-
-
-async def mark_draining(app: web.Application) -> None:
-    """Runs first on shutdown, so /readyz fails while in-flight work drains."""
-    app[ENGINE].ready = False
-    app[ENGINE].draining = True

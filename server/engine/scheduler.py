@@ -4,27 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timezone
-from typing import AsyncIterator
-
-from aiohttp import web
 
 from ..errors import ServiceUnavailable
-from ..keys import ENGINE
+from .runner import Engine
 
 log = logging.getLogger("workflow.scheduler")
 
 
-async def scheduler_context(app: web.Application) -> AsyncIterator[None]:
-    """One ticking task for the schedule triggers of the config in service."""
-    task = asyncio.create_task(_tick(app), name="scheduler")
-    yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+@asynccontextmanager
+async def scheduling(engine: Engine) -> AsyncIterator[None]:
+    """One ticking task for the schedule triggers of the config in service, until exit."""
+    task = asyncio.create_task(_tick(engine), name="scheduler")
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
-async def _tick(app: web.Application) -> None:
-    engine = app[ENGINE]
+async def _tick(engine: Engine) -> None:
     loop = asyncio.get_running_loop()
     due: dict[str, float] = {}
     while True:

@@ -27,8 +27,7 @@ async def handle_trigger(request: web.Request) -> web.StreamResponse:
         request[ROUTE_LABEL] = exc.route
         raise
     request[ROUTE_LABEL] = template
-    state.lease.acquire()
-    try:
+    with state.lease:
         payload = await read_payload(request)
         payload["params"] = params
         payload["query"] = dict(request.query) if request.query_string else {}
@@ -38,8 +37,6 @@ async def handle_trigger(request: web.Request) -> web.StreamResponse:
             return json_response({"execution_id": execution_id, "status": "queued", "location": location},
                                  202, {"Location": location})
         return outcome_response(await engine.run(pipeline, payload, state=state))
-    finally:
-        state.lease.release()
 
 
 async def handle_webhook(request: web.Request) -> web.StreamResponse:
@@ -48,11 +45,8 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
     handler, template, params = state.registry.webhooks.match(request.method, request.path)
     request[ROUTE_LABEL] = template
     request.match_info.update(params)
-    state.lease.acquire()  # a component's endpoint keeps its version in service until it answers
-    try:
+    with state.lease:  # a component's endpoint keeps its version in service until it answers
         return await handler(request)
-    finally:
-        state.lease.release()
 
 
 async def handle_execution(request: web.Request) -> web.Response:

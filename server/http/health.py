@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..keys import ENGINE, RELOADER, REPLICATOR
+from ..keys import ENGINE, RELOADER, REPLICATOR, STORE
 from .middleware import json_response
 
 
@@ -30,7 +30,9 @@ async def healthz(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     queue = engine.queue
     components = request.app[RELOADER]
-    failing = sorted(components.failures)
+    # Degraded only while the folder or the store holds something that does not serve; a refused API call
+    # changed nothing, so it shows only as that component's last_error in the admin API.
+    failing = {cid: f.error for cid, f in sorted(components.failures.items()) if f.origin != "api"}
     checks = {
         "config": {"status": "ok", "pipelines": len(engine.config.pipelines), "source": engine.config.source},
         "plugins": {"status": "ok", "step_types": len(engine.registry.steps),
@@ -38,7 +40,7 @@ async def healthz(request: web.Request) -> web.Response:
         "queue": {"status": "ok" if queue.depth < engine.settings.async_queue_size else "full",
                   "depth": queue.depth, "capacity": engine.settings.async_queue_size},
         "components": {"status": "degraded" if failing else "ok", "in_service": len(components.components),
-                       "failing": len(failing), "failing_ids": failing},
+                       "failing": len(failing), "failing_ids": list(failing), "errors": failing},
         "store": _store_check(request),
         "replication": request.app[REPLICATOR].health(),
         "lifecycle": {"status": "ok" if engine.ready and not engine.draining else "unavailable",
@@ -55,9 +57,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 def _store_check(request: web.Request) -> dict[str, Any]:
     """Degraded while the recorder cannot write (executions wait in its buffer); synchronous work goes on."""
-    store, recorder = request.app[ENGINE].store, request.app[ENGINE].recorder
-    if store is None or recorder is None:
-        return {"status": "ok" if store is not None else "unavailable", "kind": getattr(store, "kind", None)}
+    store, recorder = request.app[STORE], request.app[ENGINE].recorder
+    if recorder is None:  # not started yet, or not recording executions
+        return {"status": "ok", "kind": store.kind}
     check = {"status": "ok" if recorder.healthy else "degraded", "kind": store.kind, "pending": recorder.pending,
              "dropped": recorder.dropped}
     if not recorder.healthy:

@@ -19,9 +19,11 @@ from ..errors import ComponentError, RegistrationError
 from ..hooks import hookspecs
 from ..hooks.registry import Endpoint, Registry, RegistryBuilder, StepType, compose_registry
 
-COMPONENT_ID = re.compile(r"[a-z0-9_]{1,64}")  # use fullmatch
+# The one id rule, shared by the admin API and the watcher (CONTRACT §6): what the API accepts, the folder can
+# hold and the watcher loads; a leading `_` is a private helper module the watcher skips, so no id has one.
+COMPONENT_ID = re.compile(r"[a-z0-9][a-z0-9_]{0,63}")
+ID_RULE = "component ids are 1-64 characters of a-z, 0-9 and _, starting with a letter or digit"
 MODULE_PREFIX = "workflow_components."
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,17 +57,28 @@ class Component:
     loaded_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
 
 
+def component_id(raw: str) -> str | None:
+    """`raw` (an API id or a file stem) lower-cased, if it is a valid component id; else None."""
+    cid = raw.lower()
+    # fullmatch: the pattern's `$` would let a trailing newline through.
+    return cid if COMPONENT_ID.fullmatch(cid) else None
+
+
 def component_id_for(path: str | Path) -> str:
-    """The id of a component file: its lower-cased stem, which must match `[a-z0-9_]{1,64}`."""
-    stem = Path(path).stem.lower()
-    if not COMPONENT_ID.fullmatch(stem):
-        raise ComponentError(f"component ids are 1-64 characters of a-z, 0-9 and _, not {stem!r}",
-                             file=str(path), status=400)
-    return stem
+    """The id of a component file: its lower-cased stem; ComponentError (400) when that is not a valid id."""
+    stem = Path(path).stem
+    cid = component_id(stem)
+    if cid is None:
+        raise ComponentError(f"{ID_RULE}, not {stem.lower()!r}", file=str(path), status=400)
+    return cid
 
 
 def is_component_file(name: str) -> bool:
-    """`*.py`, but not hidden, `_private.py` or an editor's `#lock#` file."""
+    """`*.py`, but not hidden, `_private.py` or an editor's `#lock#` file.
+
+    Other names that are no valid id (`my-step.py`) are component files too: they load as a refusal that
+    says why, which is more use to their author than silence.
+    """
     return name.endswith(".py") and not name.startswith((".", "_", "#"))
 
 

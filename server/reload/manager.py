@@ -1,4 +1,14 @@
-"""Build-then-swap for components: load a version off the loop, validate it, swap one reference."""
+"""The components in service, the last refusal of each, and the one place that builds and swaps the serving state.
+
+Every change to what serves (a component loaded, replaced or removed, a config reloaded) is a Candidate:
+`build*` validates it against the state in service, `commit` swaps it in with one assignment, `discard`
+drops it. The caller holds `lock` from build to commit, so changes apply one at a time and a candidate is
+never committed on top of a state it was not validated against. The manager never calls outward: it
+publishes an Event to its subscribers after every commit and refusal.
+
+Lock order (the only locks around component changes): the admin API's write lock, then the replicator's
+reconcile lock, then `ComponentManager.lock`. Isolated imports of candidates happen before `lock` is taken.
+"""
 
 from __future__ import annotations
 
@@ -6,44 +16,26 @@ import asyncio
 import linecache
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
+from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Awaitable, Callable
 
-from ..config.loader import compile_config
+from ..config.loader import AppConfig, compile_config, load_config_text
+from ..engine.runner import Engine
+from ..engine.state import State
 from ..errors import ComponentError, ConfigError
 from ..hooks.lifecycle import LifecycleError, run_hook, run_hook_logged
 from ..hooks.registry import Registry, compose_registry
-from .loader import Component, Source, build_module, collect, line_in, read_source
-
-if TYPE_CHECKING:
-    from ..engine.runner import Engine, State
+from .loader import Component, Source, build_module, collect, line_in
 
 log = logging.getLogger("workflow.reloader")
-
-
-# Runs under the manager's lock with the loaded (not yet serving) version, to write it to the store and the
-# folder; may return the version number the store gave it.
-Persist = Callable[[Component], Awaitable["int | None"]]
-# Told, under the lock, of every change that came from the components folder (None: the file went away).
-FileChanged = Callable[[str, "Component | None"], Awaitable[None]]
-
-
-@dataclass(slots=True)
-class _Swap:
-    """What one change did: the version now serving, the one it replaced, and the states to drain."""
-
-    component: Component | None = None
-    old: Component | None = None
-    retired: list["State"] = field(default_factory=list)
-    removed: bool = False
+config_log = logging.getLogger("workflow.config")
 
 
 @dataclass(slots=True)
 class Failure:
-    """The last refused version of a component file."""
+    """The last refused version of a component."""
 
     id: str
     path: str
@@ -51,13 +43,37 @@ class Failure:
     line: int | None
     sha256: str | None
     origin: str = "file"  # "file" (the folder), "api" (a refused admin call) or "store" (another replica's)
-    at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
+    at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))
+
+
+@dataclass(eq=False, slots=True)
+class Candidate:
+    """A validated next serving state, not serving yet: `commit` swaps it in, `discard` drops it."""
+
+    state: State
+    operation: str  # load | reload | unregister | config
+    seen_at: float
+    component_id: str | None = None
+    component: Component | None = None  # the new version (load, reload)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """What changed: `committed` (a component version serves), `removed`, `refused`, or `config`."""
+
+    kind: str
+    component_id: str | None = None
+    component: Component | None = None
+    failure: Failure | None = None
+
+
+Subscriber = Callable[[Event], None]
 
 
 class ComponentManager:
-    """The components in service, the last failure of each file, and the only code that swaps them."""
+    """Builds candidates against the state in service and commits them; holds the components and failures."""
 
-    def __init__(self, engine: "Engine", built_in: Registry, *, lifecycle_timeout: float = 10.0,
+    def __init__(self, engine: Engine, built_in: Registry, *, lifecycle_timeout: float = 10.0,
                  drain_timeout: float = 30.0) -> None:
         self.engine = engine
         self.built_in = built_in
@@ -65,159 +81,32 @@ class ComponentManager:
         self.failures: dict[str, Failure] = {}
         self.lifecycle_timeout = lifecycle_timeout
         self.drain_timeout = drain_timeout
-        self.file_changed: FileChanged | None = None
-        self._lock = asyncio.Lock()
+        self.lock = asyncio.Lock()
+        self._subscribers: list[Subscriber] = []
         self._retiring: set[asyncio.Task[None]] = set()
 
-    # ------------------------------------------------------------------ changes
-    #
-    # Every change happens under one lock, from reading what is in service to swapping the next state and
-    # persisting it (the file, the store): so changes from the watcher, the admin API and other replicas are
-    # applied one at a time, and a file read before another change is never compared with what came after.
+    def subscribe(self, subscriber: Subscriber) -> None:
+        """Call `subscriber(event)` after every commit and refusal (synchronously: it must not block)."""
+        self._subscribers.append(subscriber)
 
-    async def sync_path(self, path: str | Path, *, seen_at: float | None = None) -> Component | None:
-        """Bring the component at `path` in line with the file: load, reload, or remove it."""
+    # ------------------------------------------------------------------ building (hold `lock`)
+
+    async def build(self, source: Source, *, seen_at: float | None = None, origin: str = "file") -> Candidate:
+        """Load `source` as the next version of its component; ComponentError (recorded) if it cannot serve."""
         seen_at = time.perf_counter() if seen_at is None else seen_at
-        self._count("file_change", "success")
-        async with self._lock:
-            swap = await self._sync_locked(Path(path), seen_at)
-        return await self._finish(swap)
-
-    async def apply(self, source: Source, *, seen_at: float | None = None, persist: Persist | None = None,
-                    origin: str = "api") -> Component:
-        """Load `source` as the next version of its component, or raise ComponentError and change nothing.
-
-        `persist(component)` runs once the version has loaded and before it goes into service: an
-        exception from it refuses the version (as is) and changes nothing.
-        """
-        seen_at = time.perf_counter() if seen_at is None else seen_at
-        async with self._lock:
-            swap = await self._apply_locked(source, seen_at, persist, origin=origin)
-        await self._finish(swap)
-        return swap.component  # type: ignore[return-value]
-
-    async def remove(self, component_id: str, *, persist: Callable[[], Awaitable[None]] | None = None) -> bool:
-        """Take a component out of service; its pipelines answer 503 until a provider returns.
-
-        `persist()` runs before the swap; an exception from it leaves the component in service.
-        """
-        async with self._lock:
-            swap = await self._remove_locked(component_id, persist)
-        await self._finish(swap)
-        return swap.old is not None
-
-    async def retry_failures(self) -> None:
-        """Try every refused file again: what refused it (a clash, the config) may have changed."""
-        for failure in list(self.failures.values()):
-            if failure.origin == "file":  # a refused API call or store version is not in the file
-                await self.sync_path(failure.path)
-
-    async def _sync_locked(self, path: Path, seen_at: float) -> _Swap:
-        cid = path.stem.lower()
-        try:
-            source = await asyncio.to_thread(read_source, path)
-        except (FileNotFoundError, IsADirectoryError):  # no longer a file: as at start-up, not a component
-            return await self._remove_locked(cid, None, from_file=True)
-        except ComponentError as exc:
-            self._refused(cid, str(path), exc, None, "load", seen_at)
-            return _Swap()
-        except OSError as exc:  # unreadable (permissions, I/O): refused like a broken file, never fatal
-            error = ComponentError(f"cannot read: {exc.strerror or exc}", file=str(path))
-            self._refused(cid, str(path), error, None, "load", seen_at)
-            return _Swap()
-        current = self.components.get(source.id)
-        if current is not None and current.sha256 == source.sha256:
-            failure = self.failures.get(source.id)
-            if failure is not None and failure.origin == "file":
-                del self.failures[source.id]  # a save that restores the serving version clears its error
-            return _Swap(current)
-        try:
-            return await self._apply_locked(source, seen_at, None, origin="file")
-        except ComponentError:
-            return _Swap()
-
-    async def _apply_locked(self, source: Source, seen_at: float, persist: Persist | None, *,
-                            origin: str) -> _Swap:
         operation = "reload" if source.id in self.components else "load"
         try:
-            component, state = await self._build(source)
+            return await self._build(source, operation, seen_at)
         except ComponentError as exc:
-            self._refused(source.id, source.path, exc, source.sha256, operation, seen_at, origin)
+            self.refuse(source.id, source.path, exc, source.sha256, operation, seen_at, origin)
             raise
-        persisted = None
-        if persist is not None:
-            try:
-                persisted = await persist(component)
-            except BaseException:
-                await run_hook_logged(component.plugin_manager, "shutdown", self.lifecycle_timeout)
-                raise
-        old = self.components.get(source.id)
-        component.version = persisted or (old.version + 1 if old else 1)
-        self.components[source.id] = component
-        self.failures.pop(source.id, None)
-        retired = self.engine.swap(state)
-        elapsed = time.perf_counter() - seen_at
-        self._count(operation, "success")
-        self._count("register", "success")
-        self.engine.metrics.reload_seconds.observe(elapsed)
-        log.info("%s %s: %s in %.1f ms, steps %s", operation, source.path, source.sha256[:12],
-                 elapsed * 1000, ", ".join(sorted(component.steps)) or "-",
-                 extra={"component": source.id, "sha256": source.sha256[:12], "result": "success",
-                        "duration_ms": round(elapsed * 1000, 3)})
-        if origin == "file" and self.file_changed is not None:  # counted and logged first: it awaits the store
-            await self.file_changed(source.id, component)
-        return _Swap(component, old, retired)
 
-    async def _remove_locked(self, component_id: str, persist: Callable[[], Awaitable[None]] | None, *,
-                             from_file: bool = False) -> _Swap:
-        old = self.components.get(component_id)
-        if old is None:
-            if persist is not None:
-                await persist()
-            self.failures.pop(component_id, None)
-            return _Swap()
-        registry = self._compose(exclude=component_id)
-        config = compile_config(self.engine.config.document, registry, source=self.engine.config.source,
-                                strict=False)
-        if persist is not None:
-            await persist()
-        self.failures.pop(component_id, None)
-        del self.components[component_id]
-        retired = self.engine.swap(self.engine.state_for(registry, config))
-        linecache.cache.pop(old.path, None)  # the source kept for tracebacks goes with the component
-        self._count("unregister", "success")
-        log.info("unregister %s: steps %s", old.path, ", ".join(sorted(old.steps)) or "-",
-                 extra={"component": component_id, "result": "success"})
-        if from_file and self.file_changed is not None:
-            await self.file_changed(component_id, None)
-        return _Swap(None, old, retired, removed=True)
-
-    async def _finish(self, swap: _Swap) -> Component | None:
-        """After a swap, outside the lock: retire the old version and retry what its removal may unblock."""
-        self.engine.metrics.dynamic_components.set(len(self.components))
-        if swap.old is not None and swap.old is not swap.component:
-            self._retire(swap.old, swap.retired)
-        if swap.removed:
-            # A file refused because this one owned its step type may load now.
-            await self.retry_failures()
-        return swap.component
-
-    # ------------------------------------------------------------------ building
-
-    async def _build(self, source: Source) -> tuple[Component, "State"]:
+    async def _build(self, source: Source, operation: str, seen_at: float) -> Candidate:
         module = await asyncio.to_thread(build_module, source)
         base = self._compose(exclude=source.id)
         component = collect(module, source, base)
         registry = compose_registry(base, (component.steps, component.endpoints))
-        try:
-            config = compile_config(self.engine.config.document, registry, source=self.engine.config.source,
-                                    strict=False)
-        except ConfigError as exc:
-            raise ComponentError("the config does not compile with this version: " + "; ".join(exc.problems),
-                                 file=source.path) from None
-        except Exception as exc:  # the component's `prepare` raised something the config loader does not expect
-            raise ComponentError(f"the config does not compile with this version: {type(exc).__name__}: {exc}",
-                                 file=source.path, line=line_in(exc, source.path)) from None
+        config = self._compile(registry, source.path)
         try:
             await run_hook(component.plugin_manager, "startup", self.lifecycle_timeout,
                            services=self.engine.services)
@@ -225,26 +114,117 @@ class ComponentManager:
             cause = exc.__cause__
             raise ComponentError(str(exc), file=source.path,
                                  line=line_in(cause, source.path) if cause else None) from None
-        return component, self.engine.state_for(registry, config)
+        return Candidate(State(registry, config), operation, seen_at, source.id, component)
 
-    @property
-    def lock(self) -> asyncio.Lock:
-        """Held from reading the state in service to swapping the next one (a config reload takes it too)."""
-        return self._lock
+    def _compile(self, registry: Registry, path: str) -> AppConfig:
+        """The config in service compiled against `registry`; a failure refuses the component at `path`."""
+        config = self.engine.config
+        try:
+            return compile_config(config.document, registry, source=config.source, strict=False)
+        except ConfigError as exc:
+            raise ComponentError("the config does not compile with this version: " + "; ".join(exc.problems),
+                                 file=path) from None
+        except Exception as exc:  # the component's `prepare` raised something the config loader does not expect
+            raise ComponentError(f"the config does not compile with this version: {type(exc).__name__}: {exc}",
+                                 file=path, line=line_in(exc, path)) from None
 
-    def _compose(self, exclude: str | None = None) -> Registry:
-        return compose_registry(self.built_in, *((c.steps, c.endpoints) for cid, c in self.components.items()
-                                                 if cid != exclude))
+    async def build_removal(self, component_id: str) -> Candidate | None:
+        """The serving state without `component_id` (None when it is not in service)."""
+        old = self.components.get(component_id)
+        if old is None:
+            return None
+        registry = self._compose(exclude=component_id)
+        config = self._compile(registry, old.path)
+        return Candidate(State(registry, config), "unregister", time.perf_counter(), component_id)
+
+    async def build_config(self, text: str, source: str) -> Candidate:
+        """The config `text` compiled against the registry in service (ConfigError lists every problem)."""
+        registry = self.engine.registry
+        config = await asyncio.to_thread(load_config_text, text, registry, source=source, strict=False)
+        return Candidate(State(registry, config), "config", time.perf_counter())
+
+    def compiled(self) -> Candidate:
+        """The config in service compiled once more against everything loaded (start-up, after the components)."""
+        registry = self.engine.registry
+        config = self.engine.config
+        final = compile_config(config.document, registry, source=config.source, strict=False)
+        for warning in final.warnings:
+            config_log.warning("%s", warning)
+        return Candidate(State(registry, final), "config", time.perf_counter())
+
+    # ------------------------------------------------------------------ committing (hold `lock`)
+
+    def commit(self, candidate: Candidate, *, version: int | None = None) -> Component | None:
+        """Put `candidate` in service in one swap; `version` is the store's number for a new component version."""
+        cid, component = candidate.component_id, candidate.component
+        old = self.components.get(cid) if cid is not None else None
+        retired = self.engine.swap(candidate.state)
+        if candidate.operation == "config":
+            self._publish(Event("config"))
+            return None
+        assert cid is not None
+        self.failures.pop(cid, None)
+        if component is None:
+            assert old is not None  # build_removal only builds for a component in service
+            del self.components[cid]
+            linecache.cache.pop(old.path, None)  # its source, kept for tracebacks, goes with it
+            self.count("unregister", "success")
+            log.info("unregister %s: steps %s", old.path, ", ".join(sorted(old.steps)) or "-",
+                     extra={"component": cid, "result": "success"})
+        else:
+            component.version = version or (old.version + 1 if old else 1)
+            self.components[cid] = component
+            self._served(candidate, component)
+        self.engine.metrics.dynamic_components.set(len(self.components))
+        if old is not None:
+            self._retire(old, retired)
+        self._publish(Event("committed" if component else "removed", cid, component))
+        return component
+
+    def _served(self, candidate: Candidate, component: Component) -> None:
+        elapsed = time.perf_counter() - candidate.seen_at
+        self.count(candidate.operation, "success")
+        self.count("register", "success")
+        self.engine.metrics.reload_seconds.observe(elapsed)
+        log.info("%s %s: %s in %.1f ms, steps %s", candidate.operation, component.path, component.sha256[:12],
+                 elapsed * 1000, ", ".join(sorted(component.steps)) or "-",
+                 extra={"component": component.id, "sha256": component.sha256[:12], "result": "success",
+                        "duration_ms": round(elapsed * 1000, 3)})
+
+    async def discard(self, candidate: Candidate) -> None:
+        """Drop a candidate that will not serve (its persisting failed): stop the version it started."""
+        if candidate.component is not None:
+            await run_hook_logged(candidate.component.plugin_manager, "shutdown", self.lifecycle_timeout)
+
+    # ------------------------------------------------------------------ failures
+
+    def refuse(self, component_id: str, path: str, exc: ComponentError, sha256: str | None,
+               operation: str, seen_at: float, origin: str = "file") -> None:
+        """Record a refused version: the failure, one log line and the metric; the version in service stays."""
+        failure = Failure(component_id, path, exc.message, exc.details.get("line"), sha256, origin)
+        self.failures[component_id] = failure
+        self.count(operation, "error")
+        elapsed = time.perf_counter() - seen_at
+        log.error("%s refused in %.1f ms: %s", operation, elapsed * 1000, exc.message,
+                  extra={"component": component_id, "sha256": (sha256 or "")[:12], "result": "error",
+                         "duration_ms": round(elapsed * 1000, 3)})
+        self._publish(Event("refused", component_id, failure=failure))
+
+    def clear_failure(self, component_id: str, *, origin: str | None = None) -> None:
+        """Forget a refusal (only one from `origin`, when given): what it refused is no longer pending."""
+        failure = self.failures.get(component_id)
+        if failure is not None and origin in (None, failure.origin):
+            del self.failures[component_id]
 
     # ------------------------------------------------------------------ retiring
 
-    def _retire(self, old: Component, retired: list["State"]) -> None:
+    def _retire(self, old: Component, retired: list[State]) -> None:
         """Stop `old` once the executions that may still use it have finished (bounded)."""
         task = asyncio.create_task(self._stop_after_drain(old, retired), name=f"retire-{old.id}")
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
-    async def _stop_after_drain(self, old: Component, retired: list["State"]) -> None:
+    async def _stop_after_drain(self, old: Component, retired: list[State]) -> None:
         if not await self.engine.drain(retired, self.drain_timeout):
             log.warning("stopping %s v%d while executions still use it (waited %.0fs)",
                         old.id, old.version, self.drain_timeout, extra={"component": old.id})
@@ -259,21 +239,23 @@ class ComponentManager:
         for component in self.components.values():
             await run_hook_logged(component.plugin_manager, "shutdown", self.lifecycle_timeout)
 
-    # ------------------------------------------------------------------ reporting
+    # ------------------------------------------------------------------ helpers
 
-    def _refused(self, component_id: str, path: str, exc: ComponentError, sha256: str | None,
-                 operation: str, seen_at: float, origin: str = "file") -> None:
-        self.failures[component_id] = Failure(component_id, path, exc.message, exc.details.get("line"), sha256,
-                                              origin)
-        self._count(operation, "error")
-        elapsed = time.perf_counter() - seen_at
-        log.error("%s refused in %.1f ms: %s", operation, elapsed * 1000, exc.message,
-                  extra={"component": component_id, "sha256": (sha256 or "")[:12], "result": "error",
-                         "duration_ms": round(elapsed * 1000, 3)})
+    def _compose(self, exclude: str | None = None) -> Registry:
+        return compose_registry(self.built_in, *((c.steps, c.endpoints) for cid, c in self.components.items()
+                                                 if cid != exclude))
 
-    def _count(self, operation: str, status: str) -> None:
+    def _publish(self, event: Event) -> None:
+        for subscriber in self._subscribers:
+            try:
+                subscriber(event)
+            except Exception:  # a subscriber's bug must not undo a committed swap
+                log.exception("component event subscriber failed on %s", event.kind)
+
+    def count(self, operation: str, status: str) -> None:
+        """Count one component operation in `module_operations_total{module="dynamic"}`."""
         self.engine.metrics.child(self.engine.metrics.module_operations, "dynamic", operation, status).inc()
 
-    def steps_by_component(self) -> MappingProxyType:
+    def steps_by_component(self) -> MappingProxyType[str, list[str]]:
         """Step type names per component id, for listings."""
         return MappingProxyType({cid: sorted(c.steps) for cid, c in self.components.items()})

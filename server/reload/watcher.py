@@ -1,22 +1,26 @@
-"""Watch the components folder and the config file; start-up loading; all as one cleanup context."""
+"""Watch the components folder and the config file, load the folder at start-up, and reload the config."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator, Callable, Iterable
+from typing import Any
 
 import watchfiles
-from aiohttp import web
 
-from ..config.loader import load_config_text
 from ..errors import ConfigError
-from ..keys import ENGINE, RELOADER
+from ..settings import Settings
 from .loader import component_files, is_component_file
+from .manager import ComponentManager
 
 log = logging.getLogger("workflow.watcher")
+
+# Told of each changed component file, with when the change was seen (perf_counter).
+OnFile = Callable[[Path, float], Awaitable[None]]
 
 
 class ComponentFilter(watchfiles.DefaultFilter):
@@ -37,91 +41,73 @@ class ConfigFilter(watchfiles.DefaultFilter):
         return Path(path).name == self.name
 
 
-async def load_all(app: web.Application) -> None:
-    """Load every component file at start-up; a failing one is logged and skipped, never fatal."""
-    manager = app[RELOADER]
-    directory = app[ENGINE].settings.components_dir
-    started = time.perf_counter()
-    for path in await asyncio.to_thread(component_files, directory):
-        await manager.sync_path(path)
-    log.info("loaded %d component(s) from %s in %.0f ms (%d refused)", len(manager.components), directory,
-             (time.perf_counter() - started) * 1000, len(manager.failures))
+async def load_folder(directory: Path, load: OnFile) -> int:
+    """Load every component file in `directory` at start-up (a failing one is refused, never fatal); count them."""
+    paths = await asyncio.to_thread(component_files, directory)
+    for path in paths:
+        await load(path, time.perf_counter())
+    return len(paths)
 
 
-async def reload_config(app: web.Application) -> bool:
+async def reload_config(manager: ComponentManager, path: Path) -> bool:
     """Re-read the config file; swap it in if it compiles, else keep the running one and log every problem."""
-    engine = app[ENGINE]
-    path = engine.settings.config_path
-    if path is None:
-        return False
-    metrics = engine.metrics
-    # Under the components' lock: a component swap compiles the config in service, so a config swapped
-    # in meanwhile would be undone, and this config must be compiled against the registry it goes out with.
-    async with app[RELOADER].lock:
-        registry = engine.registry
+    metrics = manager.engine.metrics
+    # Under the manager's lock: the config must be compiled against the registry it goes out with.
+    async with manager.lock:
         try:
             text = await asyncio.to_thread(path.read_text, encoding="utf-8")
-            config = await asyncio.to_thread(load_config_text, text, registry, source=str(path), strict=False)
+            candidate = await manager.build_config(text, str(path))
         except (OSError, ConfigError) as exc:
             problems = exc.problems if isinstance(exc, ConfigError) else [f"{path}: {exc}"]
             for problem in problems:
                 log.error("config reload refused: %s", problem)
             metrics.child(metrics.module_operations, "config", "reload", "error").inc()
             return False
-        engine.swap(engine.state_for(registry, config))
+        manager.commit(candidate)
     metrics.child(metrics.module_operations, "config", "reload", "success").inc()
-    log.info("config reloaded from %s: %d pipeline(s)", path, len(config.pipelines))
-    # A component refused because the old config did not compile with it may fit the new one.
-    await app[RELOADER].retry_failures()
+    log.info("config reloaded from %s: %d pipeline(s)", path, len(candidate.state.config.pipelines))
     return True
 
 
-async def watcher_context(app: web.Application) -> AsyncIterator[None]:
-    """Load the components, then watch them and the config file until shutdown."""
-    engine = app[ENGINE]
-    settings = engine.settings
-    stop, loaded = asyncio.Event(), asyncio.Event()
-    tasks = []
+@asynccontextmanager
+async def watching(settings: Settings, on_file: OnFile, on_config: Callable[[], Awaitable[Any]],
+                   started: asyncio.Event) -> AsyncIterator[None]:
+    """Watch the components folder and the config file until exit; changes wait until `started` is set.
+
+    Watching begins before the start-up load reads the folder, so a save during start-up is not lost.
+    """
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
     if settings.watch:
         settings.components_dir.mkdir(parents=True, exist_ok=True)
-        # Watch before loading, so a save during start-up is not lost; changes wait for the first load.
-        tasks.append(asyncio.create_task(_watch_components(app, stop, loaded), name="watch-components"))
+        tasks.append(asyncio.create_task(_watch_components(settings, on_file, stop, started),
+                                         name="watch-components"))
         if settings.config_path is not None:
-            tasks.append(asyncio.create_task(_watch_config(app, stop, loaded), name="watch-config"))
+            tasks.append(asyncio.create_task(_watch_config(settings, on_config, stop, started),
+                                             name="watch-config"))
         await asyncio.sleep(0)  # each task sets up its watch in its first step
     try:
-        await load_all(app)
-    except BaseException:
-        await _stop(tasks, stop)
-        raise
-    loaded.set()
-    yield
-    await _stop(tasks, stop)
-    await app[RELOADER].close()
+        yield
+    finally:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _stop(tasks: list[asyncio.Task[None]], stop: asyncio.Event) -> None:
-    stop.set()
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _watch_options(app: web.Application) -> dict:
-    settings = app[ENGINE].settings
+def _watch_options(settings: Settings) -> dict[str, Any]:
     debounce = max(1, int(settings.debounce * 1000))
     # `step` is the quiet time that ends a burst of events: it, not `debounce`, sets the usual latency.
     return {"debounce": debounce, "step": min(10, debounce), "poll_delay_ms": max(10, debounce),
             "rust_timeout": 1000}
 
 
-def _changes(app: web.Application, folder: Path, watch_filter: watchfiles.BaseFilter,
+def _changes(settings: Settings, folder: Path, watch_filter: watchfiles.BaseFilter,
              scan: Callable[[], dict[str, tuple[int, int, int]]], stop: asyncio.Event) -> AsyncIterator[set[str]]:
     """Batches of changed paths in `folder`: from watchfiles, or in polling mode from `scan`."""
-    settings = app[ENGINE].settings
     if settings.polling:
         return _poll(scan, max(0.01, settings.debounce), stop)
-    return _notified(folder, watch_filter, stop, _watch_options(app))
+    return _notified(folder, watch_filter, stop, _watch_options(settings))
 
 
 async def _notified(folder: Path, watch_filter: watchfiles.BaseFilter, stop: asyncio.Event,
@@ -162,23 +148,25 @@ def _stats(paths: Iterable[Path]) -> dict[str, tuple[int, int, int]]:
     return stats
 
 
-async def _watch_components(app: web.Application, stop: asyncio.Event, loaded: asyncio.Event) -> None:
-    manager = app[RELOADER]
-    directory = app[ENGINE].settings.components_dir
-    batches = _changes(app, directory, ComponentFilter(), lambda: _stats(component_files(directory)), stop)
+async def _watch_components(settings: Settings, on_file: OnFile, stop: asyncio.Event,
+                            started: asyncio.Event) -> None:
+    directory = settings.components_dir
+    batches = _changes(settings, directory, ComponentFilter(), lambda: _stats(component_files(directory)), stop)
     async for paths in batches:
         seen_at = time.perf_counter()
-        await loaded.wait()
+        await started.wait()
         for path in sorted(paths):
             try:
-                await manager.sync_path(path, seen_at=seen_at)
+                await on_file(Path(path), seen_at)
             except Exception:  # the watcher must survive anything a component does
                 log.exception("unexpected error while applying %s", path)
 
 
-async def _watch_config(app: web.Application, stop: asyncio.Event, loaded: asyncio.Event) -> None:
-    path = app[ENGINE].settings.config_path.resolve()
-    async for _ in _changes(app, path.parent, ConfigFilter(path), lambda: _stats([path]), stop):
-        await loaded.wait()
+async def _watch_config(settings: Settings, on_config: Callable[[], Awaitable[Any]], stop: asyncio.Event,
+                        started: asyncio.Event) -> None:
+    assert settings.config_path is not None
+    path = settings.config_path.resolve()
+    async for _ in _changes(settings, path.parent, ConfigFilter(path), lambda: _stats([path]), stop):
+        await started.wait()
         if path.exists():
-            await reload_config(app)
+            await on_config()

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, Sequence, TypeVa
 import aiopg
 import psycopg2
 
+from ..databases.pools import close_pool
 from . import sql
 from .base import AuditRow, ComponentRow, ComponentVersion, ExecutionRow, ReplicaComponent, Store
 from .codec import dump_json, encode_cursor, utc
@@ -232,17 +233,6 @@ class PostgresStore(Store):
         """Newest audit entries first."""
         query, params = sql.list_audit(limit, target)
         return [sql.audit_from(r, utc, _same) for r in await self._fetch(query, params)]
-
-
-async def close_pool(pool: aiopg.Pool, timeout: float) -> None:
-    """Close an aiopg pool, waiting up to `timeout` seconds for connections in use, then terminate them."""
-    pool.close()
-    try:
-        async with asyncio.timeout(timeout):
-            await pool.wait_closed()
-    except TimeoutError:
-        pool.terminate()
-        await pool.wait_closed()
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
