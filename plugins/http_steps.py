@@ -9,6 +9,9 @@ from typing import Any, Mapping
 import aiohttp
 
 from server import StepContext, StepError, hookimpl
+from server.hooks.hookspecs import Register
+
+from .services import services
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
 DEFAULT_TIMEOUT = 10.0
@@ -48,7 +51,7 @@ async def http_call(ctx: StepContext) -> dict[str, Any]:
         else:
             options["data"] = str(body)
     try:
-        async with ctx.services.http.request(method, config["url"], **options) as response:
+        async with services(ctx).http.request(method, config["url"], **options) as response:
             text = await response.text()
             result = {"status_code": response.status, "headers": dict(response.headers),
                       "body": _parse(text, response.content_type)}
@@ -72,6 +75,6 @@ def _parse(text: str, content_type: str) -> Any:
 
 
 @hookimpl
-def register_steps(register) -> None:
+def register_steps(register: Register) -> None:
     """The HTTP client step."""
     register("step.http_call", http_call, prepare=prepare_http_call)
