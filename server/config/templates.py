@@ -183,7 +183,8 @@ class _Parser:
             m = _TOKEN_RE.match(src, pos)
             if m is None:
                 self.fail(f'unexpected character "{src[pos]}"')  # _split already vetted string quotes
-            kind, end, value = m.lastgroup or "", m.end(), m.group()
+            kind, end = m.lastgroup or "", m.end()
+            value: Any = m.group()
             if kind == "str":
                 value = _ESCAPE_RE.sub(self._unescape, value[1:-1])
             elif kind == "num":
@@ -313,7 +314,9 @@ def _compile_string(text: str) -> Renderable:
     parts = tuple(p if isinstance(p, str) else _Parser(*p).parse() for p in _split(text))
     if len(parts) == 1 and not isinstance(parts[0], str):
         return _Compiled(parts[0])  # the whole string is one action: keep the value's type
-    return _Compiled(lambda scope: "".join([p if type(p) is str else _to_text(p(scope)) for p in parts]))
+    # `type(p) is str` is the faster test on this hot path, but mypy narrows only on isinstance.
+    return _Compiled(lambda scope: "".join([p if type(p) is str else _to_text(p(scope))  # type: ignore[operator]
+                                            for p in parts]))
 
 
 def _compile_mapping(value: Mapping[Any, Any], path: str) -> Renderable:

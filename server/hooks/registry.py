@@ -50,7 +50,7 @@ class Registry:
 
     steps: Mapping[str, StepType] = field(default_factory=lambda: MappingProxyType({}))
     endpoints: tuple[Endpoint, ...] = ()
-    webhooks: Router = field(default_factory=Router)
+    webhooks: Router[Callable[..., Any]] = field(default_factory=Router)
 
     def providers(self) -> dict[str, list[str]]:
         """Step type names grouped by provider, for listings and health."""
@@ -164,8 +164,8 @@ def build_registry(pm: pluggy.PluginManager) -> Registry:
     return builder.build()
 
 
-def _webhook_router(endpoints: Iterable[Endpoint]) -> Router:
-    router: Router = Router()
+def _webhook_router(endpoints: Iterable[Endpoint]) -> Router[Callable[..., Any]]:
+    router: Router[Callable[..., Any]] = Router()
     for endpoint in endpoints:
         router.add(endpoint.method, endpoint.path, endpoint.handler)
     return router
