@@ -50,7 +50,8 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
     request.match_info.update(params)
     state.lease.acquire()  # a component's endpoint keeps its version in service until it answers
     try:
-        return await handler(request)
+        response: web.StreamResponse = await handler(request)  # the registry keeps handlers untyped
+        return response
     finally:
         state.lease.release()
 
