@@ -98,6 +98,10 @@ class _Family(abc.ABC, Generic[C]):
     def _new_cell(self) -> C:
         """A cell for one new set of label values."""
 
+    @abc.abstractmethod
+    def collect(self) -> list[Metric]:
+        """The family with one sample set per cell, for the registry."""
+
     def labels(self, *values: str) -> C:
         """The cell for these label values (created on first use, as prometheus_client's `labels`)."""
         key = tuple(str(v) for v in values)
