@@ -48,10 +48,10 @@ class StepContext:
         self.pipeline, self.execution_id, self.trigger, self.steps = pipeline, execution_id, trigger, steps
         self.meta, self.services, self.prepared, self.depth = meta, services, prepared, depth
         self.inputs = inputs if inputs is not None else _NO_INPUTS
-        self._logger: logging.LoggerAdapter | None = None
+        self._logger: logging.LoggerAdapter[logging.Logger] | None = None
 
     @property
-    def logger(self) -> logging.LoggerAdapter:
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
         """A logger whose lines name the pipeline and the step."""
         if self._logger is None:
             self._logger = logging.LoggerAdapter(logging.getLogger("workflow.step"),
