@@ -8,10 +8,10 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, NotFound, ServiceUnavailable
 from ..http.middleware import json_response
 from ..keys import ENGINE
-from ..store.base import ExecutionRow, InvalidCursor
+from ..store.base import ExecutionRow, InvalidCursor, Store
 
 STATUSES = ("success", "error", "timeout")
 _SPACED_OFFSET = re.compile(r"(\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}(?::?\d{2})?)$")
@@ -24,7 +24,7 @@ async def list_executions(request: web.Request) -> web.Response:
     if status is not None and status not in STATUSES:
         raise BadRequest(f"status must be one of {', '.join(STATUSES)}", field="status")
     try:
-        rows, cursor = await request.app[ENGINE].store.list_executions(
+        rows, cursor = await _store(request).list_executions(
             pipeline=query.get("pipeline") or None, status=status, since=_time(query, "since"),
             until=_time(query, "until"), limit=_limit(query), before=query.get("before") or None)
     except InvalidCursor:
@@ -37,10 +37,17 @@ async def list_executions(request: web.Request) -> web.Response:
 
 async def get_execution(request: web.Request) -> web.Response:
     """`GET /api/executions/{id}`: one recorded execution with per-step timings."""
-    row = await request.app[ENGINE].store.get_execution(request.match_info["id"])
+    row = await _store(request).get_execution(request.match_info["id"])
     if row is None:
         raise NotFound(f"no recorded execution {request.match_info['id']!r}")
     return json_response(_execution(row, steps=True))
+
+
+def _store(request: web.Request) -> Store:
+    store = request.app[ENGINE].store
+    if store is None:  # the listeners start after the store opens, so only a broken start-up gets here
+        raise ServiceUnavailable("the execution store is not open")
+    return store
 
 
 async def list_pipelines(request: web.Request) -> web.Response:
