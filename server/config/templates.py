@@ -7,7 +7,7 @@ import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Any, NamedTuple, NoReturn, Protocol, runtime_checkable
 
@@ -80,7 +80,7 @@ def _default(fallback: Any, value: Any) -> Any:
 
 _FUNCTIONS: dict[str, tuple[Callable[..., Any], int]] = {
     "uuidv4": (lambda: str(uuid.uuid4()), 0),
-    "now": (lambda: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), 0),
+    "now": (lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), 0),
     "lower": (lambda value: _to_text(value).lower(), 1),
     "upper": (lambda value: _to_text(value).upper(), 1),
     "default": (_default, 2),
@@ -194,7 +194,7 @@ class _Parser:
             # Tokens must be delimited, so `lower.__globals__` or `.a..b` is an error, not a lookup.
             delimited = end == len(src) or src[end].isspace() or src[end] in "|)"
             if kind not in ("ws", "punct") and not delimited:
-                bad_end = _BAD_TOKEN_RE.match(src, end).end()  # type: ignore[union-attr]
+                bad_end = _BAD_TOKEN_RE.match(src, end).end()  # type: ignore[union-attr]  # `*`: always matches
                 self.fail(f'bad token "{src[pos:bad_end]}"')
             if kind != "ws":
                 tokens.append(_Token(kind, value, src[pos:end]))
