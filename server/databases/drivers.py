@@ -54,7 +54,7 @@ class Connection(abc.ABC):
     async def execute(self, sql: str, args: Sequence[Any]) -> int:
         """Run a statement; return the number of rows it changed (0 when that does not apply)."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - a default that does nothing, not an abstract method
         """Release the connection or pool."""
 
     def _error(self, exc: BaseException) -> DatabaseError:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import pluggy
 
@@ -172,8 +173,9 @@ def _webhook_router(endpoints: Iterable[Endpoint]) -> Router[Callable[..., Any]]
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
-    # An object with an `async def __call__` is an async step too.
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(type(fn), "__call__", None))
+    # An object with an `async def __call__` is an async step too: that method is inspected, not callable(fn).
+    method = getattr(type(fn), "__call__", None)  # noqa: B004
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(method)
 
 
 def _check_arity(where: str, fn: Callable[..., Any], count: int) -> None:
