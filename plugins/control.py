@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from server import StepContext, StepError, StepResult, hookimpl
-
 from server.hooks.hookspecs import Register
 
 from .paths import lookup
@@ -33,7 +33,7 @@ def prepare_conditional(config: Mapping[str, Any]) -> bool:
 def conditional_targets(config: Mapping[str, Any]) -> list[str]:
     """Every step the conditional may jump to: its routes and its default."""
     targets = list(dict.fromkeys(config.get("routes", {}).values()))
-    return targets + [config["default"]] if config.get("default") and config["default"] not in targets else targets
+    return [*targets, config["default"]] if config.get("default") and config["default"] not in targets else targets
 
 
 async def conditional(ctx: StepContext) -> StepResult:

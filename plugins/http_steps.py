@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import aiohttp
 
@@ -55,7 +55,7 @@ async def http_call(ctx: StepContext) -> dict[str, Any]:
             text = await response.text()
             result = {"status_code": response.status, "headers": dict(response.headers),
                       "body": _parse(text, response.content_type)}
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise StepError(f"{method} {config['url']} timed out", status=504) from None
     except aiohttp.ClientError as exc:
         raise StepError(f"{method} {config['url']} failed: {exc}", status=502) from None

@@ -7,9 +7,10 @@ import contextvars
 import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor as ThreadPool
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .. import logs
 from ..config.model import END, Pipeline, Step
@@ -64,7 +65,7 @@ class Outcome:
 class Executor:
     """Runs pipelines; holds only what every execution shares."""
 
-    def __init__(self, *, state: Callable[[], "State"], services: Callable[[], Services | None],
+    def __init__(self, *, state: Callable[[], State], services: Callable[[], Services | None],
                  metrics: Metrics, step_timeout: float, thread_pool: ThreadPool | None = None,
                  max_depth: int = 8, finished: Callable[[Outcome], None] | None = None) -> None:
         self._state = state
@@ -77,7 +78,7 @@ class Executor:
         self.deadlines = Deadlines()
 
     async def run(self, pipeline: Pipeline, payload: Mapping[str, Any], *, execution_id: str | None = None,
-                  workflow_type: str | None = None, depth: int = 0, state: "State | None" = None) -> Outcome:
+                  workflow_type: str | None = None, depth: int = 0, state: State | None = None) -> Outcome:
         """Execute `pipeline` on `payload`; never raises for step failures (see Outcome.error).
 
         `state` is the snapshot the pipeline was found in, and a caller passing it holds a lease on

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 from aiohttp import web
 
@@ -37,7 +37,7 @@ async def _tick(app: web.Application) -> None:
             if now >= at:
                 due[pipeline.name] = now + pipeline.trigger.interval
                 try:
-                    engine.submit(pipeline, {"scheduled_at": datetime.now(timezone.utc).isoformat()})
+                    engine.submit(pipeline, {"scheduled_at": datetime.now(UTC).isoformat()})
                 except ServiceUnavailable as exc:
                     log.warning("schedule %s skipped: %s", pipeline.name, exc.message)
         await asyncio.sleep(_next_wakeup(due, now))

@@ -74,7 +74,7 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
     try:
         try:
             response = await handler(request)
-        except Exception as exc:  # noqa: BLE001 - this is the one place errors become answers
+        except Exception as exc:  # this is the one place errors become answers
             response = _error_answer(request, exc)
         response.headers[REQUEST_ID_HEADER] = rid
         elapsed = time.perf_counter() - start
