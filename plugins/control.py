@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from server import StepContext, StepError, StepResult, hookimpl
+from server.hooks.hookspecs import Register
 
 from .paths import lookup
+from .services import services
 
 # --------------------------------------------------------------------------- step.conditional
 
@@ -30,7 +33,7 @@ def prepare_conditional(config: Mapping[str, Any]) -> bool:
 def conditional_targets(config: Mapping[str, Any]) -> list[str]:
     """Every step the conditional may jump to: its routes and its default."""
     targets = list(dict.fromkeys(config.get("routes", {}).values()))
-    return targets + [config["default"]] if config.get("default") and config["default"] not in targets else targets
+    return [*targets, config["default"]] if config.get("default") and config["default"] not in targets else targets
 
 
 async def conditional(ctx: StepContext) -> StepResult:
@@ -67,7 +70,7 @@ async def publish(ctx: StepContext) -> dict[str, Any]:
     payload = ctx.config.get("payload", ctx.data)
     if not isinstance(payload, Mapping):
         raise StepError(f"payload rendered to {type(payload).__name__}, not a mapping")
-    started = await ctx.services.publish(ctx.config["topic"], dict(payload))
+    started = await services(ctx).publish(ctx.config["topic"], dict(payload))
     return {"published": {"topic": ctx.config["topic"], "subscribers": started}}
 
 
@@ -85,7 +88,7 @@ async def delegate(ctx: StepContext) -> dict[str, Any]:
     payload = ctx.config.get("input", ctx.data)
     if not isinstance(payload, Mapping):
         raise StepError(f"input rendered to {type(payload).__name__}, not a mapping")
-    outcome = await ctx.services.run_pipeline(ctx.config["pipeline"], dict(payload), depth=ctx.depth + 1)
+    outcome = await services(ctx).run_pipeline(ctx.config["pipeline"], dict(payload), depth=ctx.depth + 1)
     result = outcome.result
     key = ctx.config.get("output")
     if key:
@@ -94,7 +97,7 @@ async def delegate(ctx: StepContext) -> dict[str, Any]:
 
 
 @hookimpl
-def register_steps(register) -> None:
+def register_steps(register: Register) -> None:
     """The flow steps."""
     register("step.conditional", conditional, prepare=prepare_conditional, routes=conditional_targets)
     register("step.publish", publish, prepare=prepare_publish)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jsonschema
 
 from server import Response, StepContext, StepResult, ValidationError, hookimpl
+from server.hooks.hookspecs import Register
 
 from .paths import lookup
 from .transform import prepare_transform, transform
@@ -100,7 +102,7 @@ def prepare_json_response(config: Mapping[str, Any]) -> None:
 
 
 @hookimpl
-def register_steps(register) -> None:
+def register_steps(register: Register) -> None:
     """The core data steps."""
     register("step.validate", validate, prepare=prepare_validate)
     register("step.set", set_values, prepare=prepare_set)

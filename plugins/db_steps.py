@@ -12,6 +12,7 @@ from typing import Any
 
 from server import StepContext, StepError, hookimpl
 from server.databases import ConnectionSpec, DatabaseError, lookup_connection
+from server.hooks.hookspecs import Register
 
 from .sqltext import Statement, compile_statement
 
@@ -112,7 +113,7 @@ def _failed(ctx: StepContext, exc: DatabaseError) -> StepError:
 
 
 @hookimpl
-def register_steps(register) -> None:
+def register_steps(register: Register) -> None:
     """The storage steps."""
     register("step.db_query", db_query, prepare=prepare_query,
              outputs={"rows": {"type": "array", "required": False}, "count": {"type": "integer", "required": False},

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import aiohttp
 
 from server import StepContext, StepError, hookimpl
+from server.hooks.hookspecs import Register
+
+from .services import services
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
 DEFAULT_TIMEOUT = 10.0
@@ -48,11 +51,11 @@ async def http_call(ctx: StepContext) -> dict[str, Any]:
         else:
             options["data"] = str(body)
     try:
-        async with ctx.services.http.request(method, config["url"], **options) as response:
+        async with services(ctx).http.request(method, config["url"], **options) as response:
             text = await response.text()
             result = {"status_code": response.status, "headers": dict(response.headers),
                       "body": _parse(text, response.content_type)}
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise StepError(f"{method} {config['url']} timed out", status=504) from None
     except aiohttp.ClientError as exc:
         raise StepError(f"{method} {config['url']} failed: {exc}", status=502) from None
@@ -72,6 +75,6 @@ def _parse(text: str, content_type: str) -> Any:
 
 
 @hookimpl
-def register_steps(register) -> None:
+def register_steps(register: Register) -> None:
     """The HTTP client step."""
     register("step.http_call", http_call, prepare=prepare_http_call)

@@ -5,7 +5,6 @@ from .errors import RegistrationError, StepError, ValidationError, WorkflowError
 from .hooks.hookspecs import hookimpl
 
 __all__ = [
-    "hookimpl",
     "RegistrationError",
     "Response",
     "Services",
@@ -14,4 +13,5 @@ __all__ = [
     "StepResult",
     "ValidationError",
     "WorkflowError",
+    "hookimpl",
 ]

@@ -34,7 +34,7 @@ from .metrics.catalog import Metrics
 from .reload.manager import ComponentManager
 from .reload.watcher import load_folder, reload_config, watching
 from .settings import Settings
-from .store import Recorder, open_store, running_store
+from .store import Recorder, Store, open_store, running_store
 
 log = logging.getLogger("workflow.server")
 
@@ -77,24 +77,38 @@ def create_apps(settings: Settings, *, engine: Engine | None = None, background_
     store = open_store(settings)
     components = ComponentManager(engine, engine.built_in, lifecycle_timeout=settings.lifecycle_timeout,
                                   drain_timeout=settings.drain_timeout)
-    shared = {SETTINGS: settings, ENGINE: engine, METRICS: engine.metrics, STORE: store,
-              RECORDER: Recorder(store), DATABASES: Databases(settings), RELOADER: components,
-              REPLICATOR: Replicator(components, engine, store), STARTUP_FAILED: asyncio.Event()}
-    main = _base_app(settings, shared)
+    shared = _Shared(settings, engine, store, Recorder(store), Databases(settings), components,
+                     Replicator(components, engine, store), asyncio.Event())
+    main = _base_app(shared)
     main.cleanup_ctx.append(_running(background_start))
     main.router.add_get("/openapi.json", openapi)
     main.router.add_get("/executions/{id}", handle_execution)
     main.router.add_route("*", "/webhooks/{tail:.*}", handle_webhook)
     main.router.add_route("*", "/{tail:.*}", handle_trigger)
-    admin = _base_app(settings, shared)
+    admin = _base_app(shared)
     setup_admin(admin, Authenticator(settings))
     return Apps(main, admin, engine)
 
 
-def _base_app(settings: Settings, shared: dict[web.AppKey, object]) -> web.Application:  # type: ignore[type-arg]
-    app = web.Application(middlewares=[middleware], client_max_size=settings.max_body_bytes)
-    for key, value in shared.items():
-        app[key] = value
+@dataclass(frozen=True)
+class _Shared:
+    """What both apps hold under their keys (see keys.py)."""
+
+    settings: Settings
+    engine: Engine
+    store: Store
+    recorder: Recorder
+    databases: Databases
+    components: ComponentManager
+    replicator: Replicator
+    startup_failed: asyncio.Event
+
+
+def _base_app(shared: _Shared) -> web.Application:
+    app = web.Application(middlewares=[middleware], client_max_size=shared.settings.max_body_bytes)
+    app[SETTINGS], app[ENGINE], app[METRICS] = shared.settings, shared.engine, shared.engine.metrics
+    app[STORE], app[RECORDER], app[DATABASES] = shared.store, shared.recorder, shared.databases
+    app[RELOADER], app[REPLICATOR], app[STARTUP_FAILED] = shared.components, shared.replicator, shared.startup_failed
     add_health_routes(app)
     app.router.add_get("/metrics", app[METRICS].handler())
     return app

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 
@@ -9,7 +11,7 @@ class WorkflowError(Exception):
     """Base of every error the server answers with a JSON body and an HTTP status."""
 
     status: int = 500
-    headers: dict[str, str] = {}  # extra response headers (Allow, WWW-Authenticate, ...)
+    headers: Mapping[str, str] = MappingProxyType({})  # extra response headers (Allow, WWW-Authenticate, ...)
 
     def __init__(self, message: str, *, status: int | None = None, **details: Any) -> None:
         super().__init__(message)

@@ -17,14 +17,14 @@ if TYPE_CHECKING:
     from .store.base import Store
     from .store.recorder import Recorder
 
-ENGINE: web.AppKey["Engine"] = web.AppKey("engine")
-METRICS: web.AppKey["Metrics"] = web.AppKey("metrics")
-SETTINGS: web.AppKey["Settings"] = web.AppKey("settings")
-RELOADER: web.AppKey["ComponentManager"] = web.AppKey("reloader")
-STORE: web.AppKey["Store"] = web.AppKey("store")
-RECORDER: web.AppKey["Recorder"] = web.AppKey("recorder")
-REPLICATOR: web.AppKey["Replicator"] = web.AppKey("replicator")
-DATABASES: web.AppKey["Databases"] = web.AppKey("databases")
+ENGINE: web.AppKey[Engine] = web.AppKey("engine")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
+RELOADER: web.AppKey[ComponentManager] = web.AppKey("reloader")
+STORE: web.AppKey[Store] = web.AppKey("store")
+RECORDER: web.AppKey[Recorder] = web.AppKey("recorder")
+REPLICATOR: web.AppKey[Replicator] = web.AppKey("replicator")
+DATABASES: web.AppKey[Databases] = web.AppKey("databases")
 # Set when a start-up running in the background fails: the command line then exits non-zero.
 STARTUP_FAILED: web.AppKey[asyncio.Event] = web.AppKey("startup_failed", asyncio.Event)
 

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import time
+from typing import Any
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 execution_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("execution_id", default=None)
@@ -21,7 +22,7 @@ def install_context_ids() -> None:
     if getattr(previous, "stamps_context_ids", False):
         return
 
-    def factory(*args, **kwargs) -> logging.LogRecord:
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
         record.request_id = request_id.get()
         record.execution_id = execution_id.get()

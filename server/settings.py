@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from .config.durations import parse_duration
 
@@ -83,7 +83,7 @@ class Settings:
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_jwks_url: str | None = None
-    db: "Database | None" = None
+    db: Database | None = None
     redis_addr: str | None = None
     replica_id: str = "local"
     reconcile_interval: float = 30.0

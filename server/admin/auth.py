@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import jwt
 from aiohttp import web
@@ -19,10 +20,6 @@ MIN_SECRET_BYTES = 32
 ADMIN_ROLE = "admin"
 ASYMMETRIC = ["RS256", "ES256"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-IDENTITY: web.RequestKey["Identity"] = web.RequestKey("identity", object)  # type: ignore[arg-type]
-
-
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +28,9 @@ class Identity:
 
     subject: str
     roles: frozenset[str]
+
+
+IDENTITY = web.RequestKey("identity", Identity)
 
 
 class Authenticator:

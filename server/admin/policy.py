@@ -17,13 +17,14 @@ def check_imports(source: str, path: str, allowed: frozenset[str]) -> None:
     except SyntaxError as exc:
         raise ComponentError(f"syntax error: {exc.msg}", file=path, line=exc.lineno) from None
     for node in ast.walk(tree):
-        names: list[str] = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             names = [node.module or ""] if node.level == 0 else []
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "__import__":
             raise ComponentError("__import__() is not allowed by the import policy", file=path, line=node.lineno)
+        else:
+            continue
         for name in names:
             top = name.split(".", 1)[0]
             if top not in allowed:

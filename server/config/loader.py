@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..databases import declared_connections, parse_connections
 from ..errors import ConfigError
@@ -38,7 +39,7 @@ class AppConfig:
     name: str
     source: str
     pipelines: Mapping[str, Pipeline]
-    router: Router
+    router: Router[Pipeline]
     events: Mapping[str, tuple[Pipeline, ...]] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     # The parsed document, kept so a new registry (a component reload) can recompile it.
@@ -49,7 +50,9 @@ class _Problems:
     """Collects problems as `file:line: message` so a load reports all of them at once."""
 
     def __init__(self, source: str) -> None:
-        self.source, self.items, self.warnings = source, [], []
+        self.source = source
+        self.items: list[str] = []
+        self.warnings: list[str] = []
 
     def add(self, line: int, message: str) -> None:
         self.items.append(f"{self.source}:{line}: {message}")
@@ -107,7 +110,7 @@ def compile_config(doc: LineDict, registry: Registry, *, source: str, strict: bo
             if pipeline is not None:
                 pipelines[pipeline.name] = pipeline
     _check_delegations(pipelines, problems)
-    router = Router()
+    router: Router[Pipeline] = Router()
     events: dict[str, list[Pipeline]] = {}
     for pipeline in pipelines.values():
         trigger = pipeline.trigger
@@ -268,7 +271,8 @@ def _step(where: str, key: str, index: int, raw: Any, line: int, registry: Regis
         problems.add(raw.line_of("config"), f"{label}: config.{exc}")
         ok = False
     step_type = registry.steps.get(kind)
-    prepared, targets = None, ()
+    prepared: Any = None
+    targets: tuple[str, ...] = ()
     if step_type is None:
         message = f"{label}: unknown step type {kind!r}"
         if strict:
@@ -288,7 +292,7 @@ def _step(where: str, key: str, index: int, raw: Any, line: int, registry: Regis
     if nxt is not None and not isinstance(nxt, str):
         problems.add(raw.line_of("next"), f"{label}: 'next' must name a step")
         ok = False
-    if not ok:
+    if not ok or rendered is None:  # rendered is None only after a template error, which cleared ok
         return None
     return Step(name, kind, dict(config), rendered, nxt, timeout, line, prepared, targets)
 

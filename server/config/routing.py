@@ -37,7 +37,7 @@ class Router(Generic[T]):
         if "{" not in template:
             self._static.setdefault(template, {})[method] = (template, target)
             return
-        for pattern, existing, methods in self._dynamic:
+        for _pattern, existing, methods in self._dynamic:
             if _PARAM.sub("{}", existing) == shape:
                 methods[method] = (template, target)
                 return
@@ -61,7 +61,7 @@ class Router(Generic[T]):
             hit = methods.get(method)
             if hit is not None:
                 # Methods sharing a shape may name their parameters differently (/a/{id}, /a/{x}).
-                return hit[1], hit[0], dict(zip(_names(hit[0]), found.groups()))
+                return hit[1], hit[0], dict(zip(_names(hit[0]), found.groups(), strict=True))
             allowed.extend(methods)
             route = route or template
         if allowed:

@@ -4,32 +4,35 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import yaml
 
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-class LineDict(dict):
+class LineDict(dict[Any, Any]):
     """A mapping from YAML that knows the line of itself and of each key (1-based)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Built by hand (not from YAML) it knows no lines; line_of must still answer.
-        self.line, self.key_lines = 0, {}
+        self.line = 0
+        self.key_lines: dict[str, int] = {}
 
     def line_of(self, key: str) -> int:
         """The line of `key`, or of the mapping itself when the key is absent."""
         return self.key_lines.get(key, self.line)
 
 
-class LineList(list):
+class LineList(list[Any]):
     """A sequence from YAML that knows the line of each item (1-based)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.line, self.item_lines = 0, []
+        self.line = 0
+        self.item_lines: list[int] = []
 
     def line_of(self, index: int) -> int:
         """The line of item `index`."""

@@ -8,10 +8,10 @@ import base64
 import datetime as dt
 import sqlite3
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiosqlite
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import aiopg
 
 Row = dict[str, Any]
+T = TypeVar("T")
 _BUSY_TIMEOUT_MS = 5000  # the store's writer holds the SQLite file's write lock for one batch at a time
 _CLOSE_TIMEOUT = 5.0
 
@@ -54,7 +55,7 @@ class Connection(abc.ABC):
     async def execute(self, sql: str, args: Sequence[Any]) -> int:
         """Run a statement; return the number of rows it changed (0 when that does not apply)."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - a default that does nothing, not an abstract method
         """Release the connection or pool."""
 
     def _error(self, exc: BaseException) -> DatabaseError:
@@ -117,7 +118,8 @@ class SqliteConnection(Connection):
             if db is not None:
                 await db.close()
 
-    async def _run(self, action: Any, sql: str, args: Sequence[Any], one: bool) -> Any:
+    async def _run(self, action: Callable[[aiosqlite.Connection, str, Sequence[Any], bool], Awaitable[T]],
+                   sql: str, args: Sequence[Any], one: bool) -> T:
         async with self._lock:
             if self._db is None:
                 raise DatabaseError(self.spec.name, "the connection is closed")
@@ -171,7 +173,7 @@ class PostgresConnection(Connection):
 
     async def fetch(self, sql: str, args: Sequence[Any], *, one: bool = False) -> list[Row]:
         """The rows of a query."""
-        async def action(cur: Any) -> list[Row]:
+        async def action(cur: aiopg.Cursor) -> list[Row]:
             await cur.execute(sql, tuple(args))
             if cur.description is None:  # a statement without a result set
                 return []
@@ -184,7 +186,7 @@ class PostgresConnection(Connection):
 
     async def execute(self, sql: str, args: Sequence[Any]) -> int:
         """Run a statement; its changed-row count."""
-        async def action(cur: Any) -> int:
+        async def action(cur: aiopg.Cursor) -> int:
             await cur.execute(sql, tuple(args))
             return max(cur.rowcount, 0)
 
@@ -196,7 +198,7 @@ class PostgresConnection(Connection):
         if pool is not None:
             await close_pool(pool, _CLOSE_TIMEOUT)
 
-    async def _run(self, action: Any) -> Any:
+    async def _run(self, action: Callable[[aiopg.Cursor], Awaitable[T]]) -> T:
         import psycopg2
 
         pool = self._pool

@@ -52,7 +52,7 @@ class Databases:
             if isinstance(outcome, Connection):
                 try:
                     await outcome.close()
-                except Exception as exc:  # noqa: BLE001 -- any driver error: closing must go on for the others
+                except Exception as exc:  # any driver error: closing must go on for the others
                     log.warning("closing database connection %r failed: %s", outcome.spec.name, exc)
 
     async def __aenter__(self) -> Self:

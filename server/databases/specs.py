@@ -78,7 +78,7 @@ def _spec(name: str, entry: Any, line: int, report: Report) -> ConnectionSpec | 
     if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size <= 0:
         report(_line_of(entry, "pool_size", line), f"{label}: pool_size must be a positive whole number")
         ok = False
-    if not ok:
+    if not ok or not isinstance(value, str):  # a value that is not text cleared ok above
         return None
     if driver == "postgres":
         return ConnectionSpec(name, driver, dsn=value, pool_size=pool_size)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import aiohttp
@@ -19,7 +20,7 @@ _NO_INPUTS: Mapping[str, Any] = MappingProxyType({})  # shared by the steps that
 class Services:
     """Shared services a step may use; owned and closed by the server."""
 
-    http: "aiohttp.ClientSession"
+    http: aiohttp.ClientSession
     publish: Callable[[str, Mapping[str, Any]], Awaitable[int]]
     run_pipeline: Callable[..., Awaitable[Any]]
     # `await databases.get(spec)`: the server's own database (spec None) or one the config names.
@@ -48,10 +49,10 @@ class StepContext:
         self.pipeline, self.execution_id, self.trigger, self.steps = pipeline, execution_id, trigger, steps
         self.meta, self.services, self.prepared, self.depth = meta, services, prepared, depth
         self.inputs = inputs if inputs is not None else _NO_INPUTS
-        self._logger: logging.LoggerAdapter | None = None
+        self._logger: logging.LoggerAdapter[logging.Logger] | None = None
 
     @property
-    def logger(self) -> logging.LoggerAdapter:
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
         """A logger whose lines name the pipeline and the step."""
         if self._logger is None:
             self._logger = logging.LoggerAdapter(logging.getLogger("workflow.step"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Protocol
+from typing import Protocol, final
 
 
 class Expiring(Protocol):
@@ -13,6 +13,7 @@ class Expiring(Protocol):
     def expire(self) -> None: ...
 
 
+@final  # so that `type(token) is _Slice` tells the two kinds of token apart for mypy too
 class _Slice:
     """The entries whose deadlines fall in one slice of time, and the timer that expires them."""
 
@@ -43,7 +44,7 @@ class Deadlines:
         self._slices: dict[int, _Slice] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def add(self, loop: asyncio.AbstractEventLoop, deadline: float, entry: Expiring) -> object:
+    def add(self, loop: asyncio.AbstractEventLoop, deadline: float, entry: Expiring) -> _Slice | asyncio.TimerHandle:
         """Register `entry` to expire at loop time `deadline`; pass the token returned to `discard`."""
         if deadline - loop.time() < self.exact_below:
             return loop.call_at(deadline, entry.expire)
@@ -60,12 +61,12 @@ class Deadlines:
         return shared
 
     @staticmethod
-    def discard(entry: Expiring, token: object) -> None:
+    def discard(entry: Expiring, token: _Slice | asyncio.TimerHandle) -> None:
         """Unregister `entry` (it finished in time); harmless once it has expired."""
         if type(token) is _Slice:
             token.members.pop(entry, None)
         else:
-            token.cancel()  # type: ignore[attr-defined]
+            token.cancel()
 
     def _sweep(self) -> None:
         """Cancel the timers of the slices with no entries left."""

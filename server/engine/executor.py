@@ -8,9 +8,10 @@ import contextvars
 import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor as ThreadPool
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .. import logs
 from ..config.model import END, Pipeline, Step
@@ -66,7 +67,7 @@ class Outcome:
 class Executor:
     """Runs pipelines; holds only what every execution shares."""
 
-    def __init__(self, *, state: Callable[[], "State"], services: Callable[[], Services | None],
+    def __init__(self, *, state: Callable[[], State], services: Callable[[], Services | None],
                  metrics: Metrics, step_timeout: float, thread_pool: ThreadPool | None = None,
                  max_depth: int = 8, finished: Callable[[Outcome], None] | None = None) -> None:
         self._state = state
@@ -79,7 +80,7 @@ class Executor:
         self.deadlines = Deadlines()
 
     async def run(self, pipeline: Pipeline, payload: Mapping[str, Any], *, execution_id: str | None = None,
-                  workflow_type: str | None = None, depth: int = 0, state: "State | None" = None) -> Outcome:
+                  workflow_type: str | None = None, depth: int = 0, state: State | None = None) -> Outcome:
         """Execute `pipeline` on `payload`; never raises for step failures (see Outcome.error).
 
         `state` is the snapshot the pipeline was found in, and a caller passing it holds a lease on
@@ -87,7 +88,7 @@ class Executor:
         the end, so a reload never changes a running execution.
         """
         own_lease = state is None
-        if own_lease:
+        if state is None:
             state = self._state()
         outcome = Outcome(execution_id or new_id(), pipeline.name,
                           workflow_type or pipeline.trigger.workflow_type, "success", dict(payload), None, None,
@@ -129,7 +130,10 @@ class _Run:
         self.scope = Scope(outcome.data, self.outputs, payload, self.meta)
         self.services = executor._services()
         # One lookup of the running task gives the loop too (each lookup checks the pid: a system call).
-        self.task = asyncio.current_task()
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("a pipeline runs in an asyncio task")
+        self.task = task
         self.loop = self.task.get_loop()
         self.deadline = self.loop.time() + pipeline.timeout
         self.expired = False
@@ -232,6 +236,7 @@ class _Run:
                 raw = await step_type.fn(ctx)
             else:
                 raw = await self.call(step_type, ctx)
+            output: Mapping[str, Any] | None
             if raw is None or type(raw) is dict:  # most steps: no call to take a StepResult apart
                 output, result = raw, None
             else:
@@ -273,7 +278,8 @@ class _Run:
     def call(self, step_type: StepType, ctx: StepContext) -> Awaitable[Any]:
         """The step's awaitable: its coroutine, or a plain function running in the bounded thread pool."""
         if step_type.is_async:
-            return step_type.fn(ctx)
+            coroutine: Awaitable[Any] = step_type.fn(ctx)
+            return coroutine
         # Copy the context so the step's log lines keep the request and execution ids.
         call = functools.partial(contextvars.copy_context().run, step_type.fn, ctx)
         return self.loop.run_in_executor(self.executor.thread_pool, call)

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ..errors import ServiceUnavailable
 from .runner import Engine
@@ -38,7 +38,7 @@ async def _tick(engine: Engine) -> None:
             if now >= at:
                 due[pipeline.name] = now + pipeline.trigger.interval
                 try:
-                    engine.submit(pipeline, {"scheduled_at": datetime.now(timezone.utc).isoformat()})
+                    engine.submit(pipeline, {"scheduled_at": datetime.now(UTC).isoformat()})
                 except ServiceUnavailable as exc:
                     log.warning("schedule %s skipped: %s", pipeline.name, exc.message)
         await asyncio.sleep(_next_wakeup(due, now))

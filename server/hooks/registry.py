@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import pluggy
 
@@ -50,7 +51,7 @@ class Registry:
 
     steps: Mapping[str, StepType] = field(default_factory=lambda: MappingProxyType({}))
     endpoints: tuple[Endpoint, ...] = ()
-    webhooks: Router = field(default_factory=Router)
+    webhooks: Router[Callable[..., Any]] = field(default_factory=Router)
 
     def providers(self) -> dict[str, list[str]]:
         """Step type names grouped by provider, for listings and health."""
@@ -164,16 +165,17 @@ def build_registry(pm: pluggy.PluginManager) -> Registry:
     return builder.build()
 
 
-def _webhook_router(endpoints: Iterable[Endpoint]) -> Router:
-    router: Router = Router()
+def _webhook_router(endpoints: Iterable[Endpoint]) -> Router[Callable[..., Any]]:
+    router: Router[Callable[..., Any]] = Router()
     for endpoint in endpoints:
         router.add(endpoint.method, endpoint.path, endpoint.handler)
     return router
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
-    # An object with an `async def __call__` is an async step too.
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(type(fn), "__call__", None))
+    # An object with an `async def __call__` is an async step too: that method is inspected, not callable(fn).
+    method = getattr(type(fn), "__call__", None)  # noqa: B004
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(method)
 
 
 def _check_arity(where: str, fn: Callable[..., Any], count: int) -> None:

@@ -46,7 +46,8 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
     request[ROUTE_LABEL] = template
     request.match_info.update(params)
     with state.lease:  # a component's endpoint keeps its version in service until it answers
-        return await handler(request)
+        response: web.StreamResponse = await handler(request)  # the registry keeps handlers untyped
+        return response
 
 
 async def handle_execution(request: web.Request) -> web.Response:

@@ -33,7 +33,7 @@ async def healthz(request: web.Request) -> web.Response:
     # Degraded only while the folder or the store holds something that does not serve; a refused API call
     # changed nothing, so it shows only as that component's last_error in the admin API.
     failing = {cid: f.error for cid, f in sorted(components.failures.items()) if f.origin != "api"}
-    checks = {
+    checks: dict[str, dict[str, Any]] = {
         "config": {"status": "ok", "pipelines": len(engine.config.pipelines), "source": engine.config.source},
         "plugins": {"status": "ok", "step_types": len(engine.registry.steps),
                     "providers": len(engine.registry.providers())},

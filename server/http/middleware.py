@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from .. import logs
 from ..engine.ids import new_id
@@ -64,7 +65,7 @@ def error_response(error: WorkflowError, headers: dict[str, str] | None = None) 
 
 
 @web.middleware
-async def middleware(request: web.Request, handler) -> web.StreamResponse:
+async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Give the request an id, answer errors as JSON, count and time it, and log one line."""
     rid = request.headers.get(REQUEST_ID_HEADER)
     rid = rid[:128] if rid else new_id()
@@ -73,7 +74,7 @@ async def middleware(request: web.Request, handler) -> web.StreamResponse:
     try:
         try:
             response = await handler(request)
-        except Exception as exc:  # noqa: BLE001 - this is the one place errors become answers
+        except Exception as exc:  # this is the one place errors become answers
             response = _error_answer(request, exc)
         response.headers[REQUEST_ID_HEADER] = rid
         elapsed = time.perf_counter() - start

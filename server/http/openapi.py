@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from aiohttp import web
 
@@ -21,7 +22,7 @@ _FIXED = {
 async def openapi(request: web.Request) -> web.Response:
     """The document, built from the config in service now."""
     engine = request.app[ENGINE]
-    paths: dict[str, dict] = {}
+    paths: dict[str, dict[str, Any]] = {}
     for method, template, pipeline in engine.config.router.routes():
         operation = {
             "operationId": pipeline.name, "summary": f"pipeline {pipeline.name}",
@@ -42,6 +43,6 @@ async def openapi(request: web.Request) -> web.Response:
                           "paths": paths})
 
 
-def _responses(is_async: bool) -> dict:
+def _responses(is_async: bool) -> dict[str, Any]:
     ok = {"202": {"description": "queued; see Location"}} if is_async else {"200": {"description": "ok"}}
     return {**ok, "400": _ERROR, "404": _ERROR, "413": _ERROR, "500": _ERROR, "503": _ERROR, "504": _ERROR}

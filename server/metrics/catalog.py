@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar, cast
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, Histogram
@@ -22,6 +23,14 @@ from .cells import (
 )
 
 UNMATCHED = "unmatched"
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Labelled(Protocol[T_co]):
+    """A metric with labels: prometheus_client's or one of the fast families."""
+
+    def labels(self, *values: str) -> T_co: ...
 
 
 class Metrics:
@@ -53,19 +62,19 @@ class Metrics:
                                         "From a component file change to its new version serving.",
                                         registry=r)
         # The hot path finds its cells with one dict lookup on its own label values.
-        self._children: dict[tuple, object] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], object] = {}
         self._request_cells: dict[tuple[str, str, int], tuple[CounterCell, HistogramCell]] = {}
         self._execution_cells: dict[tuple[str, str, str], tuple[CounterCell, HistogramCell]] = {}
         self._step_cells: dict[str, dict[str, CounterCell]] = {}
         self._active_cells: dict[str, GaugeCell] = {}
 
-    def child(self, metric, *labels: str):
+    def child(self, metric: Labelled[T], *labels: str) -> T:
         """The labelled child of `metric`, cached."""
         key = (id(metric), labels)
         found = self._children.get(key)
         if found is None:
             found = self._children[key] = metric.labels(*labels)
-        return found
+        return cast(T, found)  # the cache holds the children of every metric: stored by this very key
 
     def observe_request(self, method: str, path: str, status: int, seconds: float) -> None:
         """Count one answered HTTP request."""
@@ -109,7 +118,7 @@ class Metrics:
         return make_aiohttp_handler(self.registry)
 
 
-class _StepCells(dict):
+class _StepCells(dict[str, CounterCell]):
     """Status -> counter cell for one step type; a status appears in /metrics only once counted."""
 
     def __init__(self, counter: FastCounter, step_type: str) -> None:
@@ -123,7 +132,7 @@ class _StepCells(dict):
 
 def route_label(request: web.Request) -> str:
     """The `path` label: the matched route template, never the raw URL."""
-    label = request.get(ROUTE_LABEL)
+    label: str | None = request.get(ROUTE_LABEL)
     if label is not None:
         return label
     info = request.match_info

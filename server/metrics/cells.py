@@ -98,6 +98,10 @@ class _Family(abc.ABC, Generic[C]):
     def _new_cell(self) -> C:
         """A cell for one new set of label values."""
 
+    @abc.abstractmethod
+    def collect(self) -> list[Metric]:
+        """The family with one sample set per cell, for the registry."""
+
     def labels(self, *values: str) -> C:
         """The cell for these label values (created on first use, as prometheus_client's `labels`)."""
         key = tuple(str(v) for v in values)
@@ -118,7 +122,7 @@ class _Family(abc.ABC, Generic[C]):
     def _items(self) -> Iterable[tuple[dict[str, str], C]]:
         # A copy: a collection on another thread (a custom exporter) must not see the dict grow under it.
         for values, cell in self._cells.copy().items():
-            yield dict(zip(self.labelnames, values)), cell
+            yield dict(zip(self.labelnames, values, strict=True)), cell
 
 
 class FastCounter(_Family[CounterCell]):
@@ -186,7 +190,7 @@ class FastHistogram(_Family[HistogramCell]):
         for labels, cell in self._items():
             counts, total = list(cell.counts), cell.sum  # one consistent reading of the cell
             acc = 0.0
-            for le, count in zip(self._le, counts):
+            for le, count in zip(self._le, counts, strict=True):
                 acc += count
                 add(Sample(bucket, {**labels, "le": le}, acc, None, None))
             add(Sample(self.name + "_count", dict(labels), acc, None, None))

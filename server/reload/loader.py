@@ -8,10 +8,10 @@ import re
 import sys
 import traceback
 import types
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Mapping
 
 import pluggy
 
@@ -36,7 +36,7 @@ class Source:
     sha256: str
 
     @classmethod
-    def from_text(cls, component_id: str, path: str, text: str) -> "Source":
+    def from_text(cls, component_id: str, path: str, text: str) -> Source:
         """A source with its content hash."""
         return cls(component_id, path, text, hashlib.sha256(text.encode()).hexdigest())
 
@@ -54,7 +54,7 @@ class Component:
     endpoints: tuple[Endpoint, ...]
     text: str = ""  # the source, for the admin API and the store
     version: int = 1
-    loaded_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
+    loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))
 
 
 def component_id(raw: str) -> str | None:
@@ -172,7 +172,7 @@ def _hook_line(module: types.ModuleType, message: str) -> int | None:
     candidates += [v for v in vars(module).values() if hasattr(v, f"{hookspecs.PROJECT}_impl")]
     for value in candidates:
         code = getattr(value, "__code__", None)
-        if code is not None:
+        if isinstance(code, types.CodeType):
             return code.co_firstlineno
     return None
 

@@ -111,7 +111,7 @@ def _changes(settings: Settings, folder: Path, watch_filter: watchfiles.BaseFilt
 
 
 async def _notified(folder: Path, watch_filter: watchfiles.BaseFilter, stop: asyncio.Event,
-                    options: dict) -> AsyncIterator[set[str]]:
+                    options: dict[str, Any]) -> AsyncIterator[set[str]]:
     async for changes in watchfiles.awatch(folder, watch_filter=watch_filter, stop_event=stop, recursive=False,
                                            **options):
         yield {path for _, path in changes}

@@ -6,8 +6,8 @@ drains first and the recorder then writes out everything it still holds.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 from ..settings import Settings
 from .base import (

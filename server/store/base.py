@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..engine.executor import Outcome
@@ -175,12 +176,12 @@ class Store(abc.ABC):
         """The newest audit entries first, optionally for one target."""
 
 
-def execution_row(outcome: "Outcome") -> ExecutionRow:
+def execution_row(outcome: Outcome) -> ExecutionRow:
     """The row to record for a finished pipeline execution (the result only when it succeeded)."""
     try:
         started = datetime.fromisoformat(outcome.started_at)
     except ValueError:  # never run far enough to be stamped
-        started = datetime.now(timezone.utc)
+        started = datetime.now(UTC)
     failed = outcome.error is not None
     return ExecutionRow(
         id=outcome.execution_id, pipeline=outcome.pipeline, workflow_type=outcome.workflow_type,

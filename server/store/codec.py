@@ -6,8 +6,9 @@ import base64
 import binascii
 import json
 import math
-from datetime import datetime, timezone
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from .base import InvalidCursor
 
@@ -19,8 +20,8 @@ _MAX_DEPTH = 64
 def utc(moment: datetime) -> datetime:
     """`moment` in UTC; a naive datetime is taken to be UTC already."""
     if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 def ts_text(moment: datetime) -> str:
@@ -30,7 +31,7 @@ def ts_text(moment: datetime) -> str:
 
 def ts_parse(text: str) -> datetime:
     """The aware UTC datetime of `ts_text` output."""
-    return datetime.fromisoformat(text).astimezone(timezone.utc)
+    return datetime.fromisoformat(text).astimezone(UTC)
 
 
 def clean_text(text: str) -> str:

@@ -8,8 +8,8 @@ the previous release keep using the migrated schema.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 log = logging.getLogger("workflow.store")
 

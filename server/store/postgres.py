@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, Sequence, TypeVar
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiopg
 import psycopg2
@@ -94,28 +95,27 @@ class PostgresStore(Store):
 
     async def _migrate(self) -> None:
         # The lock is per session: take it, migrate and release it on one connection.
-        async with self._connection().acquire() as conn:
-            async with conn.cursor() as cur:
-                await cur.execute(f"SELECT pg_advisory_lock({_LOCK_KEY})", (ADVISORY_LOCK_CLASS,))
+        async with self._connection().acquire() as conn, conn.cursor() as cur:
+            await cur.execute(f"SELECT pg_advisory_lock({_LOCK_KEY})", (ADVISORY_LOCK_CLASS,))
+            try:
+                await cur.execute(MIGRATIONS_TABLE["postgres"])
+                await cur.execute("SELECT version FROM schema_migrations")
+                applied = {r[0] for r in await cur.fetchall()}
+                for migration in pending(POSTGRES, applied, store="postgres"):
+                    async with cur.begin():
+                        for statement in migration.statements:
+                            await cur.execute(statement)
+                        await cur.execute("INSERT INTO schema_migrations (version, description) VALUES (%s, %s)",
+                                          (migration.version, migration.description))
+                    log.info("store: postgres migration %d applied (%s)", migration.version,
+                             migration.description)
+            finally:
                 try:
-                    await cur.execute(MIGRATIONS_TABLE["postgres"])
-                    await cur.execute("SELECT version FROM schema_migrations")
-                    applied = {r[0] for r in await cur.fetchall()}
-                    for migration in pending(POSTGRES, applied, store="postgres"):
-                        async with cur.begin():
-                            for statement in migration.statements:
-                                await cur.execute(statement)
-                            await cur.execute("INSERT INTO schema_migrations (version, description) VALUES (%s, %s)",
-                                              (migration.version, migration.description))
-                        log.info("store: postgres migration %d applied (%s)", migration.version,
-                                 migration.description)
-                finally:
-                    try:
-                        await cur.execute(f"SELECT pg_advisory_unlock({_LOCK_KEY})", (ADVISORY_LOCK_CLASS,))
-                    except Exception as exc:
-                        # A pooled session still holding the lock would block every other replica: end it.
-                        log.warning("store: could not release the migration lock (%s); closing the session", exc)
-                        await conn.close()
+                    await cur.execute(f"SELECT pg_advisory_unlock({_LOCK_KEY})", (ADVISORY_LOCK_CLASS,))
+                except Exception as exc:
+                    # A pooled session still holding the lock would block every other replica: end it.
+                    log.warning("store: could not release the migration lock (%s); closing the session", exc)
+                    await conn.close()
 
     def _connection(self) -> aiopg.Pool:
         if self._pool is None:
@@ -126,9 +126,8 @@ class PostgresStore(Store):
     async def _cursor(self) -> AsyncIterator[aiopg.Cursor]:
         pool = self._connection()
         try:
-            async with pool.acquire() as conn:
-                async with conn.cursor() as cur:
-                    yield cur
+            async with pool.acquire() as conn, conn.cursor() as cur:
+                yield cur
         except (psycopg2.OperationalError, psycopg2.InterfaceError):
             # The server restarted or the network dropped: the idle connections are dead too. Dropping
             # them now makes the next call reconnect, instead of failing once per stale pooled connection.
@@ -204,18 +203,16 @@ class PostgresStore(Store):
         return sql.component_from(records[0], utc) if records else None
 
     async def _write(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        async with self._cursor() as cur:
-            async with cur.begin():
-                await cur.execute(pg(query), params)
-                return list(await cur.fetchall())
+        async with self._cursor() as cur, cur.begin():
+            await cur.execute(pg(query), params)
+            return list(await cur.fetchall())
 
     async def report_replica(self, replica: str, components: Sequence[ReplicaComponent]) -> None:
         """Replace the replica's rows in one transaction."""
         rows = [[c.component, c.version, c.sha256, c.status, c.error] for c in components]
-        async with self._cursor() as cur:
-            async with cur.begin():
-                await cur.execute(pg(sql.DELETE_REPLICA), (replica,))
-                await cur.execute(_INSERT_REPLICAS, (replica, _now(), json.dumps(rows)))
+        async with self._cursor() as cur, cur.begin():
+            await cur.execute(pg(sql.DELETE_REPLICA), (replica,))
+            await cur.execute(_INSERT_REPLICAS, (replica, _now(), json.dumps(rows)))
 
     async def list_replicas(self, *, since: datetime) -> list[ReplicaComponent]:
         """Rows reported since `since`."""
@@ -246,4 +243,4 @@ def _same(value: Any) -> Any:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

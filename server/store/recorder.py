@@ -26,7 +26,8 @@ import asyncio
 import logging
 import random
 from collections import deque
-from typing import TYPE_CHECKING, Protocol, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from . import sql
 from .base import ExecutionRow

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from .base import Store
 
@@ -25,7 +25,7 @@ class Retention:
         """Delete what is past retention now; return how many executions went."""
         if self.days <= 0:
             return 0
-        cutoff = datetime.now(timezone.utc) - timedelta(days=self.days)
+        cutoff = datetime.now(UTC) - timedelta(days=self.days)
         count = await self.store.prune_executions(cutoff)
         self.pruned += count
         if count:

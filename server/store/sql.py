@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timezone
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii as _quote
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .base import MAX_PAGE, AuditRow, ComponentRow, ComponentVersion, ExecutionRow, ReplicaComponent, StepRow
 from .codec import clean_text, decode_cursor, dump_json, dump_json_array, ts_text
@@ -195,7 +196,7 @@ def _stamp(started_at: str) -> str:
     try:
         return ts_text(datetime.fromisoformat(started_at))
     except ValueError:
-        return ts_text(datetime.now(timezone.utc))
+        return ts_text(datetime.now(UTC))
 
 
 def _finite(value: float) -> float:

@@ -6,11 +6,12 @@ import asyncio
 import functools
 import logging
 import sqlite3
-from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime
 from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
@@ -164,9 +165,8 @@ class SqliteStore(Store):
         """Delete old executions chunk by chunk, each chunk its own transaction."""
         total = 0
         while True:
-            async with self._write() as db:
-                async with db.execute(sql.PRUNE, (ts_text(older_than),)) as cursor:
-                    count = cursor.rowcount
+            async with self._write() as db, db.execute(sql.PRUNE, (ts_text(older_than),)) as cursor:
+                count = cursor.rowcount
             total += count
             if count < sql.PRUNE_CHUNK:
                 return total
@@ -261,11 +261,9 @@ async def _rollback(db: aiosqlite.Connection) -> None:
     # runs the BEGIN or COMMIT it was given. ROLLBACK is queued behind it, so it undoes a BEGIN that ran after
     # the cancellation, and fails harmlessly ("no transaction is active") after a COMMIT or a failed BEGIN;
     # that error must not replace the original exception (a CancelledError above all).
-    try:
+    with suppress(sqlite3.Error):
         await db.execute("ROLLBACK")
-    except sqlite3.Error:
-        pass
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
