@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= example/order-processing-pipeline.yaml
 
-.PHONY: run test validate bench clean
+.PHONY: run test lint validate bench clean
 
 # The virtual environment is rebuilt whenever pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -18,6 +18,13 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The static checks CI runs before the tests: lint and format, types, and the layout's import rules.
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 validate: $(VENV)/.installed
 	$(BIN)/workflow-server validate $(CONFIG)

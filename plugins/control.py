@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from server import StepContext, StepError, StepResult, hookimpl
-from server.hooks.hookspecs import Register
+from server import Register, StepContext, StepError, StepResult, hookimpl
 
 from .paths import lookup
 from .services import services

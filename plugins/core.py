@@ -8,8 +8,7 @@ from typing import Any
 
 import jsonschema
 
-from server import Response, StepContext, StepResult, ValidationError, hookimpl
-from server.hooks.hookspecs import Register
+from server import Register, Response, StepContext, StepResult, ValidationError, hookimpl
 
 from .paths import lookup
 from .transform import prepare_transform, transform

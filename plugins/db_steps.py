@@ -10,9 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from server import StepContext, StepError, hookimpl
+from server import Register, StepContext, StepError, hookimpl
 from server.databases import ConnectionSpec, DatabaseError, lookup_connection
-from server.hooks.hookspecs import Register
 
 from .sqltext import Statement, compile_statement
 

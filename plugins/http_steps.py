@@ -8,8 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from server import StepContext, StepError, hookimpl
-from server.hooks.hookspecs import Register
+from server import Register, StepContext, StepError, hookimpl
 
 from .services import services
 

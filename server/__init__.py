@@ -2,9 +2,10 @@
 
 from .engine.context import Response, Services, StepContext, StepResult
 from .errors import RegistrationError, StepError, ValidationError, WorkflowError
-from .hooks.hookspecs import hookimpl
+from .hooks.hookspecs import Register, hookimpl
 
 __all__ = [
+    "Register",
     "RegistrationError",
     "Response",
     "Services",

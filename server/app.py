@@ -25,7 +25,7 @@ from .hooks.lifecycle import run_hook, run_hook_logged
 from .hooks.manager import build_plugin_manager
 from .hooks.registry import build_registry
 from .http.handlers import handle_execution, handle_trigger, handle_webhook
-from .http.health import add_health_routes
+from .http.health import add_health_routes, add_metrics_route
 from .http.middleware import middleware
 from .http.openapi import openapi
 from .keys import DATABASES, ENGINE, METRICS, RECORDER, RELOADER, REPLICATOR, SETTINGS, STARTUP_FAILED, STORE
@@ -110,7 +110,7 @@ def _base_app(shared: _Shared) -> web.Application:
     app[STORE], app[RECORDER], app[DATABASES] = shared.store, shared.recorder, shared.databases
     app[RELOADER], app[REPLICATOR], app[STARTUP_FAILED] = shared.components, shared.replicator, shared.startup_failed
     add_health_routes(app)
-    app.router.add_get("/metrics", app[METRICS].handler())
+    add_metrics_route(app)
     return app
 
 

@@ -36,7 +36,7 @@ def test_every_hook_is_documented():
 
 
 def test_public_api_is_what_plugin_authors_import():
-    assert set(server.__all__) == {"hookimpl", "Response", "RegistrationError", "Services", "StepContext",
+    assert set(server.__all__) == {"hookimpl", "Register", "Response", "RegistrationError", "Services", "StepContext",
                                    "StepError", "StepResult", "ValidationError", "WorkflowError"}
     assert all(hasattr(server, name) for name in server.__all__)
 

@@ -1,12 +1,13 @@
-"""Liveness, readiness and health with named checks, on both listeners."""
+"""Liveness, readiness, health with named checks, and the metrics, on both listeners."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from aiohttp import web
+from prometheus_client.aiohttp import make_aiohttp_handler
 
-from ..keys import ENGINE, RELOADER, REPLICATOR, STORE
+from ..keys import ENGINE, METRICS, RELOADER, REPLICATOR, STORE
 from .middleware import json_response
 
 
@@ -65,6 +66,11 @@ def _store_check(request: web.Request) -> dict[str, Any]:
     if not recorder.healthy:
         check["error"] = recorder.last_error or "writes are failing"
     return check
+
+
+def add_metrics_route(app: web.Application) -> None:
+    """`GET /metrics`: prometheus-client's own aiohttp handler (it gets the content type right)."""
+    app.router.add_get("/metrics", make_aiohttp_handler(app[METRICS].registry))
 
 
 def add_health_routes(app: web.Application) -> None:

@@ -13,8 +13,7 @@ from aiohttp.typedefs import Handler
 from .. import logs
 from ..engine.ids import new_id
 from ..errors import MethodNotAllowed, PayloadTooLarge, WorkflowError
-from ..keys import METRICS, SETTINGS
-from ..metrics.catalog import route_label
+from ..keys import METRICS, ROUTE_LABEL, SETTINGS
 
 log = logging.getLogger("workflow.http")
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -105,3 +104,22 @@ def _error_answer(request: web.Request, exc: Exception) -> web.StreamResponse:
         return error_response(WorkflowError(exc.reason, status=exc.status))
     log.error("unhandled error in %s %s", request.method, request.path, exc_info=exc)
     return json_response({"error": "internal server error", "request_id": logs.request_id.get()}, 500)
+
+
+# The `path` label of requests no route matched (a scan of random URLs must not grow the label set).
+UNMATCHED = "unmatched"
+
+
+def route_label(request: web.Request) -> str:
+    """The `path` label: the matched route template, never the raw URL."""
+    label: str | None = request.get(ROUTE_LABEL)
+    if label is not None:
+        return label
+    info = request.match_info
+    route = info.route if info is not None else None
+    if route is None or info.http_exception is not None or route.resource is None:
+        return UNMATCHED
+    canonical = route.resource.canonical
+    return UNMATCHED if "{tail" in canonical else canonical
+
+

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar, cast
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, Histogram
-from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from ..keys import ROUTE_LABEL
 from .cells import (
     CounterCell,
     FastCounter,
@@ -22,7 +18,6 @@ from .cells import (
     HistogramCell,
 )
 
-UNMATCHED = "unmatched"
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 
@@ -113,10 +108,6 @@ class Metrics:
         """Count one step execution (`module_operations_total{operation="execute"}`)."""
         self.step_cells(step_type)[status].value += 1.0
 
-    def handler(self) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        """The `/metrics` handler for this registry."""
-        return make_aiohttp_handler(self.registry)
-
 
 class _StepCells(dict[str, CounterCell]):
     """Status -> counter cell for one step type; a status appears in /metrics only once counted."""
@@ -128,18 +119,3 @@ class _StepCells(dict[str, CounterCell]):
     def __missing__(self, status: str) -> CounterCell:
         cell = self[status] = self._counter.labels(self._step_type, "execute", status)
         return cell
-
-
-def route_label(request: web.Request) -> str:
-    """The `path` label: the matched route template, never the raw URL."""
-    label: str | None = request.get(ROUTE_LABEL)
-    if label is not None:
-        return label
-    info = request.match_info
-    route = info.route if info is not None else None
-    if route is None or info.http_exception is not None or route.resource is None:
-        return UNMATCHED
-    canonical = route.resource.canonical
-    return UNMATCHED if "{tail" in canonical else canonical
-
-
