@@ -328,12 +328,17 @@ async def test_a_broken_source_is_422_and_changes_nothing(start, components, sou
     assert (await call(server, "POST", PREFIXES[0], {"id": "other", "source": hello(2, step="step.other")}))[0] == 201
 
 
-@pytest.mark.parametrize("bad", ["Bad-ID!", "a" * 65, "", "../x", "x/y", "x.py", ".x", "abc\n", 7, None])
+@pytest.mark.parametrize("bad", ["Bad-ID!", "a" * 65, "", "../x", "x/y", "x.py", ".x", "abc\n", 7, None,
+                                 "_private", "_"])
 async def test_bad_component_ids_are_400(start, components, bad) -> None:
     server = await start()
     for prefix in PREFIXES:
         status, body = await call(server, "POST", prefix, {"id": bad, "source": hello(1)})
         assert status == 400 and body["field"] == "id", (prefix, body)
+        if isinstance(bad, str) and bad:  # the rule itself is in the answer: the watcher's, to the letter
+            assert body["rule"] == "[a-z0-9][a-z0-9_]{0,63}", body
+            assert body["error"] == ("component ids are 1-64 characters of a-z, 0-9 and _, starting with a "
+                                     f"letter or digit, not {bad!r}")
     assert listed(components) == [] and "step.hello" not in server.engine.registry.steps
     assert await server.store.list_components(include_deleted=True) == []
 
@@ -722,3 +727,37 @@ async def test_stopping_retention_is_not_held_up_by_an_error_raised_while_cancel
     await pruning.wait()
     async with asyncio.timeout(2):
         await retention.stop()
+
+
+async def test_an_identical_put_keeps_the_version(start, components) -> None:
+    server = await start()
+    assert (await call(server, "POST", PREFIXES[0], {"id": "hello", "source": hello(1)}))[0] == 201
+    audit = await server.store.list_audit(target="hello")
+    for _ in range(2):
+        status, body = await call(server, "PUT", PREFIXES[0] + "/hello", {"source": hello(1)})
+        assert (status, body["version"], body["status"]) == (200, 1, "serving")
+    row = await server.store.get_component("hello")
+    assert (row.version, row.source) == (1, hello(1))
+    assert await server.store.list_audit(target="hello") == audit  # nothing changed, so nothing to audit
+    assert (components / "hello.py").read_text() == hello(1) and await serves(server, 1)
+    status, body = await call(server, "PUT", PREFIXES[0] + "/hello", {"source": hello(2)})
+    assert (status, body["version"]) == (200, 2)
+
+
+async def test_a_refused_api_upload_is_the_components_last_error_not_a_degraded_server(start, components) -> None:
+    server = await start()
+    assert (await call(server, "POST", PREFIXES[0], {"id": "hello", "source": hello(1)}))[0] == 201
+    status, body = await call(server, "PUT", PREFIXES[0] + "/hello", {"source": "def broken(:\n"})
+    assert status == 422 and body["error"].endswith("hello.py:1: syntax error: invalid syntax")
+    health = await (await server.client.get("/healthz")).json()
+    assert health["status"] == "ok" and health["checks"]["components"]["failing_ids"] == []
+    status, body = await call(server, "GET", PREFIXES[0] + "/hello")
+    assert (status, body["status"], body["version"]) == (200, "serving", 1)
+    assert body["last_error"]["error"].endswith("hello.py:1: syntax error: invalid syntax")
+    # A broken file in the folder is different: what is there does not serve, and /healthz says which and why.
+    (components / "hello.py").write_text("def broken(:\n")
+    await until(lambda: "hello" in server.client.app[RELOADER].failures
+                and server.client.app[RELOADER].failures["hello"].origin == "file")
+    health = await (await server.client.get("/healthz")).json()
+    assert health["status"] == "degraded" and health["checks"]["components"]["failing_ids"] == ["hello"]
+    assert health["checks"]["components"]["errors"]["hello"].endswith("hello.py:1: syntax error: invalid syntax")

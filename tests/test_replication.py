@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import textwrap
 from collections.abc import Awaitable, Callable
@@ -308,3 +309,79 @@ async def test_a_broken_file_on_one_replica_is_neither_uploaded_nor_spread_as_a_
     (b.folder / "hello.py").write_text(hello(2))  # fixed: now it goes everywhere
     await until(lambda: _is(a.version(), 2))
     assert (await a.client.app[REPLICATOR].store.get_component("hello")).version == 2
+
+
+# --------------------------------------------------------------------------- CONTRACT §9: nothing stored is lost
+
+
+def _remove_component_files(folder: Path) -> None:
+    """What `rm components/*.py` does: the hidden record of the last agreement with the store stays."""
+    for path in folder.glob("*.py"):
+        path.unlink()
+    assert (folder / SYNC_FILE).exists()
+
+
+async def test_files_removed_while_one_replica_was_stopped_are_restored_not_deleted(start_replica: Start) -> None:
+    a, b = await start_replica("a"), await start_replica("b")
+    await until(lambda: listening(a))
+    await until(lambda: listening(b))
+    assert (await a.call("POST", "", {"id": "hello", "source": hello(1)}))[0] == 201
+    await until(lambda: _is(b.version(), 1))
+    await until(lambda: '"version": 1' in (b.folder / SYNC_FILE).read_text())
+    await stop(b)
+    _remove_component_files(b.folder)
+    b = await start_replica("b")
+    await until(lambda: ready(b))
+    assert await b.version() == 1 and (b.folder / "hello.py").read_text() == hello(1)
+    row = await a.client.app[REPLICATOR].store.get_component("hello")
+    assert (row.version, row.deleted) == (1, False)
+    assert await a.version() == 1
+
+
+async def test_files_removed_on_every_stopped_replica_come_back_everywhere(start_replica: Start) -> None:
+    replicas = [await start_replica(name) for name in ("a", "b", "c")]
+    for replica in replicas:
+        await until(lambda r=replica: listening(r))
+    assert (await replicas[0].call("POST", "", {"id": "hello", "source": hello(1)}))[0] == 201
+    assert (await replicas[1].call("PUT", "/hello", {"source": hello(2)}))[0] == 200
+    for replica in replicas:
+        await until(lambda r=replica: _is(r.version(), 2))
+        await until(lambda r=replica: '"version": 2' in (r.folder / SYNC_FILE).read_text())
+    for replica in replicas:
+        await stop(replica)
+        _remove_component_files(replica.folder)
+    replicas = [await start_replica(name) for name in ("a", "b", "c")]
+    for replica in replicas:
+        await until(lambda r=replica: ready(r))
+    for replica in replicas:
+        assert await replica.version() == 2 and (replica.folder / "hello.py").read_text() == hello(2)
+    row = await replicas[0].client.app[REPLICATOR].store.get_component("hello")
+    assert (row.version, row.deleted, row.source) == (2, False, hello(2))
+
+
+async def test_a_fresh_empty_volume_is_filled_from_the_store(start_replica: Start, tmp_path: Path) -> None:
+    a = await start_replica("a")
+    await until(lambda: ready(a))
+    assert (await a.call("POST", "", {"id": "hello", "source": hello(1)}))[0] == 201
+    fresh = await start_replica("fresh")  # a new pod: no folder, no data, no record of any agreement
+    await until(lambda: ready(fresh))
+    assert await fresh.version() == 1 and (fresh.folder / "hello.py").read_text() == hello(1)
+    assert json.loads((fresh.folder / SYNC_FILE).read_text()) == {"hello": {"version": 1, "sha256": _sha(hello(1))}}
+
+
+async def test_a_file_deleted_while_the_server_runs_is_deleted_everywhere(start_replica: Start) -> None:
+    a, b = await start_replica("a"), await start_replica("b")
+    await until(lambda: listening(a))
+    await until(lambda: listening(b))
+    assert (await a.call("POST", "", {"id": "hello", "source": hello(1)}))[0] == 201
+    await until(lambda: _is(b.version(), 1))
+    (a.folder / "hello.py").unlink()  # a deliberate act, seen by a's watcher
+    await until(lambda: _is(b.version(), None))
+    await until(lambda: not (b.folder / "hello.py").exists())
+    row = await b.client.app[REPLICATOR].store.get_component("hello")
+    assert (row.version, row.deleted) == (2, True)
+    assert (await a.client.app[REPLICATOR].store.list_audit(target="hello"))[0].action == "component.file"
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
