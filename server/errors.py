@@ -1,4 +1,4 @@
-"""The exception hierarchy; `server.http` turns every one of these into a JSON response."""
+"""Every exception the server raises on purpose; `http/middleware.py` alone turns a WorkflowError into JSON."""
 
 from __future__ import annotations
 

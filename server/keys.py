@@ -1,4 +1,4 @@
-"""Every typed application and request key."""
+"""Every typed application and request key: what both apps share, each set once in `app.py`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Prometheus metric set of the contract, on a private registry, and the HTTP middleware."""
+"""The Prometheus metric set of the contract (CONTRACT §7), on a private registry; `/metrics` is served by http/."""
 
 from __future__ import annotations
 
