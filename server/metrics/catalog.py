@@ -104,10 +104,6 @@ class Metrics:
             cells = self._step_cells[step_type] = _StepCells(self.module_operations, step_type)
         return cells
 
-    def observe_step(self, step_type: str, status: str) -> None:
-        """Count one step execution (`module_operations_total{operation="execute"}`)."""
-        self.step_cells(step_type)[status].value += 1.0
-
 
 class _StepCells(dict[str, CounterCell]):
     """Status -> counter cell for one step type; a status appears in /metrics only once counted."""

@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import MappingProxyType
 
 from ..config.loader import AppConfig, compile_config, load_config_text
 from ..engine.runner import Engine
@@ -256,6 +255,3 @@ class ComponentManager:
         """Count one component operation in `module_operations_total{module="dynamic"}`."""
         self.engine.metrics.child(self.engine.metrics.module_operations, "dynamic", operation, status).inc()
 
-    def steps_by_component(self) -> MappingProxyType[str, list[str]]:
-        """Step type names per component id, for listings."""
-        return MappingProxyType({cid: sorted(c.steps) for cid, c in self.components.items()})

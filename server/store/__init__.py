@@ -6,6 +6,7 @@ drains first and the recorder then writes out everything it still holds.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -25,6 +26,8 @@ from .base import (
 from .recorder import ExecutionSink, Recorder
 from .retention import Retention
 from .sqlite import SqliteStore
+
+log = logging.getLogger("workflow.store")
 
 __all__ = [
     "MAX_PAGE", "AuditRow", "ComponentRow", "ComponentVersion", "ExecutionRow",
@@ -46,6 +49,7 @@ async def running_store(store: Store, recorder: Recorder, settings: Settings, *,
                         prune_every: float = 300.0) -> AsyncIterator[Store]:
     """Open `store` and run its recorder and retention; on exit flush, stop and close them."""
     await store.open()
+    log.info("store: %s, schema version %d", store.kind, await store.schema_version())
     retention = Retention(store, settings.history_days, every=prune_every)
     recorder.start()
     retention.start()
