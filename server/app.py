@@ -16,7 +16,7 @@ from .errors import ConfigError
 from .hooks.manager import build_plugin_manager
 from .hooks.registry import build_registry
 from .http.handlers import handle_execution, handle_trigger, handle_webhook
-from .http.health import add_health_routes
+from .http.health import add_health_routes, add_loop_watchdog
 from .http.middleware import middleware
 from .http.openapi import openapi
 from .keys import ENGINE, METRICS, RELOADER, REPLICATOR, SETTINGS
@@ -73,6 +73,7 @@ def create_apps(settings: Settings, *, engine: Engine | None = None) -> Apps:
     main.router.add_route("*", "/{tail:.*}", handle_trigger)
     admin = _base_app(settings, engine, components, replicator)
     setup_admin(admin, Authenticator(settings))
+    add_loop_watchdog(main, admin, engine.metrics)  # puts its cleanup context first in main's
     return Apps(main, admin, engine)
 
 

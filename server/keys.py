@@ -9,19 +9,21 @@ from aiohttp import web
 if TYPE_CHECKING:
     from .cluster.replicator import Replicator
     from .engine.runner import Engine
+    from .engine.watchdog import LoopWatchdog
     from .metrics.catalog import Metrics
     from .reload.manager import ComponentManager
     from .settings import Settings
     from .store.base import Store
     from .store.recorder import Recorder
 
-ENGINE: web.AppKey["Engine"] = web.AppKey("engine")
-METRICS: web.AppKey["Metrics"] = web.AppKey("metrics")
-SETTINGS: web.AppKey["Settings"] = web.AppKey("settings")
-RELOADER: web.AppKey["ComponentManager"] = web.AppKey("reloader")
-STORE: web.AppKey["Store"] = web.AppKey("store")
-RECORDER: web.AppKey["Recorder"] = web.AppKey("recorder")
-REPLICATOR: web.AppKey["Replicator"] = web.AppKey("replicator")
+ENGINE: web.AppKey[Engine] = web.AppKey("engine")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
+RELOADER: web.AppKey[ComponentManager] = web.AppKey("reloader")
+STORE: web.AppKey[Store] = web.AppKey("store")
+RECORDER: web.AppKey[Recorder] = web.AppKey("recorder")
+REPLICATOR: web.AppKey[Replicator] = web.AppKey("replicator")
+WATCHDOG: web.AppKey[LoopWatchdog] = web.AppKey("watchdog")
 
 # The route template a dispatcher matched, for the metrics `path` label.
 ROUTE_LABEL: web.RequestKey[str] = web.RequestKey("route_label", str)

@@ -140,7 +140,11 @@ async def test_health_names_its_checks(make_server):
     srv = await make_server(ECHO)
     body = await (await srv.client.get("/healthz")).json()
     assert body["status"] == "ok"
-    assert set(body["checks"]) == {"config", "plugins", "queue", "components", "store", "replication", "lifecycle"}
+    assert set(body["checks"]) == {"config", "plugins", "queue", "components", "store", "replication", "lifecycle",
+                                   "loop"}
+    loop = body["checks"]["loop"]
+    assert loop.pop("max_lag_seconds") < 0.5
+    assert loop == {"status": "ok", "threshold_seconds": 0.5, "window_seconds": 60.0}
     assert body["checks"]["store"] == {"status": "ok", "kind": "sqlite", "pending": 0, "dropped": 0}
     assert body["checks"]["replication"]["status"] == "ok"
     assert body["checks"]["replication"]["ready"] is True
