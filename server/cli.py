@@ -8,8 +8,8 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from aiohttp import web
 
@@ -23,6 +23,7 @@ from .logs import setup_logging
 from .reload.loader import load_components
 from .reload.watcher import reload_config
 from .settings import Settings, SettingsError, from_environment
+from .shutdown import StopSignals, exit_if_threads_remain
 
 log = logging.getLogger("workflow.server")
 MIN_SECRET_BYTES = 32
@@ -58,11 +59,16 @@ def _run(args: list[str]) -> int:
         parser.error("no config file: pass -config FILE or set WORKFLOW_CONFIG")
     apps = create_apps(settings)
     asyncio.run(serve(apps.main, apps.admin, settings))
+    exit_if_threads_remain()  # a step thread stuck forever would keep the process alive after the drain
     return 0
 
 
 async def serve(main_app: web.Application, admin_app: web.Application, settings: Settings) -> None:
     """Listen on both addresses until SIGTERM or SIGINT, then drain in-flight work and return."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # First: from here on a signal ends the process within the shutdown timeout, even during start-up.
+    StopSignals(loop, stop.set, settings.shutdown_timeout).install()
     runners = []
     for app, address in ((main_app, settings.addr), (admin_app, settings.admin_addr)):
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout)
@@ -71,10 +77,6 @@ async def serve(main_app: web.Application, admin_app: web.Application, settings:
         site = web.TCPSite(runner, address.host or None, address.port, shutdown_timeout=settings.shutdown_timeout)
         await site.start()
         log.info("listening on %s (%s)", address, "main" if app is main_app else "admin")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     reloads: set[asyncio.Task[bool]] = set()  # strong references until each reload finishes
 
     def reload_on_hangup() -> None:
