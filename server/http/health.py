@@ -35,7 +35,7 @@ async def healthz(request: web.Request) -> web.Response:
     queue = engine.queue
     components = request.app[RELOADER]
     failing = sorted(components.failures)
-    checks = {
+    checks: dict[str, dict[str, Any]] = {
         "config": {"status": "ok", "pipelines": len(engine.config.pipelines), "source": engine.config.source},
         "plugins": {"status": "ok", "step_types": len(engine.registry.steps),
                     "providers": len(engine.registry.providers())},
