@@ -25,7 +25,7 @@ from .hooks.lifecycle import run_hook, run_hook_logged
 from .hooks.manager import build_plugin_manager
 from .hooks.registry import build_registry
 from .http.handlers import handle_execution, handle_trigger, handle_webhook
-from .http.health import add_health_routes, add_metrics_route
+from .http.health import add_health_routes, add_loop_watchdog, add_metrics_route
 from .http.middleware import middleware
 from .http.openapi import openapi
 from .keys import DATABASES, ENGINE, METRICS, RECORDER, RELOADER, REPLICATOR, SETTINGS, STARTUP_FAILED, STORE
@@ -87,6 +87,7 @@ def create_apps(settings: Settings, *, engine: Engine | None = None, background_
     main.router.add_route("*", "/{tail:.*}", handle_trigger)
     admin = _base_app(shared)
     setup_admin(admin, Authenticator(settings))
+    add_loop_watchdog(main, admin, engine.metrics)  # puts its cleanup context first in main's
     return Apps(main, admin, engine)
 
 

@@ -25,6 +25,7 @@ from .keys import STARTUP_FAILED
 from .logs import setup_logging
 from .reload.loader import load_components
 from .settings import Settings, SettingsError, from_environment
+from .shutdown import StopSignals, exit_if_threads_remain
 
 log = logging.getLogger("workflow.server")
 MIN_SECRET_BYTES = 32
@@ -70,12 +71,18 @@ def _run(args: list[str]) -> int:
         for sock in sockets:
             sock.close()
         raise
-    return asyncio.run(serve(apps.main, apps.admin, settings, sockets))
+    code = asyncio.run(serve(apps.main, apps.admin, settings, sockets))
+    exit_if_threads_remain()  # a step thread stuck forever would keep the process alive after the drain
+    return code
 
 
 async def serve(main_app: web.Application, admin_app: web.Application, settings: Settings,
                 sockets: list[socket.socket]) -> int:
     """Answer on both sockets until SIGTERM or SIGINT (0) or a failed start-up (1), then drain and return."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # First: from here on a signal ends the process within the shutdown timeout, even during start-up.
+    StopSignals(loop, stop.set, settings.shutdown_timeout).install()
     runners = []
     for app, sock, name in ((main_app, sockets[0], "main"), (admin_app, sockets[1], "admin")):
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout)
@@ -83,10 +90,6 @@ async def serve(main_app: web.Application, admin_app: web.Application, settings:
         runners.append(runner)
         await web.SockSite(runner, sock, shutdown_timeout=settings.shutdown_timeout).start()
         log.info("listening on %s (%s)", settings.addr if name == "main" else settings.admin_addr, name)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     reloads: set[asyncio.Task[bool]] = set()  # strong references until each reload finishes
 
     def reload_on_hangup() -> None:

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from .cluster.replicator import Replicator
     from .databases import Databases
     from .engine.runner import Engine
+    from .engine.watchdog import LoopWatchdog
     from .metrics.catalog import Metrics
     from .reload.manager import ComponentManager
     from .settings import Settings
@@ -27,6 +28,7 @@ REPLICATOR: web.AppKey[Replicator] = web.AppKey("replicator")
 DATABASES: web.AppKey[Databases] = web.AppKey("databases")
 # Set when a start-up running in the background fails: the command line then exits non-zero.
 STARTUP_FAILED: web.AppKey[asyncio.Event] = web.AppKey("startup_failed", asyncio.Event)
+WATCHDOG: web.AppKey[LoopWatchdog] = web.AppKey("watchdog")
 
 # The route template a dispatcher matched, for the metrics `path` label.
 ROUTE_LABEL: web.RequestKey[str] = web.RequestKey("route_label", str)

@@ -51,7 +51,7 @@ async def test_path_params_and_query(make_server):
     assert await response.json() == {"id": "42", "q": "shoes"}
 
 
-@pytest.mark.parametrize("body, needle", [
+@pytest.mark.parametrize(("body", "needle"), [
     (b"{not json", "not valid JSON"),
     (b"[1, 2]", "must be a JSON object"),
     (b"\xff\xfe", "not valid JSON"),
@@ -68,7 +68,8 @@ async def test_body_over_the_limit_is_413_json(make_server):
     response = await srv.client.post("/echo", json={"blob": "x" * 2048})
     assert response.status == 413
     body = await response.json()
-    assert "1024" in body["error"] and body["limit"] == 1024
+    assert "1024" in body["error"]
+    assert body["limit"] == 1024
     ok = await srv.client.post("/echo", json={"blob": "x" * 100})
     assert ok.status == 200
 
@@ -98,7 +99,8 @@ async def test_request_id_is_taken_returned_and_logged(make_server, caplog):
     assert len(generated.headers["X-Request-ID"]) == 36  # a UUID4
     lines = [r for r in caplog.records if r.name == "workflow.http"]
     assert [getattr(r, "request_id", None) for r in lines] == ["req-123", generated.headers["X-Request-ID"]]
-    assert lines[0].status == 200 and lines[0].route == "/echo"
+    assert lines[0].status == 200
+    assert lines[0].route == "/echo"
 
 
 async def test_metrics_use_route_templates_and_one_unmatched_label(make_server):
@@ -110,7 +112,8 @@ async def test_metrics_use_route_templates_and_one_unmatched_label(make_server):
     assert metric_value(text, "http_requests_total", method="GET", path="/items/{id}", status_code="200") == 2
     assert metric_value(text, "http_requests_total", method="GET", path="unmatched", status_code="404") == 2
     assert metric_value(text, "http_requests_total", method="DELETE", path="/items/{id}", status_code="405") == 1
-    assert "/items/1" not in text and "/nope/a" not in text
+    assert "/items/1" not in text
+    assert "/nope/a" not in text
     assert metric_value(text, "http_request_duration_seconds_count", method="GET", path="/items/{id}") == 2
     assert metric_value(text, "workflow_executions_total", workflow_type="http", action="item",
                         status="success") == 2
@@ -119,7 +122,8 @@ async def test_metrics_use_route_templates_and_one_unmatched_label(make_server):
                         status="success") == 2
     assert metric_value(text, "active_workflows", workflow_type="http") == 0
     assert "workflow_queue_depth 0.0" in text
-    assert "process_resident_memory_bytes" in text and "python_info" in text
+    assert "process_resident_memory_bytes" in text
+    assert "python_info" in text
 
 
 async def test_metrics_and_health_on_the_admin_listener(make_server):
@@ -137,9 +141,14 @@ async def test_health_names_its_checks(make_server):
     srv = await make_server(ECHO)
     body = await (await srv.client.get("/healthz")).json()
     assert body["status"] == "ok"
-    assert set(body["checks"]) == {"config", "plugins", "queue", "components", "store", "replication", "lifecycle"}
+    assert set(body["checks"]) == {"config", "plugins", "queue", "components", "store", "replication", "lifecycle",
+                                   "loop"}
+    loop = body["checks"]["loop"]
+    assert loop.pop("max_lag_seconds") < 0.5
+    assert loop == {"status": "ok", "threshold_seconds": 0.5, "window_seconds": 60.0}
     assert body["checks"]["store"] == {"status": "ok", "kind": "sqlite", "pending": 0, "dropped": 0}
-    assert body["checks"]["replication"]["status"] == "ok" and body["checks"]["replication"]["ready"] is True
+    assert body["checks"]["replication"]["status"] == "ok"
+    assert body["checks"]["replication"]["ready"] is True
     assert body["checks"]["config"]["pipelines"] == 3
     assert body["checks"]["plugins"]["step_types"] >= 9
 
@@ -173,7 +182,8 @@ async def test_unexpected_handler_error_is_json_without_traceback(make_server):
     response = await srv.client.get("/webhooks/broken")
     assert response.status == 500
     text = await response.text()
-    assert "secret internals" not in text and "Traceback" not in text
+    assert "secret internals" not in text
+    assert "Traceback" not in text
     assert (await response.json())["error"] == "internal server error"
 
 

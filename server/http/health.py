@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from ..keys import ENGINE, METRICS, RELOADER, REPLICATOR, STORE
+from ..engine.watchdog import LoopWatchdog
+from ..keys import ENGINE, METRICS, RELOADER, REPLICATOR, STORE, WATCHDOG
+from ..metrics.catalog import Metrics
 from .middleware import json_response
 
 
@@ -46,9 +50,10 @@ async def healthz(request: web.Request) -> web.Response:
         "replication": request.app[REPLICATOR].health(),
         "lifecycle": {"status": "ok" if engine.ready and not engine.draining else "unavailable",
                       "ready": engine.ready, "draining": engine.draining},
+        "loop": request.app[WATCHDOG].health(),
     }
     statuses = {check["status"] for check in checks.values()}
-    # A failing component is degraded, not down: its previous version (if any) keeps serving.
+    # A failing component or a lagging loop is degraded, not down: its previous version (if any) keeps serving.
     if statuses <= {"ok"}:
         return json_response({"status": "ok", "checks": checks})
     if statuses <= {"ok", "degraded"}:
@@ -78,3 +83,21 @@ def add_health_routes(app: web.Application) -> None:
     for path, handler in (("/healthz", healthz), ("/readyz", readyz), ("/livez", livez),
                           ("/health", healthz), ("/ready", readyz), ("/live", livez)):
         app.router.add_get(path, handler, allow_head=True)
+
+
+def add_loop_watchdog(main: web.Application, admin: web.Application, metrics: Metrics) -> None:
+    """One loop watchdog for both listeners, timing the loop from the first start-up step to the last shutdown one."""
+    watchdog = LoopWatchdog(metrics.loop_lag.labels().observe, metrics.loop_lag_max.labels().set)
+    main[WATCHDOG] = admin[WATCHDOG] = watchdog
+    # First in, last out: it also catches a component's `startup` or `shutdown` hook blocking the loop.
+    main.cleanup_ctx.insert(0, _watch_loop)
+
+
+async def _watch_loop(app: web.Application) -> AsyncIterator[None]:
+    """Start the watchdog on the running loop; stop it once everything else has shut down."""
+    watchdog = app[WATCHDOG]
+    watchdog.start(asyncio.get_running_loop())
+    try:
+        yield
+    finally:
+        watchdog.stop()

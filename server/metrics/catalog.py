@@ -27,6 +27,9 @@ class Labelled(Protocol[T_co]):
 
     def labels(self, *values: str) -> T_co: ...
 
+# Loop lag: well under the 100 ms timer period is normal; seconds mean blocking code on the loop.
+LOOP_LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
 
 class Metrics:
     """Every metric the dashboards read; one instance per server (or per test)."""
@@ -56,6 +59,11 @@ class Metrics:
         self.reload_seconds = Histogram("dynamic_component_reload_seconds",
                                         "From a component file change to its new version serving.",
                                         registry=r)
+        # Set by the loop watchdog (server/engine/watchdog.py) on the loop's thread.
+        self.loop_lag = FastHistogram("event_loop_lag_seconds", "How late the event loop ran its 100 ms timer.",
+                                      buckets=LOOP_LAG_BUCKETS, registry=r)
+        self.loop_lag_max = FastGauge("event_loop_lag_max_seconds", "The worst event loop lag of the last 60 s.",
+                                      registry=r)
         # The hot path finds its cells with one dict lookup on its own label values.
         self._children: dict[tuple[int, tuple[str, ...]], object] = {}
         self._request_cells: dict[tuple[str, str, int], tuple[CounterCell, HistogramCell]] = {}
