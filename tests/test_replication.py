@@ -290,12 +290,7 @@ async def test_malformed_and_own_events_are_ignored(start_replica: Start, redis_
 
 
 async def test_a_broken_file_on_one_replica_is_neither_uploaded_nor_spread_as_a_deletion(start_replica: Start) -> None:
-    a, b = await start_replica("a"), await start_replica("b")
-    await until(lambda: listening(a))
-    await until(lambda: listening(b))
-    assert (await a.call("POST", "", {"id": "hello", "source": hello(1)}))[0] == 201
-    await until(lambda: _is(b.version(), 1))
-    await until(lambda: '"version": 1' in (b.folder / SYNC_FILE).read_text())
+    a, b = await _two_serving_hello(start_replica)
     await stop(b)
     (b.folder / "hello.py").write_text(hello(2) + "\ndef broken(:\n")  # edited while b was down, badly
     b = await start_replica("b")
@@ -314,6 +309,17 @@ async def test_a_broken_file_on_one_replica_is_neither_uploaded_nor_spread_as_a_
 # --------------------------------------------------------------------------- CONTRACT §9: nothing stored is lost
 
 
+async def _two_serving_hello(start_replica: Start) -> tuple[Replica, Replica]:
+    """Replicas a and b, both listening, both serving hello v1, b's folder recording that agreement."""
+    a, b = await start_replica("a"), await start_replica("b")
+    await until(lambda: listening(a))
+    await until(lambda: listening(b))
+    assert (await a.call("POST", "", {"id": "hello", "source": hello(1)}))[0] == 201
+    await until(lambda: _is(b.version(), 1))
+    await until(lambda: '"version": 1' in (b.folder / SYNC_FILE).read_text())
+    return a, b
+
+
 def _remove_component_files(folder: Path) -> None:
     """What `rm components/*.py` does: the hidden record of the last agreement with the store stays."""
     for path in folder.glob("*.py"):
@@ -322,12 +328,7 @@ def _remove_component_files(folder: Path) -> None:
 
 
 async def test_files_removed_while_one_replica_was_stopped_are_restored_not_deleted(start_replica: Start) -> None:
-    a, b = await start_replica("a"), await start_replica("b")
-    await until(lambda: listening(a))
-    await until(lambda: listening(b))
-    assert (await a.call("POST", "", {"id": "hello", "source": hello(1)}))[0] == 201
-    await until(lambda: _is(b.version(), 1))
-    await until(lambda: '"version": 1' in (b.folder / SYNC_FILE).read_text())
+    a, b = await _two_serving_hello(start_replica)
     await stop(b)
     _remove_component_files(b.folder)
     b = await start_replica("b")
@@ -370,11 +371,7 @@ async def test_a_fresh_empty_volume_is_filled_from_the_store(start_replica: Star
 
 
 async def test_a_file_deleted_while_the_server_runs_is_deleted_everywhere(start_replica: Start) -> None:
-    a, b = await start_replica("a"), await start_replica("b")
-    await until(lambda: listening(a))
-    await until(lambda: listening(b))
-    assert (await a.call("POST", "", {"id": "hello", "source": hello(1)}))[0] == 201
-    await until(lambda: _is(b.version(), 1))
+    a, b = await _two_serving_hello(start_replica)
     (a.folder / "hello.py").unlink()  # a deliberate act, seen by a's watcher
     await until(lambda: _is(b.version(), None))
     await until(lambda: not (b.folder / "hello.py").exists())
