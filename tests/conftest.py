@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import difflib
 import inspect
 import os
+import re
 import secrets
 import textwrap
 import time
@@ -88,17 +90,49 @@ async def until(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
         await asyncio.sleep(0.01)
 
 
+_SAMPLE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)(?: \S+)?")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+# The sample names a family of each type writes besides its own name (text format 0.0.4 and OpenMetrics).
+_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "summary": ("_count", "_sum")}
+
+
 def metric_value(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in Prometheus text, or 0.0 when absent."""
+    """The value of the one sample `name{labels}` in Prometheus text.
+
+    - `name` must be declared: it has a `# TYPE` line, or is the `_bucket`/`_count`/`_sum` sample of a declared
+      histogram (the `_total` one of a counter). Anything else (a renamed or misspelt metric) fails the test.
+    - Every label given must be one the samples of `name` carry, and the labels must pick at most one sample.
+    - A declared family with no sample for these labels reads 0.0: a counter or gauge child that nothing has
+      touched yet is zero, as Prometheus reads it. Tests that know a non-zero value assert it exactly, so a child
+      under wrong labels still fails them.
+    """
+    families: dict[str, str] = {}
+    samples: list[tuple[str, dict[str, str], float]] = []
     for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        sample, _, value = line.rpartition(" ")
-        if sample.split("{")[0] == name and all(f'{k}="{v}"' in sample for k, v in labels.items()):
-            return float(value)
-    return 0.0
-
-
+        if line.startswith("# TYPE "):
+            _, _, family, kind = line.split(" ", 3)
+            families[family] = kind
+        elif line and not line.startswith("#"):
+            match = _SAMPLE.fullmatch(line)
+            assert match, f"not a Prometheus sample line: {line!r}"
+            sample, label_text, value = match.groups()
+            samples.append((sample, dict(_LABEL.findall(label_text or "")), float(value)))
+    declared = name in families or any(
+        name.endswith(suffix) and suffix in _SUFFIXES.get(families.get(name.removesuffix(suffix), ""), ())
+        for suffix in ("_total", "_bucket", "_count", "_sum"))
+    if not declared:
+        close = difflib.get_close_matches(name, families, n=3, cutoff=0.6)
+        raise AssertionError(f"metric {name!r} is not in the metrics text (no `# TYPE` line declares it)"
+                             + (f"; did you mean {' or '.join(map(repr, close))}?" if close else ""))
+    own = [(sample_labels, value) for sample, sample_labels, value in samples if sample == name]
+    known = {label for sample_labels, _ in own for label in sample_labels}
+    unknown = sorted(set(labels) - known)
+    if own and unknown:
+        raise AssertionError(f"metric {name!r} has no label(s) {unknown}; its labels are {sorted(known)}")
+    matches = [value for sample_labels, value in own if all(sample_labels.get(k) == v for k, v in labels.items())]
+    if len(matches) > 1:
+        raise AssertionError(f"{name}{labels} matches {len(matches)} samples; give the labels that pick one")
+    return matches[0] if matches else 0.0
 
 
 def service_unavailable(reason: str) -> None:

@@ -122,6 +122,7 @@ async def test_a_change_through_any_replica_serves_on_every_replica(start_replic
     assert status == 200 and body["version"] == 2 and body["source"] == hello(2)
     assert {r["replica"] for r in body["replicas"]} == {"a", "b", "c"}
 
+    assert metric_value(await (await b.client.get("/metrics")).text(), "dynamic_components") == 1
     assert (await c.call("DELETE", "/hello"))[0] == 204
     for replica in (a, b, c):
         await until(lambda r=replica: _is(r.version(), None))
