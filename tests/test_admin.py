@@ -8,9 +8,10 @@ import os
 import random
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import jwt as pyjwt
 import pytest
@@ -291,7 +292,7 @@ BROKEN = [
 ]
 
 
-@pytest.mark.parametrize("source, line, needle", BROKEN)
+@pytest.mark.parametrize(("source", "line", "needle"), BROKEN)
 async def test_a_broken_source_is_422_and_changes_nothing(start, components, source, line, needle) -> None:
     server = await start()
     syncs = Syncs(server)
@@ -377,7 +378,7 @@ async def test_a_source_over_the_limit_is_413(start, components) -> None:
     assert status == 413 and await serves(server, 1) and (components / "hello.py").read_text() == hello(1)
 
 
-@pytest.mark.parametrize("source, module, line", [
+@pytest.mark.parametrize(("source", "module", "line"), [
     ("from server import hookimpl\nimport os\n", "os", 2),
     ("from server import hookimpl\n\n\ndef f():\n    from subprocess import run\n", "subprocess", 5),
     ("from server import hookimpl\nimport json, os.path as p\n", "os.path", 2),
@@ -542,7 +543,7 @@ async def run_pipelines(server: Server) -> datetime:
         await next_millisecond()
         response = await server.client.post("/ok", json={})
         assert response.status == 200
-    middle = datetime.now(timezone.utc)
+    middle = datetime.now(UTC)
     for _ in range(2):
         await next_millisecond()
         response = await server.client.post("/picky", json={})
@@ -630,7 +631,7 @@ async def test_execution_detail_has_per_step_timings(start) -> None:
     assert status == 404 and "no-such-execution" in answer["error"]
 
 
-@pytest.mark.parametrize("params, field", [
+@pytest.mark.parametrize(("params", "field"), [
     ({"status": "finished"}, "status"), ({"limit": "0"}, "limit"), ({"limit": "1001"}, "limit"),
     ({"limit": "two"}, "limit"), ({"limit": "-1"}, "limit"), ({"since": "yesterday"}, "since"),
     ({"until": "2026-13-01"}, "until"), ({"before": "not-a-cursor"}, "before"), ({"before": "eHl6"}, "before"),

@@ -86,7 +86,7 @@ def test_the_cli_refuses_a_short_secret():
     assert "at least 32 bytes" in result.stderr
 
 
-@pytest.mark.parametrize("headers, needle", [
+@pytest.mark.parametrize(("headers", "needle"), [
     ({}, "a bearer token is required"),
     ({"Authorization": "Basic YTpi"}, "a bearer token is required"),
     (bearer(hs256({"sub": "a", "role": "admin", "exp": NOW - 10})), "expired"),
@@ -124,7 +124,7 @@ async def test_issuer_and_audience_are_checked_when_configured(admin_client):
         assert (await client.get("/api/whoami", headers=bearer(hs256(claims)))).status == 401, wrong
 
 
-@pytest.mark.parametrize("secret, needle", [(None, "neither JWT_SECRET nor JWT_JWKS_URL"),
+@pytest.mark.parametrize(("secret", "needle"), [(None, "neither JWT_SECRET nor JWT_JWKS_URL"),
                                             ("short", "shorter than 32 bytes")])
 async def test_without_a_usable_secret_every_call_is_503(admin_client, secret, needle):
     client = await admin_client(jwt_secret=secret)
@@ -133,7 +133,7 @@ async def test_without_a_usable_secret_every_call_is_503(admin_client, secret, n
     assert needle in (await response.json())["error"]
 
 
-@pytest.mark.parametrize("key, alg", [(RSAKey.generate_key(2048, parameters={"kid": "rsa-1"}), "RS256"),
+@pytest.mark.parametrize(("key", "alg"), [(RSAKey.generate_key(2048, parameters={"kid": "rsa-1"}), "RS256"),
                                       (ECKey.generate_key("P-256", parameters={"kid": "ec-1"}), "ES256")])
 async def test_jwks_tokens_from_an_identity_provider(admin_client, aiohttp_server, key, alg):
     async def jwks(request: web.Request) -> web.Response:

@@ -42,7 +42,7 @@ async def test_create_order_defaults_currency(make_server):
     assert (await response.json())["currency"] == "USD"
 
 
-@pytest.mark.parametrize("payload, needle", [
+@pytest.mark.parametrize(("payload", "needle"), [
     ({"total": 1}, "customer_id"),
     ({"customer_id": "c"}, "total"),
     ({"customer_id": "c", "total": "abc"}, "cannot convert"),
@@ -64,7 +64,7 @@ async def test_order_lookup_reads_the_path_parameter(make_server):
     assert (await default.json())["status"] == "pending"
 
 
-@pytest.mark.parametrize("event_type, status, expected", [
+@pytest.mark.parametrize(("event_type", "status", "expected"), [
     ("payment.succeeded", 200, {"handled": True, "order_status": "paid"}),
     ("payment.failed", 200, {"handled": True, "order_status": "payment_failed"}),
     ("charge.refunded", 200, {"handled": True, "order_status": "refunded"}),

@@ -50,7 +50,7 @@ async def test_path_params_and_query(make_server):
     assert await response.json() == {"id": "42", "q": "shoes"}
 
 
-@pytest.mark.parametrize("body, needle", [
+@pytest.mark.parametrize(("body", "needle"), [
     (b"{not json", "not valid JSON"),
     (b"[1, 2]", "must be a JSON object"),
     (b"\xff\xfe", "not valid JSON"),

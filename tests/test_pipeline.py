@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -56,7 +56,7 @@ FLOW = "pipelines:" + http("flow", "/flow/{id}", """
 
 async def test_steps_run_in_order_and_each_output_is_merged_and_addressable(serve):
     srv = await serve(FLOW)
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     response = await srv.client.post("/flow/42?q=hi", json={"x": "payload"})
     assert response.status == 200, await response.text()
     data = await response.json()
@@ -96,7 +96,7 @@ ROUTER = "pipelines:" + http("route", "/route", """
 """)
 
 
-@pytest.mark.parametrize("path, kind, expected", [
+@pytest.mark.parametrize(("path", "kind", "expected"), [
     ("/route", "a", ["start", "on_a", "after", "finish"]),      # join: first step after ALL targets
     ("/route", "b", ["start", "on_b", "finish"]),               # a target's own `next:` wins
     ("/route", "c", ["start", "on_c", "after", "finish"]),      # never falls into `fallback`
@@ -122,7 +122,7 @@ async def test_conditional_without_match_or_default_is_an_error(serve):
     assert ran() == []
 
 
-@pytest.mark.parametrize("field, routes, payload, expected", [
+@pytest.mark.parametrize(("field", "routes", "payload", "expected"), [
     ("order.status", '{paid: hit, open: miss}', {"order": {"status": "paid"}}, "hit"),       # dot path
     ('"{{ lower .kind }}"', '{big: hit, small: miss}', {"kind": "BIG"}, "hit"),             # template
     ("order.ok", '{true: hit, false: miss}', {"order": {"ok": True}}, "hit"),               # YAML bool keys
@@ -183,7 +183,7 @@ def policy_config(policy: str) -> str:
 """, f"\n    on_error: {policy}")
 
 
-@pytest.mark.parametrize("policy, status, expected", [
+@pytest.mark.parametrize(("policy", "status", "expected"), [
     ("stop", 500, ["one"]),
     ("skip", 200, ["one", "two"]),
     # reverse order; the failing compensation step neither stops the others nor hides the error
@@ -212,7 +212,7 @@ SKIPPED_ROUTER = "pipelines:" + http("s", "/s", """
 """, "\n    on_error: skip")
 
 
-@pytest.mark.parametrize("kind, expected", [("a", ["on_a", "after"]), ("zzz", ["after"])])
+@pytest.mark.parametrize(("kind", "expected"), [("a", ["on_a", "after"]), ("zzz", ["after"])])
 async def test_a_skipped_conditional_goes_to_its_join_not_into_a_branch(serve, kind, expected):
     srv = await serve(SKIPPED_ROUTER)
     assert (await srv.client.post("/s", json={"kind": kind})).status == 200
@@ -237,7 +237,7 @@ FAILURES = "pipelines:" + http("invalid", "/invalid", """
 """)
 
 
-@pytest.mark.parametrize("path, action, status, step, outcome", [
+@pytest.mark.parametrize(("path", "action", "status", "step", "outcome"), [
     ("/invalid", "invalid", 400, "check", "error"),
     ("/crash", "crash", 500, "explode", "error"),
     ("/slow", "slow", 504, None, "timeout"),
@@ -440,7 +440,7 @@ def _step(name: str, *, next: str | None = None, targets: tuple[str, ...] = ()) 
     return Step(name, "t.x", {}, compile_value({}), next, targets=targets)
 
 
-@pytest.mark.parametrize("steps, flow", [
+@pytest.mark.parametrize(("steps", "flow"), [
     # plain fall-through, last step ends
     ([_step("a"), _step("b")], [1, END]),
     # router r -> x | y; x and y join at z; y's `next` wins; r itself (when skipped) goes to the join

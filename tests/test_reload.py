@@ -13,8 +13,9 @@ import sys
 import textwrap
 import threading
 import weakref
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import pytest

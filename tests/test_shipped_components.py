@@ -17,9 +17,10 @@ import subprocess
 import sys
 import textwrap
 import uuid
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pytest
 
@@ -103,7 +104,7 @@ def run_validate(path: Path) -> subprocess.CompletedProcess[str]:
 # --------------------------------------------------------------------------- loading
 
 
-@pytest.mark.parametrize("filename, names", [
+@pytest.mark.parametrize(("filename", "names"), [
     ("greeting.py", {"step.greet"}),
     ("risk_tagger.py", {"step.risk_tag"}),
     ("order_pricing.py", {"step.price_order"}),
@@ -127,7 +128,7 @@ def test_registration_options():
 # --------------------------------------------------------------------------- step.greet (unit)
 
 
-@pytest.mark.parametrize("data, config, expected", [
+@pytest.mark.parametrize(("data", "config", "expected"), [
     ({}, {}, "hello world"),                                         # all defaults
     ({"name": "Ada"}, {}, "hello Ada"),                              # data's name
     ({"name": "Ada"}, {"name": "Bob"}, "hello Bob"),                 # config beats data
@@ -153,7 +154,7 @@ async def test_greet_does_not_modify_data():
 # --------------------------------------------------------------------------- step.risk_tag (unit)
 
 
-@pytest.mark.parametrize("text, risk, matches", [
+@pytest.mark.parametrize(("text", "risk", "matches"), [
     ("the checkout is down", "high", ["down"]),
     ("possible data loss on the replica", "high", ["data loss"]),
     ("I want a refund", "medium", ["refund"]),
@@ -300,7 +301,7 @@ async def test_price_discount_and_tax_after_conversion():
         "subtotal": 59.82, "discount": 5.98, "tax": 10.77, "total": 64.61, "currency": "EUR"}
 
 
-@pytest.mark.parametrize("data, config, expected", [
+@pytest.mark.parametrize(("data", "config", "expected"), [
     # 0.125 -> 0.13 (half-even would give 0.12)
     ({"total": "0.125"}, {}, {"subtotal": 0.13, "discount": 0.0, "tax": 0.0, "total": 0.13}),
     # a JSON float 1.005 is read through str(): exactly 1.005 -> 1.01 (binary float rounding gives 1.00)
@@ -316,7 +317,7 @@ async def test_price_rounds_each_amount_to_cents_half_up(data, config, expected)
     assert {k: result[k] for k in expected} == expected
 
 
-@pytest.mark.parametrize("data, config, field", [
+@pytest.mark.parametrize(("data", "config", "field"), [
     ({"total": 1, "currency": "XYZ"}, {}, "currency"),
     ({"total": 1, "currency": 5}, {}, "currency"),
     ({"items": [{"qty": -1, "unit_price": 1}]}, {}, "items.0.qty"),
@@ -363,7 +364,7 @@ pipelines:
 """
 
 
-@pytest.mark.parametrize("path, body, expected", [
+@pytest.mark.parametrize(("path", "body", "expected"), [
     ("/greet/plain", None, "hello world"),
     ("/greet/plain", {"name": "Ada"}, "hello Ada"),
     ("/greet/user", {"user": "Bob", "name": "Ada"}, "hello Bob"),   # config (a template) beats data
@@ -403,7 +404,7 @@ pipelines:
 """
 
 
-@pytest.mark.parametrize("text, risk, matches", [
+@pytest.mark.parametrize(("text", "risk", "matches"), [
     ("Checkout is DOWN", "high", ["down"]),
     ("please download the invoice", "low", []),
     ("where is my refund?", "medium", ["refund"]),
@@ -559,7 +560,7 @@ pipelines:
 """
 
 
-@pytest.mark.parametrize("path, body, expected", [
+@pytest.mark.parametrize(("path", "body", "expected"), [
     ("/price", {"total": "19.90"}, {"subtotal": 19.9, "discount": 0.0, "tax": 0.0, "total": 19.9, "currency": "USD"}),
     # 3 x 19.99 + 2 x 0.50 + 1 x 4.25 = 65.22
     ("/price", {"items": [{"qty": 3, "unit_price": "19.99"}, {"qty": 2, "unit_price": 0.5}, {"unit_price": 4.25}]},
@@ -587,7 +588,7 @@ async def test_price_order_end_to_end(make_server, path, body, expected):
     assert cents(await response.json()) == expected
 
 
-@pytest.mark.parametrize("path, body, field", [
+@pytest.mark.parametrize(("path", "body", "field"), [
     ("/price", {"total": 1, "currency": "XYZ"}, "currency"),
     ("/price/eur", {"total": 1, "currency": "DOGE"}, "currency"),
     ("/price", {"items": [{"qty": -2, "unit_price": 1}]}, "items.0.qty"),
@@ -624,7 +625,7 @@ async def test_price_order_huge_amount_is_a_400(make_server):
     assert response.status == 400
 
 
-@pytest.mark.parametrize("config, message", [
+@pytest.mark.parametrize(("config", "message"), [
     ({"currency": "BTC"}, "currency 'BTC' has no rate"),
     ({"base_currency": "XYZ"}, "base_currency 'XYZ' has no rate"),
     ({"discount_percent": -1}, "discount_percent must be a number from 0 to 100"),
@@ -658,7 +659,7 @@ async def test_chat_example_escalates_high_risk_and_logs_the_event(make_server, 
     await until(lambda: any(r.getMessage() == expected for r in caplog.records))
 
 
-@pytest.mark.parametrize("body, expected", [
+@pytest.mark.parametrize(("body", "expected"), [
     ({"user": "bob", "text": "I want a refund"},
      {"risk": "medium", "priority": "p2", "greeting": "hello bob", "matches": ["refund"]}),
     ({"user": "cy", "text": "thanks for the help"},
@@ -677,7 +678,7 @@ async def test_chat_example_routes_medium_and_low_without_escalating(make_server
     assert not any(r.getMessage().startswith("escalated") for r in caplog.records)
 
 
-@pytest.mark.parametrize("body, needle", [
+@pytest.mark.parametrize(("body", "needle"), [
     ({"user": "ada"}, "'text' is a required property"),
     ({"text": ""}, "text"),
     ({"text": 42}, "text"),
@@ -714,7 +715,7 @@ async def test_pricing_example_defaults_to_usd_and_rounds_tax_half_up(make_serve
     assert (quote["subtotal"], quote["tax"], quote["total"]) == (0.13, 0.03, 0.16)
 
 
-@pytest.mark.parametrize("body, step, needle", [
+@pytest.mark.parametrize(("body", "step", "needle"), [
     ({}, "validate", "'items' is a required property"),
     ({"items": []}, "validate", "items"),
     ({"items": [{"sku": "a", "qty": -1, "unit_price": 1}]}, "validate", "items/0/qty"),
