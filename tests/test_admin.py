@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import jwt as pyjwt
 import pytest
 from yarl import URL
 
@@ -22,13 +21,9 @@ from server.keys import RELOADER
 from server.reload import manager as reloader
 from server.settings import from_environment
 from server.store import Retention
-from tests.conftest import Server, metric_value, until
+from tests.conftest import ADMIN, HUB, SECRET, Server, hello, metric_value, token, until
 
-SECRET = "s" * 40
 PREFIXES = ("/api/dynamic/components", "/api/v1/admin/components")
-
-# Shared with the component sources below (`from tests.test_admin import HUB`): a gate a step can wait on.
-HUB: dict[str, Any] = {}
 
 CONFIG = """\
 pipelines:
@@ -52,41 +47,9 @@ pipelines:
 """
 
 
-def hello(version: int, *, step: str = "step.hello", wait: bool = False) -> str:
-    """A component whose step answers its version (after the test's gate opens, when `wait`)."""
-    gate = "    await HUB['gate'].wait()\n" if wait else ""
-    return (
-        "from server import hookimpl\n"
-        "from tests.test_admin import HUB\n"
-        f"VERSION = {version}\n\n\n"
-        "async def hello(ctx):\n"
-        f"{gate}"
-        "    return {'version': VERSION}\n\n\n"
-        "@hookimpl\n"
-        "def register_steps(register):\n"
-        f"    register({step!r}, hello)\n"
-    )
-
-
-def token(sub: str = "ada", secret: str = SECRET, **claims: Any) -> dict[str, str]:
-    """Authorization headers with an HS256 token (admin role unless `claims` say otherwise)."""
-    body = {"sub": sub, "role": "admin", "exp": int(time.time()) + 300, **claims}
-    return {"Authorization": "Bearer " + pyjwt.encode(body, secret, algorithm="HS256")}
-
-
-ADMIN = token()
-
-
 @pytest.fixture(autouse=True)
 def hub() -> None:
-    HUB.clear()
-
-
-@pytest.fixture
-def components(tmp_path: Path) -> Path:
-    directory = tmp_path / "components"
-    directory.mkdir()
-    return directory
+    HUB.clear()  # the gate of `hello(wait=True)`
 
 
 @pytest.fixture
@@ -286,7 +249,7 @@ BROKEN = [
     pytest.param("from server import hookimpl\n\n\ndef broken(:\n    pass\n", 4, "syntax error", id="syntax"),
     pytest.param("from server import hookimpl\nimport no_such_module_for_the_admin_test\n", 2,
                  "ModuleNotFoundError", id="import"),
-    pytest.param(hello(7, step="step.set"), 12, "already registered by plugins.core", id="clash-with-built-in"),
+    pytest.param(hello(7, step="step.set"), 11, "already registered by plugins.core", id="clash-with-built-in"),
     pytest.param("from server import hookimpl\n\n\ndef nothing(ctx):\n    return None\n", None,
                  "no hook implementations", id="no-hooks"),
 ]

@@ -16,8 +16,7 @@ from server.config.routing import RouteConflict, Router
 from server.errors import ConfigError, MethodNotAllowed, NotFound
 from server.hooks.manager import build_plugin_manager
 from server.hooks.registry import Registry, build_registry
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="module")

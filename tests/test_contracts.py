@@ -6,7 +6,6 @@ import asyncio
 import textwrap
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -68,13 +67,6 @@ def hub():
     HUB["release"] = threading.Event()
     yield
     HUB["release"].set()  # never leave a worker thread blocked after a test
-
-
-@pytest.fixture
-def components(tmp_path: Path) -> Path:
-    directory = tmp_path / "components"
-    directory.mkdir()
-    return directory
 
 
 async def post(server, path: str, body: dict | None = None) -> tuple[int, Any]:

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 
 import pytest
 
-from tests.conftest import ROOT, metric_value
+from tests.conftest import ROOT, metric_value, until
 
 ORDERS = (ROOT / "example" / "order-processing-pipeline.yaml").read_text()
 WEBHOOKS = (ROOT / "example" / "webhook-pipeline.yaml").read_text()
-
-
-async def _until(predicate, timeout: float = 2.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.005)
 
 
 async def test_create_order_answers_201_and_notifies(make_server, caplog):
@@ -30,7 +23,7 @@ async def test_create_order_answers_201_and_notifies(make_server, caplog):
         assert body["status"] == "pending" and body["total"] == 19.9 and body["currency"] == "EUR"
         uuid.UUID(body["order_id"])
         notified = f"order {body['order_id']} for c-42: 19.9 EUR"
-        await _until(lambda: any(r.getMessage() == notified for r in caplog.records))
+        await until(lambda: any(r.getMessage() == notified for r in caplog.records))
     text = await srv.metrics()
     assert metric_value(text, "workflow_executions_total", workflow_type="event", action="notify-customer",
                         status="success") == 1
@@ -95,7 +88,7 @@ async def test_paid_event_reaches_the_audit_pipeline(make_server, caplog):
     with caplog.at_level(logging.INFO):
         await srv.client.post("/hooks/payments", json={"id": "e", "type": "payment.succeeded",
                                                        "data": {"order_id": "o-9", "amount": 5}})
-        await _until(lambda: any(r.getMessage() == "order o-9 is paid" for r in caplog.records))
+        await until(lambda: any(r.getMessage() == "order o-9 is paid" for r in caplog.records))
 
 
 async def test_payment_webhook_requires_fields(make_server):

@@ -18,7 +18,6 @@ from prometheus_client.openmetrics.exposition import (
 
 from server.metrics.cells import FastCounter, FastGauge, FastHistogram
 from tests.conftest import metric_value
-from tests.pipeline_plugin import serve  # noqa: F401 - fixture
 
 DURATIONS = [0.0, 0.003, 0.005, 0.0051, 0.05, 0.7, 9.99, 10.0, 12.5]
 
@@ -84,7 +83,7 @@ pipelines:
 """
 
 
-async def test_metrics_count_every_request_execution_and_step_with_their_statuses(serve):  # noqa: F811
+async def test_metrics_count_every_request_execution_and_step_with_their_statuses(serve):
     srv = await serve(PIPELINES)
     for _ in range(5):
         assert (await srv.client.post("/ok", json={"name": "a"})).status == 201

@@ -13,8 +13,8 @@ import pytest
 from server.config.model import END, Step, plan_flow
 from server.config.templates import compile_value
 from server.hooks.registry import RegistryBuilder
-from tests.conftest import metric_value, until
-from tests.pipeline_plugin import CALLS, serve  # noqa: F401  (serve is a fixture)
+from tests.conftest import equals, metric_value, until
+from tests.pipeline_plugin import CALLS
 
 
 def ran() -> list[str]:
@@ -345,19 +345,15 @@ async def test_a_client_that_disconnects_mid_pipeline_leaves_no_active_workflow(
     async def active() -> float:
         return metric_value(await srv.metrics(), "active_workflows", workflow_type="http")
 
-    await until(lambda: _eq(active(), 1))
+    await until(lambda: equals(active(), 1))
     request.cancel()
     await asyncio.gather(request, return_exceptions=True)
-    await until(lambda: _eq(active(), 0))
+    await until(lambda: equals(active(), 0))
     metrics = await srv.metrics()
     assert metric_value(metrics, "workflow_executions_total", workflow_type="http", action="sleepy",
                         status="error") == 1
     assert metric_value(metrics, "workflow_executions_total", workflow_type="http", action="sleepy",
                         status="success") == 0
-
-
-async def _eq(value, expected) -> bool:
-    return await value == expected
 
 
 async def test_successes_are_counted_and_timed_per_pipeline(serve):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 import textwrap
 from pathlib import Path
@@ -14,17 +13,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.conftest import ROOT
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.conftest import ROOT, free_port
 
 
 async def _start(config: Path, tmp_path: Path, *extra: str) -> tuple[asyncio.subprocess.Process, int, int]:
-    port, admin = _free_port(), _free_port()
+    port, admin = free_port(), free_port()
     env = {**os.environ, "WORKFLOW_LOG_FORMAT": "json", "WORKFLOW_DATA_DIR": str(tmp_path / "data"),
            "WORKFLOW_COMPONENTS_DIR": str(tmp_path / "components")}
     proc = await asyncio.create_subprocess_exec(

@@ -7,8 +7,6 @@ import gc
 import logging
 import os
 import signal
-import socket
-import subprocess
 import sys
 import textwrap
 import threading
@@ -25,7 +23,7 @@ from server.keys import RELOADER
 from server.reload.loader import MODULE_PREFIX
 from server.reload.manager import ComponentManager
 from server.reload.watcher import reload_config
-from tests.conftest import ROOT, Server, metric_value, until
+from tests.conftest import ROOT, Server, free_port, metric_value, run_cli, until
 
 # Shared by a test and the component versions it writes (`from tests.test_reload import HUB`):
 # gates a step awaits, and the order in which steps and lifecycle hooks ran. Reset for each test.
@@ -44,13 +42,6 @@ pipelines:
 def hub() -> None:
     HUB.clear()
     HUB["events"] = []
-
-
-@pytest.fixture
-def components(tmp_path: Path) -> Path:
-    directory = tmp_path / "components"
-    directory.mkdir()
-    return directory
 
 
 @pytest.fixture
@@ -665,12 +656,6 @@ async def test_a_config_reload_survives_a_component_reload_around_it(start, comp
 # --------------------------------------------------------------------------- command line and process
 
 
-def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("WORKFLOW_")}
-    return subprocess.run([sys.executable, "-m", "server", *args], cwd=ROOT, env={**clean, **env},
-                          capture_output=True, text=True, timeout=60)
-
-
 def test_validate_loads_the_components_folder(tmp_path: Path, components: Path) -> None:
     (components / "greet_x.py").write_text(
         "from server import hookimpl\n\n\nasync def greet(ctx):\n    return {}\n\n\n"
@@ -697,16 +682,10 @@ def test_validate_loads_the_components_folder(tmp_path: Path, components: Path) 
     assert len(problems) == 3
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 async def test_sighup_reloads_the_config_of_the_real_process(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG_V1)
-    port, admin = _free_port(), _free_port()
+    port, admin = free_port(), free_port()
     # No file watching: only the signal can make the new config take effect.
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("WORKFLOW_")},
            "WORKFLOW_WATCH": "false", "WORKFLOW_LOG_FORMAT": "json", "WORKFLOW_DATA_DIR": str(tmp_path / "data"),

@@ -12,7 +12,7 @@ from aiohttp import web
 from plugins.transform import _convert
 from server import ValidationError
 from tests.conftest import metric_value, until
-from tests.pipeline_plugin import CALLS, serve  # noqa: F401  (serve is a fixture)
+from tests.pipeline_plugin import CALLS
 
 
 def http(name: str, path: str, steps: str) -> str:
