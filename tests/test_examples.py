@@ -85,10 +85,18 @@ async def test_payment_webhook_joins_after_all_targets(make_server):
 
 async def test_paid_event_reaches_the_audit_pipeline(make_server, caplog):
     srv = await make_server(WEBHOOKS)
+
+    async def audited() -> bool:
+        return metric_value(await srv.metrics(), "workflow_executions_total", workflow_type="event",
+                            action="audit-paid", status="success") == 1
+
     with caplog.at_level(logging.INFO):
-        await srv.client.post("/hooks/payments", json={"id": "e", "type": "payment.succeeded",
-                                                       "data": {"order_id": "o-9", "amount": 5}})
-        await until(lambda: any(r.getMessage() == "order o-9 is paid" for r in caplog.records))
+        response = await srv.client.post("/hooks/payments", json={"id": "e", "type": "payment.succeeded",
+                                                                  "data": {"order_id": "o-9", "amount": 5}})
+        assert (await response.json())["order_status"] == "paid"
+        await until(audited)
+    audits = [r for r in caplog.records if r.getMessage() == "order o-9 is paid"]
+    assert [r.levelno for r in audits] == [logging.INFO]
 
 
 async def test_payment_webhook_requires_fields(make_server):

@@ -265,6 +265,9 @@ async def test_a_save_during_start_up_is_not_lost(start, components) -> None:
         HUB["release"].set()
     server = await starting
     await until(lambda: serves(server, 2))
+    assert manager(server).failures == {}
+    assert {name: c.version for name, c in manager(server).components.items()} == {"hello": 2, "zzz": 1}
+    assert (await server.engine.store.get_component("hello")).source == component(2)
 
 
 # --------------------------------------------------------------------------- refusals
