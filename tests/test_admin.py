@@ -172,7 +172,9 @@ async def test_the_admin_page_is_served_without_a_token(start) -> None:
     assert "workflow-server admin" in text and "/api/dynamic/components" in text
     assert page.headers["Cache-Control"] == "no-store" and page.headers["X-Frame-Options"] == "DENY"
     # The admin API is not on the main listener.
-    assert (await server.client.get("/api/pipelines", headers=ADMIN)).status == 404
+    response = await server.client.get("/api/pipelines", headers=ADMIN)
+    assert (response.status, await response.json()) == (404, {"error": "no pipeline is triggered by /api/pipelines",
+                                                          "path": "/api/pipelines"})
 
 
 # --------------------------------------------------------------------------- create, update, delete

@@ -213,7 +213,8 @@ async def test_plain_def_steps_run_in_the_bounded_pool_without_blocking_the_loop
         assert time.monotonic() < deadline, "the blocking steps did not start"
         await asyncio.sleep(0.01)
     started = time.perf_counter()
-    assert (await isolated.client.get("/livez")).status == 200  # the loop answers while two threads block
+    live = await isolated.client.get("/livez")  # the loop answers while two threads block
+    assert (live.status, await live.json()) == (200, {"status": "ok"})
     assert time.perf_counter() - started < 2  # the blocked threads hold for up to 5 s
     await asyncio.sleep(0.05)  # room for a third thread, if the pool were not bounded
     assert (HUB["running"], HUB["peak"]) == (2, 2)

@@ -156,7 +156,8 @@ NEXT = "pipelines:" + http("hop", "/hop", """
 
 async def test_next_on_a_plain_step_skips_ahead(serve):
     srv = await serve(NEXT)
-    assert (await srv.client.post("/hop")).status == 200
+    response = await srv.client.post("/hop")
+    assert (response.status, await response.json()) == (200, {"params": {}, "query": {}})
     assert ran() == ["a", "c"]
 
 
@@ -212,10 +213,12 @@ SKIPPED_ROUTER = "pipelines:" + http("s", "/s", """
 """, "\n    on_error: skip")
 
 
-@pytest.mark.parametrize(("kind", "expected"), [("a", ["on_a", "after"]), ("zzz", ["after"])])
-async def test_a_skipped_conditional_goes_to_its_join_not_into_a_branch(serve, kind, expected):
+@pytest.mark.parametrize(("kind", "expected", "route"), [("a", ["on_a", "after"], {"route": "a"}),
+                                                         ("zzz", ["after"], {})])
+async def test_a_skipped_conditional_goes_to_its_join_not_into_a_branch(serve, kind, expected, route):
     srv = await serve(SKIPPED_ROUTER)
-    assert (await srv.client.post("/s", json={"kind": kind})).status == 200
+    response = await srv.client.post("/s", json={"kind": kind})
+    assert (response.status, await response.json()) == (200, {"kind": kind, "params": {}, "query": {}, **route})
     assert ran() == expected
 
 
@@ -280,7 +283,10 @@ async def test_each_failure_has_its_status_and_a_json_body(serve, path, action, 
 async def test_a_step_exception_is_logged_server_side_with_its_step(serve, caplog):
     srv = await serve(FAILURES, strict=False)
     with caplog.at_level(logging.ERROR, logger="workflow.step"):
-        assert (await srv.client.post("/crash")).status == 500
+        response = await srv.client.post("/crash")
+    assert (response.status, await response.json()) == (500, {
+        "error": "step 'explode' (test.boom) failed: RuntimeError", "step": "explode",
+        "execution_id": response.headers["X-Execution-ID"]})
     [record] = [r for r in caplog.records if r.name == "workflow.step" and r.exc_info]
     assert (record.pipeline, record.step) == ("crash", "explode")
     assert "secret-internal-detail" in str(record.exc_info[1])
@@ -288,16 +294,19 @@ async def test_a_step_exception_is_logged_server_side_with_its_step(serve, caplo
 
 async def test_a_step_type_removed_at_runtime_answers_503_naming_it(serve):
     srv = await serve("pipelines:" + http("rec", "/rec", "      - {name: r, type: test.record}\n"))
-    assert (await srv.client.post("/rec")).status == 200
+    response = await srv.client.post("/rec")
+    assert (response.status, await response.json()) == (200, {"params": {}, "query": {}})
     original = srv.engine.registry
     builder = RegistryBuilder(base=original)
     del builder.steps["test.record"]
     srv.engine.swap(srv.engine.state_for(builder.build(), srv.engine.config))
     response = await srv.client.post("/rec")
-    assert response.status == 503
-    assert "test.record" in (await response.json())["error"]
+    assert (response.status, await response.json()) == (503, {
+        "error": "step type 'test.record' is not available", "step": "r", "type": "test.record",
+        "execution_id": response.headers["X-Execution-ID"]})
     srv.engine.swap(srv.engine.state_for(original, srv.engine.config))
-    assert (await srv.client.post("/rec")).status == 200
+    response = await srv.client.post("/rec")
+    assert (response.status, await response.json()) == (200, {"params": {}, "query": {}})
 
 
 # --------------------------------------------------------------------------- threads, cancellation, metrics
@@ -333,7 +342,7 @@ async def test_plain_def_steps_do_not_block_the_event_loop(serve):
     start = time.monotonic()
     responses = await asyncio.gather(srv.client.post("/sync"), srv.client.post("/sync"), health_while_busy())
     elapsed = time.monotonic() - start
-    assert [r.status for r in responses[:2]] == [200, 200]
+    assert [(r.status, (await r.json())["napper_main_thread"]) for r in responses[:2]] == [(200, False)] * 2
     assert elapsed < 0.85, f"two 0.5s sync steps took {elapsed:.2f}s: they ran one after the other"
     assert responses[2] < 0.2, "the event loop was blocked by a sync step"
 

@@ -504,7 +504,9 @@ async def test_config_reload_with_bad_keywords_is_refused_and_the_running_config
     assert await reload_config(srv.client.app) is False
     response = await srv.client.post("/tag", json={"text": "outage"})
     assert (await response.json())["risk"] == "high"
-    assert (await srv.client.post("/greet")).status == 404   # the refused config's pipeline never arrived
+    response = await srv.client.post("/greet")  # the refused config's pipeline never arrived
+    assert (response.status, await response.json()) == (404, {"error": "no pipeline is triggered by /greet",
+                                                              "path": "/greet"})
 
 
 def test_validate_reports_bad_keywords_with_file_and_line(tmp_path):
@@ -532,7 +534,8 @@ async def test_fixing_the_config_brings_a_refused_component_back(make_server, tm
     (tmp_path / "config.yaml").write_text(textwrap.dedent(RISK_CONFIG))
     assert await reload_config(srv.client.app) is True
     response = await srv.client.post("/tag", json={"text": "outage"})
-    assert response.status == 200
+    assert (response.status, await response.json()) == (200, {
+        "text": "outage", "params": {}, "query": {}, "risk": "high", "risk_matches": ["outage"]})
 
 
 PRICE_CONFIG = """
@@ -620,9 +623,12 @@ async def test_price_order_end_to_end_rejects_a_nan_literal(make_server):
 async def test_price_order_huge_amount_is_a_400(make_server):
     srv = await serve(make_server, PRICE_CONFIG)
     response = await srv.client.post("/price", json={"total": "1e27"})
-    assert response.status == 200  # 28 digits and more are priced exactly
+    assert (response.status, await response.json()) == (200, {  # 28 digits and more are priced exactly
+        "total": 1e27, "subtotal": 1e27, "discount": 0.0, "tax": 0.0, "currency": "USD", "params": {}, "query": {}})
     response = await srv.client.post("/price", json={"total": "1e100"})
-    assert response.status == 400
+    assert (response.status, await response.json()) == (400, {
+        "error": "the order's amounts are too large to price", "field": "total", "step": "price",
+        "execution_id": response.headers["X-Execution-ID"]})
 
 
 @pytest.mark.parametrize(("config", "message"), [

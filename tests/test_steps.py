@@ -116,7 +116,7 @@ async def test_log_writes_the_rendered_message_at_its_level(serve, caplog):
     srv = await serve(SET_LOG)
     with caplog.at_level(logging.DEBUG, logger="workflow.step"):
         response = await srv.client.post("/log", json={"name": "Ada", "n": 7})
-    assert response.status == 200
+    assert (response.status, await response.json()) == (200, {"name": "Ada", "n": 7, "params": {}, "query": {}})
     lines = [(r.levelno, r.getMessage(), getattr(r, "pipeline", None), getattr(r, "step", None))
              for r in caplog.records if r.name == "workflow.step"]
     assert lines == [(logging.INFO, "hello Ada #7", "log", "say"), (logging.WARNING, "careful Ada", "log", "warn")]
