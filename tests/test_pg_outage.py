@@ -87,7 +87,8 @@ def _run_as() -> list[str]:
     if os.geteuid() == user.pw_uid:
         return []
     if os.geteuid() != 0:
-        service_unavailable(f"a private PostgreSQL cluster must run as {PG_USER!r}: run the tests as root or as {PG_USER}")
+        service_unavailable(f"a private PostgreSQL cluster must run as {PG_USER!r}: "
+                            f"run the tests as root or as {PG_USER}")
     runuser = shutil.which("runuser")
     if runuser is None:
         service_unavailable("runuser (util-linux) is missing: cannot start PostgreSQL as its own user")

@@ -442,7 +442,7 @@ async def test_old_versions_become_garbage(start, components) -> None:
     modules, classes = [], []
     for version in range(1, 51):
         path.write_text(component(version, extra="\n\nclass Marker:\n    pass\n"))
-        await until(lambda: in_service(server, version))
+        await until(lambda v=version: in_service(server, v))
         loaded = manager(server).components["hello"]
         modules.append(weakref.ref(loaded.module))
         classes.append(weakref.ref(loaded.module.Marker))

@@ -152,6 +152,7 @@ async def test_a_version_another_replica_cannot_load_keeps_its_old_one_serving(s
     # The listing shows it: a serves version 2; b still serves version 1 and reports the refusal.
     await until(lambda: _replica_status(a, "b", "error"))
     status, body = await a.call("GET", "/hello")
+    assert status == 200
     by_name = {r["replica"]: r for r in body["replicas"]}
     assert (by_name["a"]["version"], by_name["a"]["status"], by_name["a"]["error"]) == (2, "serving", None)
     assert by_name["b"]["version"] == 1 and "not on replica b" in by_name["b"]["error"]
@@ -203,7 +204,8 @@ async def test_malformed_and_own_events_are_ignored(start_replica: StartReplica,
     assert bus.received == 1
 
 
-async def test_a_broken_file_on_one_replica_is_neither_uploaded_nor_spread_as_a_deletion(start_replica: StartReplica) -> None:
+async def test_a_broken_file_on_one_replica_is_neither_uploaded_nor_spread_as_a_deletion(
+        start_replica: StartReplica) -> None:
     a, b = await start_replica("a"), await start_replica("b")
     await until(lambda: listening(a))
     await until(lambda: listening(b))

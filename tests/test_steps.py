@@ -272,7 +272,9 @@ HTTP_CALL = "pipelines:" + http("get", "/get", """
         type: step.set
         config: {values: {echoed: "{{ .steps.call.body.query.q }}", code: "{{ .steps.call.status_code }}"}}
 """) + http("post", "/post", """
-      - {name: call, type: step.http_call, config: {url: UPSTREAM/echo, method: POST, body: {order: "{{ .order }}", fixed: 1}}}
+      - name: call
+        type: step.http_call
+        config: {url: UPSTREAM/echo, method: POST, body: {order: "{{ .order }}", fixed: 1}}
 """) + http("strict", "/strict", """
       - {name: call, type: step.http_call, config: {url: "UPSTREAM/status/{{ .code }}"}}
 """) + http("lenient", "/lenient", """
