@@ -1,19 +1,29 @@
-"""Shared fixtures: servers built from real config text, served on loopback by aiohttp_client."""
+"""Shared fixtures and helpers: servers built from real config text, served on loopback by aiohttp_client.
+
+Test modules import the helpers (functions and constants) from here and request the fixtures by name; no test
+module imports from another one.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import difflib
 import inspect
 import os
+import re
 import secrets
+import socket
+import subprocess
+import sys
 import textwrap
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import jwt
 import psycopg2
 import pytest
 import redis
@@ -21,9 +31,10 @@ from aiohttp.test_utils import TestClient
 
 from server.app import build_engine, create_apps
 from server.engine.runner import Engine
-from server.keys import STORE
-from server.settings import Settings
+from server.keys import REPLICATOR, STORE
+from server.settings import Database, Settings
 from server.store import Store
+from tests.pipeline_plugin import CALLS, build_test_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 # .ci/run sets these (and WORKFLOW_TEST_STRICT, which turns a missing service into a failure instead of a skip).
@@ -95,17 +106,49 @@ async def until(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
         await asyncio.sleep(0.01)
 
 
+_SAMPLE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)(?: \S+)?")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+# The sample names a family of each type writes besides its own name (text format 0.0.4 and OpenMetrics).
+_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "summary": ("_count", "_sum")}
+
+
 def metric_value(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in Prometheus text, or 0.0 when absent."""
+    """The value of the one sample `name{labels}` in Prometheus text.
+
+    - `name` must be declared: it has a `# TYPE` line, or is the `_bucket`/`_count`/`_sum` sample of a declared
+      histogram (the `_total` one of a counter). Anything else (a renamed or misspelt metric) fails the test.
+    - Every label given must be one the samples of `name` carry, and the labels must pick at most one sample.
+    - A declared family with no sample for these labels reads 0.0: a counter or gauge child that nothing has
+      touched yet is zero, as Prometheus reads it. Tests that know a non-zero value assert it exactly, so a child
+      under wrong labels still fails them.
+    """
+    families: dict[str, str] = {}
+    samples: list[tuple[str, dict[str, str], float]] = []
     for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        sample, _, value = line.rpartition(" ")
-        if sample.split("{")[0] == name and all(f'{k}="{v}"' in sample for k, v in labels.items()):
-            return float(value)
-    return 0.0
-
-
+        if line.startswith("# TYPE "):
+            _, _, family, kind = line.split(" ", 3)
+            families[family] = kind
+        elif line and not line.startswith("#"):
+            match = _SAMPLE.fullmatch(line)
+            assert match, f"not a Prometheus sample line: {line!r}"
+            sample, label_text, value = match.groups()
+            samples.append((sample, dict(_LABEL.findall(label_text or "")), float(value)))
+    declared = name in families or any(
+        name.endswith(suffix) and suffix in _SUFFIXES.get(families.get(name.removesuffix(suffix), ""), ())
+        for suffix in ("_total", "_bucket", "_count", "_sum"))
+    if not declared:
+        close = difflib.get_close_matches(name, families, n=3, cutoff=0.6)
+        raise AssertionError(f"metric {name!r} is not in the metrics text (no `# TYPE` line declares it)"
+                             + (f"; did you mean {' or '.join(map(repr, close))}?" if close else ""))
+    own = [(sample_labels, value) for sample, sample_labels, value in samples if sample == name]
+    known = {label for sample_labels, _ in own for label in sample_labels}
+    unknown = sorted(set(labels) - known)
+    if own and unknown:
+        raise AssertionError(f"metric {name!r} has no label(s) {unknown}; its labels are {sorted(known)}")
+    matches = [value for sample_labels, value in own if all(sample_labels.get(k) == v for k, v in labels.items())]
+    if len(matches) > 1:
+        raise AssertionError(f"{name}{labels} matches {len(matches)} samples; give the labels that pick one")
+    return matches[0] if matches else 0.0
 
 
 def service_unavailable(reason: str) -> None:
@@ -153,3 +196,162 @@ def redis_addr() -> str:
     except (redis.RedisError, ValueError) as exc:
         service_unavailable(f"Redis unreachable at {REDIS_ADDR!r} ({exc}); set WORKFLOW_TEST_REDIS")
     return REDIS_ADDR
+
+
+async def equals(value: Awaitable[Any], expected: Any) -> bool:
+    """Whether the awaited `value` is `expected`: for `until(lambda: equals(replica.version(), 2))`."""
+    return await value == expected
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m server ARGS` from the project root, without WORKFLOW_* settings from outside."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("WORKFLOW_")}
+    return subprocess.run([sys.executable, "-m", "server", *args], cwd=ROOT, env={**clean, **(env or {})},
+                          capture_output=True, text=True, timeout=60)
+
+
+# --------------------------------------------------------------------------- components and the admin API
+
+SECRET = "s" * 40
+
+# Shared with the `hello(wait=True)` component sources (`from tests.conftest import HUB`): a gate a step can wait on.
+HUB: dict[str, Any] = {}
+
+
+def hello(version: int, *, step: str = "step.hello", wait: bool = False) -> str:
+    """A component whose step answers its version (after the test's gate `HUB["gate"]` opens, when `wait`).
+
+    Without `wait` it imports nothing from the tests, so a server process of its own can load it too.
+    """
+    gate = "    await HUB['gate'].wait()\n" if wait else ""
+    return (
+        "from server import hookimpl\n"
+        + ("from tests.conftest import HUB\n" if wait else "")
+        + f"VERSION = {version}\n\n\n"
+        "async def hello(ctx):\n"
+        f"{gate}"
+        "    return {'version': VERSION}\n\n\n"
+        "@hookimpl\n"
+        "def register_steps(register):\n"
+        f"    register({step!r}, hello)\n"
+    )
+
+
+def token(sub: str = "ada", secret: str = SECRET, **claims: Any) -> dict[str, str]:
+    """Authorization headers with an HS256 token (admin role unless `claims` say otherwise)."""
+    body = {"sub": sub, "role": "admin", "exp": int(time.time()) + 300, **claims}
+    return {"Authorization": "Bearer " + jwt.encode(body, secret, algorithm="HS256")}
+
+
+ADMIN = token()
+
+
+@pytest.fixture
+def components(tmp_path: Path) -> Path:
+    """The components folder of the `settings` fixture, created empty."""
+    directory = tmp_path / "components"
+    directory.mkdir()
+    return directory
+
+
+# --------------------------------------------------------------------------- the step types of tests/pipeline_plugin.py
+
+
+@pytest.fixture
+async def serve(aiohttp_client, settings: Settings) -> AsyncIterator[Callable[..., Awaitable[Server]]]:
+    """Start a server from YAML text with the test step types available; `strict=False` allows unknown types."""
+    CALLS.clear()
+
+    async def make(text: str, *, strict: bool = True, **overrides: Any) -> Server:
+        final = replace(settings, **overrides)
+        engine = build_test_engine(final, text, strict=strict)
+        apps = create_apps(final, engine=engine)
+        return Server(await aiohttp_client(apps.main), await aiohttp_client(apps.admin), engine)
+
+    yield make
+    CALLS.clear()
+
+
+# --------------------------------------------------------------------------- replicas sharing PostgreSQL and Redis
+
+REPLICA_CONFIG = textwrap.dedent("""
+    pipelines:
+      hello:
+        trigger: {type: http, config: {path: /hello, method: GET}}
+        steps:
+          - {name: hello, type: step.hello}
+      ping:
+        trigger: {type: http, config: {path: /ping, method: GET}}
+        steps:
+          - {name: answer, type: step.json_response, config: {body: {pong: true}}}
+""")
+
+
+class Replica:
+    """One server of a replicated deployment, served on loopback."""
+
+    def __init__(self, name: str, client: TestClient, admin: TestClient, folder: Path) -> None:
+        self.name, self.client, self.admin, self.folder = name, client, admin, folder
+
+    async def version(self) -> int | None:
+        """The hello component version this replica serves (None: 503 or another error)."""
+        response = await self.client.get("/hello")
+        return (await response.json())["version"] if response.status == 200 else None
+
+    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        response = await self.admin.request(method, "/api/dynamic/components" + path, headers=ADMIN, json=body)
+        return response.status, (await response.json() if response.status != 204 else None)
+
+    async def health(self) -> dict[str, Any]:
+        return await (await self.client.get("/healthz")).json()
+
+
+StartReplica = Callable[..., Awaitable[Replica]]
+
+
+@pytest.fixture
+def database(pg_schema_dsn: str) -> Database:
+    """The test PostgreSQL server, in a fresh schema."""
+    fields = dict(part.split("=", 1) for part in pg_schema_dsn.split(" options=")[0].split())
+    schema = pg_schema_dsn.split("search_path=")[1].rstrip("'")
+    return Database(host=fields["host"], port=int(fields.get("port", 5432)), name=fields["dbname"],
+                    user=fields["user"], schema=schema, pool_size=3)
+
+
+@pytest.fixture
+def start_replica(database: Database, redis_addr: str, aiohttp_client, tmp_path: Path) -> StartReplica:
+    # `database` first: torn down last, after every replica has closed its connections.
+    """Start replica NAME with its own folders, sharing the database and Redis; again after stop: a restart."""
+    config = tmp_path / "config.yaml"
+    config.write_text(REPLICA_CONFIG)
+
+    async def start(name: str, *, redis: str | None = redis_addr, **overrides: Any) -> Replica:
+        folder = tmp_path / name / "components"
+        folder.mkdir(parents=True, exist_ok=True)
+        settings = Settings(config_path=config, components_dir=folder, data_dir=tmp_path / name / "data",
+                            db=database, redis_addr=f"redis://{redis}" if redis else None, replica_id=name,
+                            jwt_secret=SECRET, debounce=0.01, shutdown_timeout=5.0, step_timeout=5.0,
+                            reconcile_interval=60.0)
+        settings = replace(settings, **overrides)
+        apps = create_apps(settings, engine=build_engine(settings, entry_points=False))
+        client = await aiohttp_client(apps.main)
+        admin = await aiohttp_client(apps.admin)
+        return Replica(name, client, admin, folder)
+
+    return start
+
+
+async def ready(replica: Replica) -> bool:
+    return (await replica.client.get("/readyz")).status == 200
+
+
+async def listening(replica: Replica) -> bool:
+    """Ready, and subscribed to the other replicas' changes."""
+    return await ready(replica) and replica.client.app[REPLICATOR].bus.connected

@@ -1,4 +1,4 @@
-"""Step types for the pipeline and step tests, and a server fixture whose registry includes them."""
+"""Step types for the pipeline and step tests, and an engine whose registry includes them (conftest's `serve`)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,9 @@ import sys
 import textwrap
 import threading
 import time
-from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-import pytest
-
 from server import StepError, hookimpl, logs
-from server.app import create_apps
 from server.config.loader import load_config_text
 from server.engine.runner import Engine
 from server.hooks.manager import build_plugin_manager
@@ -22,9 +17,7 @@ from server.hooks.registry import build_registry
 from server.metrics.catalog import Metrics
 from server.settings import Settings
 
-from .conftest import Server
-
-# What `test.record` saw, in execution order; cleared by the `serve` fixture.
+# What `test.record` saw, in execution order; cleared by conftest's `serve` fixture.
 CALLS: list[dict[str, Any]] = []
 
 
@@ -76,17 +69,3 @@ def build_test_engine(settings: Settings, text: str, *, strict: bool = True) -> 
     config = load_config_text(textwrap.dedent(text), registry, strict=strict)
     return Engine(settings, Metrics(), pm, registry, config)
 
-
-@pytest.fixture
-async def serve(aiohttp_client, settings: Settings, tmp_path: Path):
-    """Start a server from YAML text with the test step types available; `strict=False` allows unknown types."""
-    CALLS.clear()
-
-    async def make(text: str, *, strict: bool = True, **overrides: Any) -> Server:
-        final = replace(settings, **overrides)
-        engine = build_test_engine(final, text, strict=strict)
-        apps = create_apps(final, engine=engine)
-        return Server(await aiohttp_client(apps.main), await aiohttp_client(apps.admin), engine)
-
-    yield make
-    CALLS.clear()

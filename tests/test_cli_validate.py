@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from server import cli
+from tests.conftest import ROOT, run_cli
 
-ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = "example/order-processing-pipeline.yaml"
 
 BAD_CONFIG = """
@@ -36,13 +34,6 @@ BAD_PROBLEMS = [
     "9: pipeline 'orders', step 'check': unknown step type 'step.nope'",
     "10: pipeline 'orders': step 'route' jumps to 'missing', which is not a step of this pipeline",
 ]
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """`python -m server ARGS` from the project root, without WORKFLOW_* settings from outside."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("WORKFLOW_")}
-    return subprocess.run([sys.executable, "-m", "server", *args], cwd=ROOT, env={**clean, **(env or {})},
-                          capture_output=True, text=True, timeout=60)
 
 
 def write(tmp_path: Path, text: str, name: str = "config.yaml") -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,7 @@ from server.config.routing import RouteConflict, Router
 from server.errors import ConfigError, MethodNotAllowed, NotFound
 from server.hooks.manager import build_plugin_manager
 from server.hooks.registry import Registry, build_registry
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def problems(write, registry: Registry):
 def flow_names(config: AppConfig, pipeline: str) -> dict[str, str | None]:
     """Each step's fall-through successor by name (None at the end)."""
     p = config.pipelines[pipeline]
-    return {s.name: (None if nxt == END else p.steps[nxt].name) for s, nxt in zip(p.steps, p.flow)}
+    return {s.name: (None if nxt == END else p.steps[nxt].name) for s, nxt in zip(p.steps, p.flow, strict=True)}
 
 
 # --- the shipped examples ------------------------------------------------------------------------
@@ -171,7 +171,8 @@ def test_unset_variables_are_all_reported_with_their_lines(problems) -> None:
 
 
 def test_unset_variable_never_loads_as_literal(load, registry: Registry) -> None:
-    text = "pipelines:\n  p:\n    trigger: {type: manual}\n    steps: [{name: s, type: step.log, config: {message: '${SECRET}'}}]\n"
+    text = ("pipelines:\n  p:\n    trigger: {type: manual}\n"
+            "    steps: [{name: s, type: step.log, config: {message: '${SECRET}'}}]\n")
     with pytest.raises(ConfigError) as info:
         load_config_text(text, registry, source="inline.yaml", env={})
     assert info.value.problems == ["inline.yaml:4: environment variable SECRET is not set (used as ${SECRET})"]
@@ -233,28 +234,28 @@ SINGLE_STEP = "steps: [{name: s, type: step.log}]"
         pipelines:
           one:
             trigger: {type: http, config: {path: /a, method: POST}}
-            %s
+            steps: [{name: s, type: step.log}]
           two:
             trigger: {type: http, config: {path: /a}}
-            %s
-    """ % (SINGLE_STEP, SINGLE_STEP), ["F:6: pipeline 'two': POST /a is already the trigger of one"],
+            steps: [{name: s, type: step.log}]
+    """, ["F:6: pipeline 'two': POST /a is already the trigger of one"],
         id="same-method-and-path"),
     pytest.param("""
         pipelines:
           one:
             trigger: {type: http, config: {path: "/a/{id}", method: get}}
-            %s
+            steps: [{name: s, type: step.log}]
           two:
             trigger: {type: http, config: {path: "/a/{x}", method: GET}}
-            %s
-    """ % (SINGLE_STEP, SINGLE_STEP), ["F:6: pipeline 'two': GET /a/{x} is already the trigger of one"],
+            steps: [{name: s, type: step.log}]
+    """, ["F:6: pipeline 'two': GET /a/{x} is already the trigger of one"],
         id="same-templated-path"),
     pytest.param("""
         pipelines:
           p:
             trigger: {type: http, config: {path: "/a/{id}/b/{id}"}}
-            %s
-    """ % SINGLE_STEP, ["F:3: pipeline 'p': POST /a/{id}/b/{id} names a path parameter twice"],
+            steps: [{name: s, type: step.log}]
+    """, ["F:3: pipeline 'p': POST /a/{id}/b/{id} names a path parameter twice"],
         id="repeated-path-parameter"),
     pytest.param("""
         pipelines:
@@ -286,8 +287,8 @@ SINGLE_STEP = "steps: [{name: s, type: step.log}]"
           q:
             trigger: {type: schedule, config: {interval: -1s}}
             timeout: null
-            %s
-    """ % SINGLE_STEP, ["F:4: pipeline 'p': timeout: '5 parsecs' is not a duration like '30s' or '1m30s'",
+            steps: [{name: s, type: step.log}]
+    """, ["F:4: pipeline 'p': timeout: '5 parsecs' is not a duration like '30s' or '1m30s'",
                         "F:6: pipeline 'p', step 'a': timeout: 0: a duration must be positive",
                         "F:8: pipeline 'q': interval: '-1s' is not a duration like '30s' or '1m30s'",
                         "F:9: pipeline 'q': timeout: None is not a duration like '30s' or '1m30s'"],
@@ -297,13 +298,13 @@ SINGLE_STEP = "steps: [{name: s, type: step.log}]"
           p:
             trigger:
               type: webhook
-            %s
+            steps: [{name: s, type: step.log}]
           q:
             trigger: http
-            %s
+            steps: [{name: s, type: step.log}]
           r:
-            %s
-    """ % (SINGLE_STEP, SINGLE_STEP, SINGLE_STEP),
+            steps: [{name: s, type: step.log}]
+    """,
         ["F:10: pipeline 'r': 'trigger' must be a mapping with a 'type'",
          "F:4: pipeline 'p': trigger type 'webhook' is not one of http, chat, event, schedule, manual",
          "F:7: pipeline 'q': 'trigger' must be a mapping with a 'type'"], id="bad-triggers"),
@@ -356,8 +357,8 @@ SINGLE_STEP = "steps: [{name: s, type: step.log}]"
           p:
             trigger: {type: manual}
             on_error: retry
-            %s
-    """ % SINGLE_STEP, ["F:4: pipeline 'p': on_error must be one of stop, skip, compensate"], id="bad-on-error"),
+            steps: [{name: s, type: step.log}]
+    """, ["F:4: pipeline 'p': on_error must be one of stop, skip, compensate"], id="bad-on-error"),
     pytest.param("""
         name: x
         pipeline: {}
@@ -394,11 +395,11 @@ SINGLE_STEP = "steps: [{name: s, type: step.log}]"
         pipelines:
           p:
             trigger: {type: manual}
-            %s
+            steps: [{name: s, type: step.log}]
           p:
             trigger: {type: manual}
-            %s
-    """ % (SINGLE_STEP, SINGLE_STEP), ["F:5: duplicate key 'p' (first defined on line 2)"],
+            steps: [{name: s, type: step.log}]
+    """, ["F:5: duplicate key 'p' (first defined on line 2)"],
         id="duplicate-pipeline-name"),
     pytest.param("""
         pipelines:
@@ -504,7 +505,7 @@ def test_legacy_top_level_keys_load_with_one_log_line_each(load, caplog: pytest.
     records = [r for r in caplog.records if r.name == "workflow.config"]
     lines = {"version": 1, "description": 2, "requires": 3, "modules": 4, "workflows": 6, "triggers": 8}
     assert len(records) == len(lines)
-    for record, (key, line) in zip(records, lines.items()):
+    for record, (key, line) in zip(records, lines.items(), strict=True):
         assert record.levelno == logging.INFO
         assert record.getMessage().startswith(f"ignoring top-level key {key!r} (")
         assert f"config.yaml:{line})" in record.getMessage()
@@ -538,9 +539,8 @@ def test_durations(value: Any, seconds: float) -> None:
     ("9" * 400 + "h", "a duration must be a finite number of seconds"),
 ])
 def test_bad_durations(value: Any, message: str) -> None:
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match=re.escape(message)):
         parse_duration(value)
-    assert message in str(info.value)
 
 
 # --- the conditional join plan ------------------------------------------------------------------------

@@ -6,7 +6,6 @@ import asyncio
 import textwrap
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -68,13 +67,6 @@ def hub():
     HUB["release"] = threading.Event()
     yield
     HUB["release"].set()  # never leave a worker thread blocked after a test
-
-
-@pytest.fixture
-def components(tmp_path: Path) -> Path:
-    directory = tmp_path / "components"
-    directory.mkdir()
-    return directory
 
 
 async def post(server, path: str, body: dict | None = None) -> tuple[int, Any]:
@@ -221,7 +213,8 @@ async def test_plain_def_steps_run_in_the_bounded_pool_without_blocking_the_loop
         assert time.monotonic() < deadline, "the blocking steps did not start"
         await asyncio.sleep(0.01)
     started = time.perf_counter()
-    assert (await isolated.client.get("/livez")).status == 200  # the loop answers while two threads block
+    live = await isolated.client.get("/livez")  # the loop answers while two threads block
+    assert (live.status, await live.json()) == (200, {"status": "ok"})
     assert time.perf_counter() - started < 2  # the blocked threads hold for up to 5 s
     await asyncio.sleep(0.05)  # room for a third thread, if the pool were not bounded
     assert (HUB["running"], HUB["peak"]) == (2, 2)

@@ -303,7 +303,7 @@ async def test_a_slow_query_times_out_with_the_step_and_the_connection_recovers(
 # --------------------------------------------------------------------------- config errors
 
 
-@pytest.mark.parametrize("connections, step_config, line, needle", [
+@pytest.mark.parametrize(("connections", "step_config", "line", "needle"), [
     ("", '{query: "SELECT * FROM t WHERE id = {{ .id }}"}', 7,
      "pipeline 'p', step 'q': step.db_query: the query must not contain templates"),
     ("", '{connection: analytics, query: "SELECT 1"}', 7,

@@ -42,7 +42,7 @@ async def test_long_deadlines_do_not_pile_up_timers() -> None:
     entries = [Entry(loop) for _ in range(60)]
     tokens = [deadlines.add(loop, loop.time() + 3600 + i * 0.004, e) for i, e in enumerate(entries)]
     assert 10 < deadlines.timers < 60  # shared (several entries per slice); none idle, so none swept
-    for entry, token in zip(entries, tokens):
+    for entry, token in zip(entries, tokens, strict=True):
         deadlines.discard(entry, token)
     swept = [shared.timer for shared in deadlines._slices.values()]
     late = Entry(loop)
@@ -100,9 +100,10 @@ def test_each_event_loop_gets_its_own_slices() -> None:
 
 
 def test_bad_arguments_are_refused() -> None:
-    with pytest.raises(ValueError):
+    refused = "resolution and max_timers must be positive, exact_below not negative"
+    with pytest.raises(ValueError, match=refused):
         Deadlines(resolution=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=refused):
         Deadlines(exact_below=-1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=refused):
         Deadlines(max_timers=0)

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 
 import pytest
 
-from tests.conftest import ROOT, metric_value
+from tests.conftest import ROOT, metric_value, until
 
 ORDERS = (ROOT / "example" / "order-processing-pipeline.yaml").read_text()
 WEBHOOKS = (ROOT / "example" / "webhook-pipeline.yaml").read_text()
-
-
-async def _until(predicate, timeout: float = 2.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.005)
 
 
 async def test_create_order_answers_201_and_notifies(make_server, caplog):
@@ -30,7 +23,7 @@ async def test_create_order_answers_201_and_notifies(make_server, caplog):
         assert body["status"] == "pending" and body["total"] == 19.9 and body["currency"] == "EUR"
         uuid.UUID(body["order_id"])
         notified = f"order {body['order_id']} for c-42: 19.9 EUR"
-        await _until(lambda: any(r.getMessage() == notified for r in caplog.records))
+        await until(lambda: any(r.getMessage() == notified for r in caplog.records))
     text = await srv.metrics()
     assert metric_value(text, "workflow_executions_total", workflow_type="event", action="notify-customer",
                         status="success") == 1
@@ -42,7 +35,7 @@ async def test_create_order_defaults_currency(make_server):
     assert (await response.json())["currency"] == "USD"
 
 
-@pytest.mark.parametrize("payload, needle", [
+@pytest.mark.parametrize(("payload", "needle"), [
     ({"total": 1}, "customer_id"),
     ({"customer_id": "c"}, "total"),
     ({"customer_id": "c", "total": "abc"}, "cannot convert"),
@@ -64,7 +57,7 @@ async def test_order_lookup_reads_the_path_parameter(make_server):
     assert (await default.json())["status"] == "pending"
 
 
-@pytest.mark.parametrize("event_type, status, expected", [
+@pytest.mark.parametrize(("event_type", "status", "expected"), [
     ("payment.succeeded", 200, {"handled": True, "order_status": "paid"}),
     ("payment.failed", 200, {"handled": True, "order_status": "payment_failed"}),
     ("charge.refunded", 200, {"handled": True, "order_status": "refunded"}),
@@ -92,10 +85,18 @@ async def test_payment_webhook_joins_after_all_targets(make_server):
 
 async def test_paid_event_reaches_the_audit_pipeline(make_server, caplog):
     srv = await make_server(WEBHOOKS)
+
+    async def audited() -> bool:
+        return metric_value(await srv.metrics(), "workflow_executions_total", workflow_type="event",
+                            action="audit-paid", status="success") == 1
+
     with caplog.at_level(logging.INFO):
-        await srv.client.post("/hooks/payments", json={"id": "e", "type": "payment.succeeded",
-                                                       "data": {"order_id": "o-9", "amount": 5}})
-        await _until(lambda: any(r.getMessage() == "order o-9 is paid" for r in caplog.records))
+        response = await srv.client.post("/hooks/payments", json={"id": "e", "type": "payment.succeeded",
+                                                                  "data": {"order_id": "o-9", "amount": 5}})
+        assert (await response.json())["order_status"] == "paid"
+        await until(audited)
+    audits = [r for r in caplog.records if r.getMessage() == "order o-9 is paid"]
+    assert [r.levelno for r in audits] == [logging.INFO]
 
 
 async def test_payment_webhook_requires_fields(make_server):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
+from typing import Any
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientResponse, web
 
 from server.engine.state import State
 from server.hooks.registry import Endpoint, RegistryBuilder
@@ -28,6 +30,12 @@ pipelines:
     steps:
       - {name: noop, type: step.set, config: {values: {updated: "{{ .params.id }}"}}}
 """
+
+
+async def answer(request: Awaitable[ClientResponse]) -> tuple[int, Any]:
+    """The status and the JSON body of a response."""
+    response = await request
+    return response.status, await response.json()
 
 
 async def test_json_body_becomes_data_and_final_data_is_the_answer(make_server):
@@ -71,7 +79,7 @@ async def test_body_over_the_limit_is_413_json(make_server):
     assert "1024" in body["error"]
     assert body["limit"] == 1024
     ok = await srv.client.post("/echo", json={"blob": "x" * 100})
-    assert ok.status == 200
+    assert (ok.status, (await ok.json())["blob"]) == (200, "x" * 100)
 
 
 async def test_wrong_method_is_405_with_allow(make_server):
@@ -121,9 +129,8 @@ async def test_metrics_use_route_templates_and_one_unmatched_label(make_server):
     assert metric_value(text, "module_operations_total", module="step.json_response", operation="execute",
                         status="success") == 2
     assert metric_value(text, "active_workflows", workflow_type="http") == 0
-    assert "workflow_queue_depth 0.0" in text
-    assert "process_resident_memory_bytes" in text
-    assert "python_info" in text
+    assert metric_value(text, "workflow_queue_depth") == 0
+    assert "process_resident_memory_bytes" in text and "python_info" in text
 
 
 async def test_metrics_and_health_on_the_admin_listener(make_server):
@@ -133,8 +140,11 @@ async def test_metrics_and_health_on_the_admin_listener(make_server):
     assert response.status == 200
     assert response.content_type.startswith("text/plain")
     assert metric_value(await response.text(), "http_requests_total", path="/echo", status_code="200") == 1
-    for path in ("/healthz", "/readyz", "/livez", "/health", "/ready", "/live"):
-        assert (await srv.admin.get(path)).status == 200, path
+    for paths, expected in ((("/healthz", "/health"), "ok"), (("/readyz", "/ready"), "ready"),
+                            (("/livez", "/live"), "ok")):
+        for path in paths:
+            status, body = await answer(srv.admin.get(path))
+            assert (status, body["status"]) == (200, expected), path
 
 
 async def test_health_names_its_checks(make_server):
@@ -155,12 +165,12 @@ async def test_health_names_its_checks(make_server):
 
 async def test_readyz_is_not_ready_while_draining(make_server):
     srv = await make_server(ECHO)
-    assert (await srv.client.get("/readyz")).status == 200
+    assert await answer(srv.client.get("/readyz")) == (200, {"status": "ready"})
     srv.engine.draining = True
     response = await srv.client.get("/ready")
     assert response.status == 503
-    assert (await response.json())["reason"] == "draining"
-    assert (await srv.client.get("/livez")).status == 200
+    assert await response.json() == {"status": "not ready", "reason": "draining"}
+    assert await answer(srv.client.get("/livez")) == (200, {"status": "ok"})
 
 
 async def test_openapi_lists_the_live_triggers(make_server):
@@ -189,7 +199,8 @@ async def test_unexpected_handler_error_is_json_without_traceback(make_server):
 
 async def test_webhook_endpoints_dispatch_through_the_swappable_registry(make_server):
     srv = await make_server(ECHO)
-    assert (await srv.client.post("/webhooks/demo/x")).status == 404
+    assert await answer(srv.client.post("/webhooks/demo/x")) == (
+        404, {"error": "no pipeline is triggered by /webhooks/demo/x", "path": "/webhooks/demo/x"})
 
     async def hook(request: web.Request) -> web.Response:
         return web.json_response({"name": request.match_info["name"], "body": await request.json()})
@@ -199,14 +210,16 @@ async def test_webhook_endpoints_dispatch_through_the_swappable_registry(make_se
     assert await response.json() == {"name": "x", "body": {"k": 1}}
     text = await srv.metrics()
     assert metric_value(text, "http_requests_total", path="/webhooks/demo/{name}", status_code="200") == 1
-    assert (await srv.client.get("/webhooks/demo/x")).status == 405
+    response = await srv.client.get("/webhooks/demo/x")
+    assert (response.status, response.headers["Allow"]) == (405, "POST")
+    assert await response.json() == {"error": "method GET is not allowed for /webhooks/demo/x", "allowed": ["POST"]}
 
 
 async def test_not_ready_engine_refuses_triggers(make_server):
     srv = await make_server(ECHO)
     srv.engine.ready = False
     response = await srv.client.post("/echo", json={})
-    assert response.status == 503
+    assert (response.status, await response.json()) == (503, {"error": "the server is not ready"})
 
 
 def _add_endpoints(engine, *endpoints: Endpoint) -> None:

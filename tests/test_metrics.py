@@ -18,7 +18,6 @@ from prometheus_client.openmetrics.exposition import (
 
 from server.metrics.cells import FastCounter, FastGauge, FastHistogram
 from tests.conftest import metric_value
-from tests.pipeline_plugin import serve  # noqa: F401 - fixture
 
 DURATIONS = [0.0, 0.003, 0.005, 0.0051, 0.05, 0.7, 9.99, 10.0, 12.5]
 
@@ -61,11 +60,11 @@ def test_the_exposition_is_the_one_of_prometheus_client(generate):
 def test_a_counter_refuses_negative_amounts_and_a_duplicate_name():
     registry = CollectorRegistry()
     counter = FastCounter("things_total", "Things.", ["kind"], registry=registry)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="Counters can only be incremented by non-negative amounts"):
         counter.labels("a").inc(-1)
     with pytest.raises(ValueError, match="Duplicated"):
         Counter("things_total", "Things again.", registry=registry)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="things: expected 1 label values, got 2"):
         counter.labels("a", "b")
 
 
@@ -84,7 +83,7 @@ pipelines:
 """
 
 
-async def test_metrics_count_every_request_execution_and_step_with_their_statuses(serve):  # noqa: F811
+async def test_metrics_count_every_request_execution_and_step_with_their_statuses(serve):
     srv = await serve(PIPELINES)
     for _ in range(5):
         assert (await srv.client.post("/ok", json={"name": "a"})).status == 201
@@ -120,3 +119,25 @@ async def test_metrics_count_every_request_execution_and_step_with_their_statuse
     buckets = [float(line.rpartition(" ")[2]) for line in text.splitlines()
                if line.startswith("http_request_duration_seconds_bucket{") and 'path="/ok"' in line]
     assert len(buckets) == 15 and buckets == sorted(buckets)
+
+
+def test_metric_value_fails_on_a_metric_the_text_does_not_declare():
+    """A renamed contract metric must fail the tests that read it, not read as zero."""
+    registry = CollectorRegistry()
+    FastCounter("jobs_total", "Jobs.", ["kind"], registry=registry).labels("a").inc(2)
+    FastHistogram("job_seconds", "Job time.", ["kind"], registry=registry).labels("a").observe(0.2)
+    FastGauge("busy", "Busy.", ["kind"], registry=registry)
+    text = generate_latest(registry).decode()
+    assert metric_value(text, "jobs_total", kind="a") == 2
+    assert metric_value(text, "jobs_total", kind="b") == 0  # declared, no such child yet
+    assert metric_value(text, "job_seconds_count", kind="a") == 1
+    assert metric_value(text, "job_seconds_bucket", kind="a", le="0.25") == 1
+    assert metric_value(text, "busy", kind="a") == 0  # a declared family without any child
+    with pytest.raises(AssertionError, match=r"metric 'job_total' is not in the metrics text .*'jobs_total'"):
+        metric_value(text, "job_total", kind="a")
+    with pytest.raises(AssertionError, match="metric 'busy_total' is not in the metrics text"):
+        metric_value(text, "busy_total", kind="a")  # only counters have a `_total` sample
+    with pytest.raises(AssertionError, match=r"'jobs_total' has no label\(s\) \['type'\]; its labels are \['kind'\]"):
+        metric_value(text, "jobs_total", type="a")
+    with pytest.raises(AssertionError, match="matches 15 samples"):
+        metric_value(text, "job_seconds_bucket", kind="a")

@@ -17,21 +17,7 @@ import pytest
 import redis
 
 from server.keys import REPLICATOR
-
-from .conftest import service_unavailable, until
-from .test_admin import hello
-from .test_process import _free_port
-
-# The replica fixtures of the in-process replication tests; `redis_addr` below points them at the private Redis.
-from .test_replication import (  # noqa: F401
-    Replica,
-    Start,
-    _is,
-    database,
-    listening,
-    ready,
-    start_replica,
-)
+from tests.conftest import Replica, StartReplica, equals, free_port, hello, listening, ready, service_unavailable, until
 
 OUTAGE = 15.0  # the reconnect backoff is capped at 5 s (7.5 s with jitter): generous, still bounded
 
@@ -83,7 +69,7 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
         service_unavailable("redis-server is not installed")
     folder = tmp_path / "redis"
     folder.mkdir()
-    redis = PrivateRedis(_free_port(), folder)
+    redis = PrivateRedis(free_port(), folder)
     redis.start()
     try:
         yield redis
@@ -93,7 +79,7 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
 
 @pytest.fixture
 def redis_addr(private_redis: PrivateRedis) -> str:
-    """The replicas of this module use the private Redis, not the shared one."""
+    """The replicas of this module (conftest's `start_replica`) use the private Redis, not the shared one."""
     return private_redis.addr
 
 
@@ -108,18 +94,18 @@ async def health_is(replica: Replica, status: str, redis: str) -> bool:
 
 
 async def test_a_redis_outage_degrades_health_keeps_serving_and_replicas_catch_up_after(
-        start_replica: Start, private_redis: PrivateRedis) -> None:  # noqa: F811 (the imported fixture)
+        start_replica: StartReplica, private_redis: PrivateRedis) -> None:
     a, b = await start_replica("a"), await start_replica("b")
     for replica in (a, b):
         await until(lambda r=replica: listening(r))
     assert (await a.call("POST", "", {"id": "hello", "source": hello(1)}))[0] == 201
-    await until(lambda: _is(b.version(), 1))
+    await until(lambda: equals(b.version(), 1))
 
     private_redis.stop()
     for replica in (a, b):
         await until(lambda r=replica: health_is(r, "degraded", "disconnected"), timeout=OUTAGE)
         response = await replica.client.get("/healthz")
-        assert response.status == 200  # degraded, not down
+        assert (response.status, (await response.json())["status"]) == (200, "degraded")  # degraded, not down
         assert (await replication(replica))["error"]
         # The request path does not need Redis: synchronous pipelines and components keep answering.
         ping = await replica.client.get("/ping")
@@ -138,7 +124,7 @@ async def test_a_redis_outage_degrades_health_keeps_serving_and_replicas_catch_u
     assert not b.client.app[REPLICATOR].bus.connected and await b.version() == 1
     private_redis.start()  # same port
     # b resubscribes after its backoff and reconciles everything, because events sent meanwhile are lost.
-    await until(lambda: _is(b.version(), 2), timeout=OUTAGE)
+    await until(lambda: equals(b.version(), 2), timeout=OUTAGE)
     for replica in (a, b):
         await until(lambda r=replica: health_is(r, "ok", "connected"), timeout=OUTAGE)
         assert replica.client.app[REPLICATOR].bus.reconnects >= 1
@@ -147,5 +133,5 @@ async def test_a_redis_outage_degrades_health_keeps_serving_and_replicas_catch_u
 
     # Events flow again: a change through b reaches a without a reconcile of its own.
     assert (await b.call("PUT", "/hello", {"source": hello(3)}))[0] == 200
-    await until(lambda: _is(a.version(), 3))
+    await until(lambda: equals(a.version(), 3))
     assert await ready(a) and await ready(b)

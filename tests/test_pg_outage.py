@@ -12,7 +12,6 @@ import asyncio
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -22,13 +21,10 @@ from typing import Any
 import pytest
 
 from server.settings import Database
-
-from .conftest import MakeServer, Server, service_unavailable, until
-from .test_admin import SECRET, hello, token
+from tests.conftest import ADMIN, SECRET, MakeServer, Server, free_port, hello, service_unavailable, until
 
 PG_BIN = Path(os.environ.get("WORKFLOW_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PG_USER = "postgres"  # the OS user that owns and runs the cluster (PostgreSQL refuses to run as root)
-ADMIN = token()
 
 CONFIG = """\
 pipelines:
@@ -79,12 +75,6 @@ class PrivatePostgres:
         await asyncio.to_thread(self.stop)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _run_as() -> list[str]:
     """The command prefix that runs a PostgreSQL binary as PG_USER (skips when impossible)."""
     missing = [name for name in ("initdb", "pg_ctl", "postgres") if not (PG_BIN / name).is_file()]
@@ -97,7 +87,8 @@ def _run_as() -> list[str]:
     if os.geteuid() == user.pw_uid:
         return []
     if os.geteuid() != 0:
-        service_unavailable(f"a private PostgreSQL cluster must run as {PG_USER!r}: run the tests as root or as {PG_USER}")
+        service_unavailable(f"a private PostgreSQL cluster must run as {PG_USER!r}: "
+                            f"run the tests as root or as {PG_USER}")
     runuser = shutil.which("runuser")
     if runuser is None:
         service_unavailable("runuser (util-linux) is missing: cannot start PostgreSQL as its own user")
@@ -111,7 +102,7 @@ def private_postgres() -> Iterator[PrivatePostgres]:
     folder = Path(tempfile.mkdtemp(prefix="wf_pg_"))  # short: the socket path must fit in 107 bytes
     user = pwd.getpwnam(PG_USER)
     os.chown(folder, user.pw_uid, user.pw_gid)
-    pg = PrivatePostgres(folder, _free_port(), as_user)
+    pg = PrivatePostgres(folder, free_port(), as_user)
     try:
         done = subprocess.run([*as_user, str(PG_BIN / "initdb"), "-D", str(folder / "data"), "-A", "trust",
                                "-U", PG_USER, "--no-sync", "-E", "UTF8", "--locale=C"],

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -14,8 +14,8 @@ from server.config.model import END, Step, plan_flow
 from server.config.templates import compile_value
 from server.engine.state import State
 from server.hooks.registry import RegistryBuilder
-from tests.conftest import metric_value, until
-from tests.pipeline_plugin import CALLS, serve  # noqa: F401  (serve is a fixture)
+from tests.conftest import equals, metric_value, until
+from tests.pipeline_plugin import CALLS
 
 
 def ran() -> list[str]:
@@ -57,7 +57,7 @@ FLOW = "pipelines:" + http("flow", "/flow/{id}", """
 
 async def test_steps_run_in_order_and_each_output_is_merged_and_addressable(serve):
     srv = await serve(FLOW)
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     response = await srv.client.post("/flow/42?q=hi", json={"x": "payload"})
     assert response.status == 200, await response.text()
     data = await response.json()
@@ -97,7 +97,7 @@ ROUTER = "pipelines:" + http("route", "/route", """
 """)
 
 
-@pytest.mark.parametrize("path, kind, expected", [
+@pytest.mark.parametrize(("path", "kind", "expected"), [
     ("/route", "a", ["start", "on_a", "after", "finish"]),      # join: first step after ALL targets
     ("/route", "b", ["start", "on_b", "finish"]),               # a target's own `next:` wins
     ("/route", "c", ["start", "on_c", "after", "finish"]),      # never falls into `fallback`
@@ -123,7 +123,7 @@ async def test_conditional_without_match_or_default_is_an_error(serve):
     assert ran() == []
 
 
-@pytest.mark.parametrize("field, routes, payload, expected", [
+@pytest.mark.parametrize(("field", "routes", "payload", "expected"), [
     ("order.status", '{paid: hit, open: miss}', {"order": {"status": "paid"}}, "hit"),       # dot path
     ('"{{ lower .kind }}"', '{big: hit, small: miss}', {"kind": "BIG"}, "hit"),             # template
     ("order.ok", '{true: hit, false: miss}', {"order": {"ok": True}}, "hit"),               # YAML bool keys
@@ -157,7 +157,8 @@ NEXT = "pipelines:" + http("hop", "/hop", """
 
 async def test_next_on_a_plain_step_skips_ahead(serve):
     srv = await serve(NEXT)
-    assert (await srv.client.post("/hop")).status == 200
+    response = await srv.client.post("/hop")
+    assert (response.status, await response.json()) == (200, {"params": {}, "query": {}})
     assert ran() == ["a", "c"]
 
 
@@ -184,7 +185,7 @@ def policy_config(policy: str) -> str:
 """, f"\n    on_error: {policy}")
 
 
-@pytest.mark.parametrize("policy, status, expected", [
+@pytest.mark.parametrize(("policy", "status", "expected"), [
     ("stop", 500, ["one"]),
     ("skip", 200, ["one", "two"]),
     # reverse order; the failing compensation step neither stops the others nor hides the error
@@ -213,10 +214,12 @@ SKIPPED_ROUTER = "pipelines:" + http("s", "/s", """
 """, "\n    on_error: skip")
 
 
-@pytest.mark.parametrize("kind, expected", [("a", ["on_a", "after"]), ("zzz", ["after"])])
-async def test_a_skipped_conditional_goes_to_its_join_not_into_a_branch(serve, kind, expected):
+@pytest.mark.parametrize(("kind", "expected", "route"), [("a", ["on_a", "after"], {"route": "a"}),
+                                                         ("zzz", ["after"], {})])
+async def test_a_skipped_conditional_goes_to_its_join_not_into_a_branch(serve, kind, expected, route):
     srv = await serve(SKIPPED_ROUTER)
-    assert (await srv.client.post("/s", json={"kind": kind})).status == 200
+    response = await srv.client.post("/s", json={"kind": kind})
+    assert (response.status, await response.json()) == (200, {"kind": kind, "params": {}, "query": {}, **route})
     assert ran() == expected
 
 
@@ -238,7 +241,7 @@ FAILURES = "pipelines:" + http("invalid", "/invalid", """
 """)
 
 
-@pytest.mark.parametrize("path, action, status, step, outcome", [
+@pytest.mark.parametrize(("path", "action", "status", "step", "outcome"), [
     ("/invalid", "invalid", 400, "check", "error"),
     ("/crash", "crash", 500, "explode", "error"),
     ("/slow", "slow", 504, None, "timeout"),
@@ -281,7 +284,10 @@ async def test_each_failure_has_its_status_and_a_json_body(serve, path, action, 
 async def test_a_step_exception_is_logged_server_side_with_its_step(serve, caplog):
     srv = await serve(FAILURES, strict=False)
     with caplog.at_level(logging.ERROR, logger="workflow.step"):
-        assert (await srv.client.post("/crash")).status == 500
+        response = await srv.client.post("/crash")
+    assert (response.status, await response.json()) == (500, {
+        "error": "step 'explode' (test.boom) failed: RuntimeError", "step": "explode",
+        "execution_id": response.headers["X-Execution-ID"]})
     [record] = [r for r in caplog.records if r.name == "workflow.step" and r.exc_info]
     assert (record.pipeline, record.step) == ("crash", "explode")
     assert "secret-internal-detail" in str(record.exc_info[1])
@@ -289,16 +295,19 @@ async def test_a_step_exception_is_logged_server_side_with_its_step(serve, caplo
 
 async def test_a_step_type_removed_at_runtime_answers_503_naming_it(serve):
     srv = await serve("pipelines:" + http("rec", "/rec", "      - {name: r, type: test.record}\n"))
-    assert (await srv.client.post("/rec")).status == 200
+    response = await srv.client.post("/rec")
+    assert (response.status, await response.json()) == (200, {"params": {}, "query": {}})
     original = srv.engine.registry
     builder = RegistryBuilder(base=original)
     del builder.steps["test.record"]
     srv.engine.swap(State(builder.build(), srv.engine.config))
     response = await srv.client.post("/rec")
-    assert response.status == 503
-    assert "test.record" in (await response.json())["error"]
+    assert (response.status, await response.json()) == (503, {
+        "error": "step type 'test.record' is not available", "step": "r", "type": "test.record",
+        "execution_id": response.headers["X-Execution-ID"]})
     srv.engine.swap(State(original, srv.engine.config))
-    assert (await srv.client.post("/rec")).status == 200
+    response = await srv.client.post("/rec")
+    assert (response.status, await response.json()) == (200, {"params": {}, "query": {}})
 
 
 # --------------------------------------------------------------------------- threads, cancellation, metrics
@@ -334,7 +343,7 @@ async def test_plain_def_steps_do_not_block_the_event_loop(serve):
     start = time.monotonic()
     responses = await asyncio.gather(srv.client.post("/sync"), srv.client.post("/sync"), health_while_busy())
     elapsed = time.monotonic() - start
-    assert [r.status for r in responses[:2]] == [200, 200]
+    assert [(r.status, (await r.json())["napper_main_thread"]) for r in responses[:2]] == [(200, False)] * 2
     assert elapsed < 0.85, f"two 0.5s sync steps took {elapsed:.2f}s: they ran one after the other"
     assert responses[2] < 0.2, "the event loop was blocked by a sync step"
 
@@ -346,19 +355,15 @@ async def test_a_client_that_disconnects_mid_pipeline_leaves_no_active_workflow(
     async def active() -> float:
         return metric_value(await srv.metrics(), "active_workflows", workflow_type="http")
 
-    await until(lambda: _eq(active(), 1))
+    await until(lambda: equals(active(), 1))
     request.cancel()
     await asyncio.gather(request, return_exceptions=True)
-    await until(lambda: _eq(active(), 0))
+    await until(lambda: equals(active(), 0))
     metrics = await srv.metrics()
     assert metric_value(metrics, "workflow_executions_total", workflow_type="http", action="sleepy",
                         status="error") == 1
     assert metric_value(metrics, "workflow_executions_total", workflow_type="http", action="sleepy",
                         status="success") == 0
-
-
-async def _eq(value, expected) -> bool:
-    return await value == expected
 
 
 async def test_successes_are_counted_and_timed_per_pipeline(serve):
@@ -367,8 +372,9 @@ async def test_successes_are_counted_and_timed_per_pipeline(serve):
         assert (await srv.client.post("/flow/1", json={})).status == 200
     assert (await srv.client.post("/other")).status == 200
     metrics = await srv.metrics()
-    assert metric_value(metrics, "workflow_executions_total", workflow_type="http", action="flow", status="success") == 2
-    assert metric_value(metrics, "workflow_executions_total", workflow_type="http", action="other", status="success") == 1
+    for action, count in (("flow", 2), ("other", 1)):
+        assert metric_value(metrics, "workflow_executions_total", workflow_type="http", action=action,
+                            status="success") == count
     assert metric_value(metrics, "workflow_duration_seconds_count", workflow_type="http", action="flow") == 2
     assert metric_value(metrics, "workflow_duration_seconds_sum", workflow_type="http", action="flow") > 0
     assert metric_value(metrics, "module_operations_total", module="step.set", operation="execute",
@@ -441,7 +447,7 @@ def _step(name: str, *, next: str | None = None, targets: tuple[str, ...] = ()) 
     return Step(name, "t.x", {}, compile_value({}), next, targets=targets)
 
 
-@pytest.mark.parametrize("steps, flow", [
+@pytest.mark.parametrize(("steps", "flow"), [
     # plain fall-through, last step ends
     ([_step("a"), _step("b")], [1, END]),
     # router r -> x | y; x and y join at z; y's `next` wins; r itself (when skipped) goes to the join

@@ -58,7 +58,7 @@ def test_duplicate_step_type_names_both_providers():
     assert "step.same" in caught.value.message
 
 
-@pytest.mark.parametrize("name, fn, needle", [
+@pytest.mark.parametrize(("name", "fn", "needle"), [
     ("Step.Upper", None, "dotted lower-case"),
     ("nodot", None, "dotted lower-case"),
     ("step.x", 42, "not callable"),

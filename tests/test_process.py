@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 import textwrap
 import time
@@ -16,18 +15,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.conftest import ROOT, metric_value
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.conftest import ROOT, free_port, metric_value
 
 
 async def _start(config: Path, tmp_path: Path, *extra: str,
                  **env_vars: str) -> tuple[asyncio.subprocess.Process, int, int]:
-    port, admin = _free_port(), _free_port()
+    port, admin = free_port(), free_port()
     env = {**os.environ, "WORKFLOW_LOG_FORMAT": "json", "WORKFLOW_DATA_DIR": str(tmp_path / "data"),
            "WORKFLOW_COMPONENTS_DIR": str(tmp_path / "components"), **env_vars}
     proc = await asyncio.create_subprocess_exec(

@@ -7,14 +7,13 @@ import gc
 import logging
 import os
 import signal
-import socket
-import subprocess
 import sys
 import textwrap
 import threading
 import weakref
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import pytest
@@ -24,7 +23,7 @@ from server.http import handlers as http_module
 from server.keys import RELOADER, REPLICATOR
 from server.reload.loader import MODULE_PREFIX
 from server.reload.manager import ComponentManager
-from tests.conftest import ROOT, Server, metric_value, until
+from tests.conftest import ROOT, Server, free_port, metric_value, run_cli, until
 
 # Shared by a test and the component versions it writes (`from tests.test_reload import HUB`):
 # gates a step awaits, and the order in which steps and lifecycle hooks ran. Reset for each test.
@@ -43,13 +42,6 @@ pipelines:
 def hub() -> None:
     HUB.clear()
     HUB["events"] = []
-
-
-@pytest.fixture
-def components(tmp_path: Path) -> Path:
-    directory = tmp_path / "components"
-    directory.mkdir()
-    return directory
 
 
 @pytest.fixture
@@ -144,7 +136,7 @@ async def test_add_edit_delete_and_re_add_without_restart(start, components, cap
     # At start-up a missing type is a warning; the server comes up and the pipeline answers 503 naming it.
     assert any("unknown step type 'step.hello'" in r.getMessage() and r.levelno == logging.WARNING
                for r in caplog.records)
-    assert (await server.client.get("/readyz")).status == 200
+    assert await get(server, "/readyz") == (200, {"status": "ready"})
     status, body = await get(server)
     assert status == 503 and "'step.hello'" in body["error"]
 
@@ -273,6 +265,9 @@ async def test_a_save_during_start_up_is_not_lost(start, components) -> None:
         HUB["release"].set()
     server = await starting
     await until(lambda: serves(server, 2))
+    assert manager(server).failures == {}
+    assert {name: c.version for name, c in manager(server).components.items()} == {"hello": 2, "zzz": 1}
+    assert (await server.store.get_component("hello")).source == component(2)
 
 
 # --------------------------------------------------------------------------- refusals
@@ -447,7 +442,7 @@ async def test_old_versions_become_garbage(start, components) -> None:
     modules, classes = [], []
     for version in range(1, 51):
         path.write_text(component(version, extra="\n\nclass Marker:\n    pass\n"))
-        await until(lambda: in_service(server, version))
+        await until(lambda v=version: in_service(server, v))
         loaded = manager(server).components["hello"]
         modules.append(weakref.ref(loaded.module))
         classes.append(weakref.ref(loaded.module.Marker))
@@ -606,7 +601,7 @@ async def test_a_changed_config_swaps_in_routes_appear_change_and_disappear(star
     assert await value(server, "/c") == (200, "c2")
     assert (await get(server, "/a"))[0] == 404
     text = await server.metrics()
-    assert metric_value(text, "module_operations_total", module="config", operation="reload", status="success") >= 1
+    assert metric_value(text, "module_operations_total", module="config", operation="reload", status="success") == 1
     assert metric_value(text, "module_operations_total", module="config", operation="reload", status="error") == 0
 
 
@@ -664,12 +659,6 @@ async def test_a_config_reload_survives_a_component_reload_around_it(start, comp
 # --------------------------------------------------------------------------- command line and process
 
 
-def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("WORKFLOW_")}
-    return subprocess.run([sys.executable, "-m", "server", *args], cwd=ROOT, env={**clean, **env},
-                          capture_output=True, text=True, timeout=60)
-
-
 def test_validate_loads_the_components_folder(tmp_path: Path, components: Path) -> None:
     (components / "greet_x.py").write_text(
         "from server import hookimpl\n\n\nasync def greet(ctx):\n    return {}\n\n\n"
@@ -696,16 +685,10 @@ def test_validate_loads_the_components_folder(tmp_path: Path, components: Path) 
     assert len(problems) == 3
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 async def test_sighup_reloads_the_config_of_the_real_process(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG_V1)
-    port, admin = _free_port(), _free_port()
+    port, admin = free_port(), free_port()
     # No file watching: only the signal can make the new config take effect.
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("WORKFLOW_")},
            "WORKFLOW_WATCH": "false", "WORKFLOW_LOG_FORMAT": "json", "WORKFLOW_DATA_DIR": str(tmp_path / "data"),
@@ -742,6 +725,7 @@ async def test_sighup_reloads_the_config_of_the_real_process(tmp_path: Path) -> 
             proc.send_signal(signal.SIGHUP)
             await until(lambda: reloads("error"))
             assert await status("/b") == 200
+            assert (await reloads("success"), await reloads("error")) == (1, 1)  # one reload per hangup
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
@@ -801,7 +785,7 @@ async def test_a_request_still_sending_its_body_does_not_run_on_a_stopped_versio
     assert "shutdown 1" not in HUB["events"]  # v1 is leased by the request still sending its body
     body_done.set()
     response = await request
-    assert response.status == 200
+    assert (response.status, (await response.json())["version"]) == (200, 1)
     await until(lambda: "shutdown 1" in HUB["events"])
     events = HUB["events"]
     assert events.index("run 1") < events.index("shutdown 1")

@@ -19,9 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import ROOT
-from tests.test_admin import SECRET, token
-from tests.test_process import _free_port
+from tests.conftest import ADMIN, ROOT, SECRET, equals, free_port, hello
 
 CONFIG = textwrap.dedent("""
     pipelines:
@@ -30,21 +28,7 @@ CONFIG = textwrap.dedent("""
         steps:
           - {name: hello, type: step.hello}
 """)
-ADMIN = token()
 API = "/api/dynamic/components"
-
-
-def hello(version: int) -> str:
-    """A component that answers its version; it imports nothing from the tests (it runs in another process)."""
-    return (
-        "from server import hookimpl\n"
-        f"VERSION = {version}\n\n\n"
-        "async def hello(ctx):\n"
-        "    return {'version': VERSION}\n\n\n"
-        "@hookimpl\n"
-        "def register_steps(register):\n"
-        "    register('step.hello', hello)\n"
-    )
 
 
 class Replica:
@@ -55,7 +39,7 @@ class Replica:
         self.components, self.data = root / name / "components", root / name / "data"
         self.components.mkdir(parents=True)
         self.log = root / f"{name}.log"
-        self.port, self.admin_port = _free_port(), _free_port()
+        self.port, self.admin_port = free_port(), free_port()
         self.env = {**env, "WORKFLOW_REPLICA_ID": name, "WORKFLOW_COMPONENTS_DIR": str(self.components),
                     "WORKFLOW_DATA_DIR": str(self.data)}
         self.proc: asyncio.subprocess.Process | None = None
@@ -142,7 +126,7 @@ async def test_three_processes_converge_survive_a_kill_and_refill_empty_folders(
 
     async def all_serve(session: aiohttp.ClientSession, expected: int, among: list[Replica]) -> None:
         for replica in among:
-            await until(lambda r=replica: _is(version(session, r), expected),
+            await until(lambda r=replica: equals(version(session, r), expected),
                         f"{replica.name} serves version {expected}", among)
 
     try:
@@ -165,7 +149,7 @@ async def test_three_processes_converge_survive_a_kill_and_refill_empty_folders(
             assert await write(session, r1, "PUT", "/hello", {"source": hello(3)}) == 3
             await all_serve(session, 3, [r1, r2])
             await r3.start()
-            await until(lambda: _is(_get(session, r3.url("/readyz")), (200, {"status": "ready"})),
+            await until(lambda: equals(_get(session, r3.url("/readyz")), (200, {"status": "ready"})),
                         "r3 ready again", replicas, 20)
             assert await version(session, r3) == 3  # ready means reconciled: the store's version serves
             assert (r3.components / "hello.py").read_text() == hello(3)
@@ -181,7 +165,7 @@ async def test_three_processes_converge_survive_a_kill_and_refill_empty_folders(
                 shutil.rmtree(replica.data, ignore_errors=True)
             await asyncio.gather(*(r.start() for r in replicas))
             for replica in replicas:
-                await until(lambda r=replica: _is(_get(session, r.url("/readyz")), (200, {"status": "ready"})),
+                await until(lambda r=replica: equals(_get(session, r.url("/readyz")), (200, {"status": "ready"})),
                             f"{replica.name} ready after the restart", replicas, 20)
                 assert await version(session, replica) == 3
                 assert (replica.components / "hello.py").read_text() == hello(3)
@@ -213,7 +197,3 @@ async def _get_admin(session: aiohttp.ClientSession, replica: Replica, path: str
             return response.status, await response.json(content_type=None)
     except (TimeoutError, aiohttp.ClientError, ValueError):
         return 0, None
-
-
-async def _is(answer: Any, expected: Any) -> bool:
-    return await answer == expected

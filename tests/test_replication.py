@@ -4,98 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import textwrap
-from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as redis
-from aiohttp.test_utils import TestClient
 
-from server.app import build_engine, create_apps
 from server.cluster.bases import SYNC_FILE
 from server.keys import RELOADER, REPLICATOR
-from server.settings import Database, Settings, SettingsError, from_environment
-
-from .conftest import metric_value, until
-from .test_admin import ADMIN, SECRET, hello
-
-CONFIG = textwrap.dedent("""
-    pipelines:
-      hello:
-        trigger: {type: http, config: {path: /hello, method: GET}}
-        steps:
-          - {name: hello, type: step.hello}
-      ping:
-        trigger: {type: http, config: {path: /ping, method: GET}}
-        steps:
-          - {name: answer, type: step.json_response, config: {body: {pong: true}}}
-""")
-
-
-class Replica:
-    """One server of a replicated deployment, served on loopback."""
-
-    def __init__(self, name: str, client: TestClient, admin: TestClient, folder: Path) -> None:
-        self.name, self.client, self.admin, self.folder = name, client, admin, folder
-
-    async def version(self) -> int | None:
-        """The hello component version this replica serves (None: 503 or another error)."""
-        response = await self.client.get("/hello")
-        return (await response.json())["version"] if response.status == 200 else None
-
-    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        response = await self.admin.request(method, "/api/dynamic/components" + path, headers=ADMIN, json=body)
-        return response.status, (await response.json() if response.status != 204 else None)
-
-    async def health(self) -> dict[str, Any]:
-        return await (await self.client.get("/healthz")).json()
-
-
-Start = Callable[..., Awaitable[Replica]]
-
-
-@pytest.fixture
-def database(pg_schema_dsn: str) -> Database:
-    """The test PostgreSQL server, in a fresh schema."""
-    fields = dict(part.split("=", 1) for part in pg_schema_dsn.split(" options=")[0].split())
-    schema = pg_schema_dsn.split("search_path=")[1].rstrip("'")
-    return Database(host=fields["host"], port=int(fields.get("port", 5432)), name=fields["dbname"],
-                    user=fields["user"], schema=schema, pool_size=3)
-
-
-@pytest.fixture
-def start_replica(database: Database, redis_addr: str, aiohttp_client, tmp_path: Path) -> Start:
-    # `database` first: torn down last, after every replica has closed its connections.
-    """Start replica NAME with its own folders, sharing the database and Redis; again after stop: a restart."""
-    config = tmp_path / "config.yaml"
-    config.write_text(CONFIG)
-
-    async def start(name: str, *, redis: str | None = redis_addr, **overrides: Any) -> Replica:
-        folder = tmp_path / name / "components"
-        folder.mkdir(parents=True, exist_ok=True)
-        settings = Settings(config_path=config, components_dir=folder, data_dir=tmp_path / name / "data",
-                            db=database, redis_addr=f"redis://{redis}" if redis else None, replica_id=name,
-                            jwt_secret=SECRET, debounce=0.01, shutdown_timeout=5.0, step_timeout=5.0,
-                            reconcile_interval=60.0)
-        settings = replace(settings, **overrides)
-        apps = create_apps(settings, engine=build_engine(settings, entry_points=False))
-        client = await aiohttp_client(apps.main)
-        admin = await aiohttp_client(apps.admin)
-        return Replica(name, client, admin, folder)
-
-    return start
-
-
-async def ready(replica: Replica) -> bool:
-    return (await replica.client.get("/readyz")).status == 200
-
-
-async def listening(replica: Replica) -> bool:
-    """Ready, and subscribed to the other replicas' changes."""
-    return await ready(replica) and replica.client.app[REPLICATOR].bus.connected
+from server.settings import SettingsError, from_environment
+from tests.conftest import Replica, StartReplica, equals, hello, listening, metric_value, ready, until
 
 
 async def stop(replica: Replica) -> None:
@@ -103,19 +21,19 @@ async def stop(replica: Replica) -> None:
     await replica.admin.close()
 
 
-async def test_a_change_through_any_replica_serves_on_every_replica(start_replica: Start) -> None:
+async def test_a_change_through_any_replica_serves_on_every_replica(start_replica: StartReplica) -> None:
     a, b, c = [await start_replica(name) for name in ("a", "b", "c")]
     for replica in (a, b, c):
         await until(lambda r=replica: listening(r))
 
     assert (await a.call("POST", "", {"id": "hello", "source": hello(1)}))[0] == 201
     for replica in (a, b, c):
-        await until(lambda r=replica: _is(r.version(), 1))
+        await until(lambda r=replica: equals(r.version(), 1))
         assert (replica.folder / "hello.py").read_text() == hello(1)
 
     assert (await b.call("PUT", "/hello", {"source": hello(2)}))[0] == 200
     for replica in (a, b, c):
-        await until(lambda r=replica: _is(r.version(), 2))
+        await until(lambda r=replica: equals(r.version(), 2))
 
     # The listing on any replica shows what each one serves, all at the store's version.
     await until(lambda: _replicas_at(a, 2, count=3))
@@ -123,28 +41,29 @@ async def test_a_change_through_any_replica_serves_on_every_replica(start_replic
     assert status == 200 and body["version"] == 2 and body["source"] == hello(2)
     assert {r["replica"] for r in body["replicas"]} == {"a", "b", "c"}
 
+    assert metric_value(await (await b.client.get("/metrics")).text(), "dynamic_components") == 1
     assert (await c.call("DELETE", "/hello"))[0] == 204
     for replica in (a, b, c):
-        await until(lambda r=replica: _is(r.version(), None))
+        await until(lambda r=replica: equals(r.version(), None))
         await until(lambda r=replica: not (r.folder / "hello.py").exists())
     assert metric_value(await (await b.client.get("/metrics")).text(), "dynamic_components") == 0
 
 
-async def test_a_file_saved_on_one_replica_reaches_the_others(start_replica: Start) -> None:
+async def test_a_file_saved_on_one_replica_reaches_the_others(start_replica: StartReplica) -> None:
     a, b = await start_replica("a"), await start_replica("b")
     await until(lambda: ready(a))
     await until(lambda: listening(b))
     (a.folder / "hello.py").write_text(hello(1))
-    await until(lambda: _is(b.version(), 1))
+    await until(lambda: equals(b.version(), 1))
     (a.folder / "hello.py").write_text(hello(2))
-    await until(lambda: _is(b.version(), 2))
+    await until(lambda: equals(b.version(), 2))
     (a.folder / "hello.py").unlink()
-    await until(lambda: _is(b.version(), None))
+    await until(lambda: equals(b.version(), None))
     rows = await a.client.app[REPLICATOR].store.list_audit(target="hello")
     assert [r.action for r in reversed(rows)] == ["component.file"] * 3 and rows[0].who == "file@a"
 
 
-async def test_a_replica_that_missed_changes_catches_up_when_it_starts(start_replica: Start) -> None:
+async def test_a_replica_that_missed_changes_catches_up_when_it_starts(start_replica: StartReplica) -> None:
     a = await start_replica("a")
     await until(lambda: ready(a))
     assert (await a.call("POST", "", {"id": "hello", "source": hello(1)}))[0] == 201
@@ -159,7 +78,7 @@ async def test_a_replica_that_missed_changes_catches_up_when_it_starts(start_rep
     assert await b.version() == 2 and (b.folder / "hello.py").read_text() == hello(2)
 
 
-async def test_folder_only_components_are_uploaded_and_the_store_wins_conflicts(start_replica: Start,
+async def test_folder_only_components_are_uploaded_and_the_store_wins_conflicts(start_replica: StartReplica,
                                                                                 tmp_path: Path) -> None:
     (tmp_path / "a" / "components").mkdir(parents=True)
     (tmp_path / "a" / "components" / "hello.py").write_text(hello(1))
@@ -179,7 +98,7 @@ async def test_folder_only_components_are_uploaded_and_the_store_wins_conflicts(
     assert (await a.client.app[REPLICATOR].store.get_component("hello")).version == 1  # not uploaded
 
 
-async def test_a_file_edited_while_the_replica_was_down_is_uploaded(start_replica: Start) -> None:
+async def test_a_file_edited_while_the_replica_was_down_is_uploaded(start_replica: StartReplica) -> None:
     a = await start_replica("a")
     await until(lambda: ready(a))
     assert (await a.call("POST", "", {"id": "hello", "source": hello(1)}))[0] == 201
@@ -193,13 +112,13 @@ async def test_a_file_edited_while_the_replica_was_down_is_uploaded(start_replic
     assert row.source == hello(3) and row.version == 2
 
 
-async def test_without_redis_replicas_converge_at_the_periodic_reconcile(start_replica: Start) -> None:
+async def test_without_redis_replicas_converge_at_the_periodic_reconcile(start_replica: StartReplica) -> None:
     a = await start_replica("a", redis=None, reconcile_interval=0.2)
     b = await start_replica("b", redis=None, reconcile_interval=0.2)
     await until(lambda: ready(a))
     await until(lambda: ready(b))
     assert (await a.call("POST", "", {"id": "hello", "source": hello(1)}))[0] == 201
-    await until(lambda: _is(b.version(), 1))
+    await until(lambda: equals(b.version(), 1))
     assert (await b.health())["checks"]["replication"]["status"] == "ok"
     assert "redis" not in (await b.health())["checks"]["replication"]
     # Periodic reconciles list versions only; a source is read when there is a version to follow.
@@ -215,16 +134,16 @@ async def test_without_redis_replicas_converge_at_the_periodic_reconcile(start_r
     await until(lambda: replicator.reconciles >= done + 3)
     assert reads == []
     assert (await a.call("PUT", "/hello", {"source": hello(2)}))[0] == 200
-    await until(lambda: _is(b.version(), 2))
+    await until(lambda: equals(b.version(), 2))
     assert reads == ["hello"]
 
 
-async def test_a_version_another_replica_cannot_load_keeps_its_old_one_serving(start_replica: Start) -> None:
+async def test_a_version_another_replica_cannot_load_keeps_its_old_one_serving(start_replica: StartReplica) -> None:
     a, b = await start_replica("a"), await start_replica("b")
     await until(lambda: ready(a))
     await until(lambda: listening(b))
     assert (await a.call("POST", "", {"id": "hello", "source": hello(1)}))[0] == 201
-    await until(lambda: _is(b.version(), 1))
+    await until(lambda: equals(b.version(), 1))
     # Version 2 fails to import on b only (the file knows where it is).
     picky = hello(2) + "if '/b/components/' in __file__:\n    raise RuntimeError('not on replica b')\n"
     assert (await a.call("PUT", "/hello", {"source": picky}))[0] == 200
@@ -234,14 +153,11 @@ async def test_a_version_another_replica_cannot_load_keeps_its_old_one_serving(s
     # The listing shows it: a serves version 2; b still serves version 1 and reports the refusal.
     await until(lambda: _replica_status(a, "b", "error"))
     status, body = await a.call("GET", "/hello")
+    assert status == 200
     by_name = {r["replica"]: r for r in body["replicas"]}
     assert (by_name["a"]["version"], by_name["a"]["status"], by_name["a"]["error"]) == (2, "serving", None)
     assert by_name["b"]["version"] == 1 and "not on replica b" in by_name["b"]["error"]
     assert (await b.health())["status"] == "degraded"
-
-
-async def _is(answer: Awaitable[Any], expected: Any) -> bool:
-    return await answer == expected
 
 
 async def _replicas_at(replica: Replica, version: int, *, count: int) -> bool:
@@ -270,7 +186,7 @@ def test_replication_settings_come_from_the_environment() -> None:
             from_environment(env)
 
 
-async def test_malformed_and_own_events_are_ignored(start_replica: Start, redis_addr: str,
+async def test_malformed_and_own_events_are_ignored(start_replica: StartReplica, redis_addr: str,
                                                     caplog: pytest.LogCaptureFixture) -> None:
     a, b = await start_replica("a"), await start_replica("b")
     await until(lambda: listening(a))
@@ -285,11 +201,12 @@ async def test_malformed_and_own_events_are_ignored(start_replica: Start, redis_
     await until(lambda: caplog.text.count("ignored a malformed event") == 4)  # two each on a and b
     assert bus.received == 0  # b's own event (the third) is not received as another replica's
     assert (await a.call("POST", "", {"id": "hello", "source": hello(1)}))[0] == 201
-    await until(lambda: _is(b.version(), 1))  # the subscription survived the junk
+    await until(lambda: equals(b.version(), 1))  # the subscription survived the junk
     assert bus.received == 1
 
 
-async def test_a_broken_file_on_one_replica_is_neither_uploaded_nor_spread_as_a_deletion(start_replica: Start) -> None:
+async def test_a_broken_file_on_one_replica_is_neither_uploaded_nor_spread_as_a_deletion(
+        start_replica: StartReplica) -> None:
     a, b = await _two_serving_hello(start_replica)
     await stop(b)
     (b.folder / "hello.py").write_text(hello(2) + "\ndef broken(:\n")  # edited while b was down, badly
@@ -302,20 +219,20 @@ async def test_a_broken_file_on_one_replica_is_neither_uploaded_nor_spread_as_a_
     assert (row.version, row.deleted, row.source) == (1, False, hello(1))
     assert await a.version() == 1
     (b.folder / "hello.py").write_text(hello(2))  # fixed: now it goes everywhere
-    await until(lambda: _is(a.version(), 2))
+    await until(lambda: equals(a.version(), 2))
     assert (await a.client.app[REPLICATOR].store.get_component("hello")).version == 2
 
 
 # --------------------------------------------------------------------------- CONTRACT §9: nothing stored is lost
 
 
-async def _two_serving_hello(start_replica: Start) -> tuple[Replica, Replica]:
+async def _two_serving_hello(start_replica: StartReplica) -> tuple[Replica, Replica]:
     """Replicas a and b, both listening, both serving hello v1, b's folder recording that agreement."""
     a, b = await start_replica("a"), await start_replica("b")
     await until(lambda: listening(a))
     await until(lambda: listening(b))
     assert (await a.call("POST", "", {"id": "hello", "source": hello(1)}))[0] == 201
-    await until(lambda: _is(b.version(), 1))
+    await until(lambda: equals(b.version(), 1))
     await until(lambda: '"version": 1' in (b.folder / SYNC_FILE).read_text())
     return a, b
 
@@ -327,7 +244,8 @@ def _remove_component_files(folder: Path) -> None:
     assert (folder / SYNC_FILE).exists()
 
 
-async def test_files_removed_while_one_replica_was_stopped_are_restored_not_deleted(start_replica: Start) -> None:
+async def test_files_removed_while_one_replica_was_stopped_are_restored_not_deleted(
+        start_replica: StartReplica) -> None:
     a, b = await _two_serving_hello(start_replica)
     await stop(b)
     _remove_component_files(b.folder)
@@ -339,14 +257,14 @@ async def test_files_removed_while_one_replica_was_stopped_are_restored_not_dele
     assert await a.version() == 1
 
 
-async def test_files_removed_on_every_stopped_replica_come_back_everywhere(start_replica: Start) -> None:
+async def test_files_removed_on_every_stopped_replica_come_back_everywhere(start_replica: StartReplica) -> None:
     replicas = [await start_replica(name) for name in ("a", "b", "c")]
     for replica in replicas:
         await until(lambda r=replica: listening(r))
     assert (await replicas[0].call("POST", "", {"id": "hello", "source": hello(1)}))[0] == 201
     assert (await replicas[1].call("PUT", "/hello", {"source": hello(2)}))[0] == 200
     for replica in replicas:
-        await until(lambda r=replica: _is(r.version(), 2))
+        await until(lambda r=replica: equals(r.version(), 2))
         await until(lambda r=replica: '"version": 2' in (r.folder / SYNC_FILE).read_text())
     for replica in replicas:
         await stop(replica)
@@ -360,7 +278,7 @@ async def test_files_removed_on_every_stopped_replica_come_back_everywhere(start
     assert (row.version, row.deleted, row.source) == (2, False, hello(2))
 
 
-async def test_a_fresh_empty_volume_is_filled_from_the_store(start_replica: Start, tmp_path: Path) -> None:
+async def test_a_fresh_empty_volume_is_filled_from_the_store(start_replica: StartReplica, tmp_path: Path) -> None:
     a = await start_replica("a")
     await until(lambda: ready(a))
     assert (await a.call("POST", "", {"id": "hello", "source": hello(1)}))[0] == 201
@@ -370,10 +288,10 @@ async def test_a_fresh_empty_volume_is_filled_from_the_store(start_replica: Star
     assert json.loads((fresh.folder / SYNC_FILE).read_text()) == {"hello": {"version": 1, "sha256": _sha(hello(1))}}
 
 
-async def test_a_file_deleted_while_the_server_runs_is_deleted_everywhere(start_replica: Start) -> None:
+async def test_a_file_deleted_while_the_server_runs_is_deleted_everywhere(start_replica: StartReplica) -> None:
     a, b = await _two_serving_hello(start_replica)
     (a.folder / "hello.py").unlink()  # a deliberate act, seen by a's watcher
-    await until(lambda: _is(b.version(), None))
+    await until(lambda: equals(b.version(), None))
     await until(lambda: not (b.folder / "hello.py").exists())
     row = await b.client.app[REPLICATOR].store.get_component("hello")
     assert (row.version, row.deleted) == (2, True)

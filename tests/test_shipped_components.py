@@ -12,14 +12,11 @@ import functools
 import inspect
 import logging
 import math
-import os
-import subprocess
-import sys
 import textwrap
 import uuid
+from collections.abc import Mapping
 from dataclasses import replace
-from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pytest
 
@@ -31,7 +28,7 @@ from server.errors import ConfigError
 from server.hooks.registry import Registry, StepType
 from server.keys import RELOADER, REPLICATOR
 from server.reload.loader import build_module, collect, read_source
-from tests.conftest import ROOT, until
+from tests.conftest import ROOT, run_cli, until
 
 COMPONENTS = ROOT / "components"
 CHAT_EXAMPLE = ROOT / "example" / "chat-triage-pipeline.yaml"
@@ -88,22 +85,15 @@ def line_of(yaml_text: str, needle: str) -> int:
     raise AssertionError(f"{needle!r} not in the config")
 
 
-async def serve(make_server, yaml_text: str):
+async def shipped_server(make_server, yaml_text: str):
     """A server for `yaml_text` with the shipped components loaded (no watcher)."""
     return await make_server(yaml_text, components_dir=COMPONENTS, watch=False)
-
-
-def run_validate(path: Path) -> subprocess.CompletedProcess[str]:
-    """`python -m server validate PATH` from the project root (components default to ./components)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKFLOW_")}
-    return subprocess.run([sys.executable, "-m", "server", "validate", str(path)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
 
 
 # --------------------------------------------------------------------------- loading
 
 
-@pytest.mark.parametrize("filename, names", [
+@pytest.mark.parametrize(("filename", "names"), [
     ("greeting.py", {"step.greet"}),
     ("risk_tagger.py", {"step.risk_tag"}),
     ("order_pricing.py", {"step.price_order"}),
@@ -127,7 +117,7 @@ def test_registration_options():
 # --------------------------------------------------------------------------- step.greet (unit)
 
 
-@pytest.mark.parametrize("data, config, expected", [
+@pytest.mark.parametrize(("data", "config", "expected"), [
     ({}, {}, "hello world"),                                         # all defaults
     ({"name": "Ada"}, {}, "hello Ada"),                              # data's name
     ({"name": "Ada"}, {"name": "Bob"}, "hello Bob"),                 # config beats data
@@ -153,7 +143,7 @@ async def test_greet_does_not_modify_data():
 # --------------------------------------------------------------------------- step.risk_tag (unit)
 
 
-@pytest.mark.parametrize("text, risk, matches", [
+@pytest.mark.parametrize(("text", "risk", "matches"), [
     ("the checkout is down", "high", ["down"]),
     ("possible data loss on the replica", "high", ["data loss"]),
     ("I want a refund", "medium", ["refund"]),
@@ -300,7 +290,7 @@ async def test_price_discount_and_tax_after_conversion():
         "subtotal": 59.82, "discount": 5.98, "tax": 10.77, "total": 64.61, "currency": "EUR"}
 
 
-@pytest.mark.parametrize("data, config, expected", [
+@pytest.mark.parametrize(("data", "config", "expected"), [
     # 0.125 -> 0.13 (half-even would give 0.12)
     ({"total": "0.125"}, {}, {"subtotal": 0.13, "discount": 0.0, "tax": 0.0, "total": 0.13}),
     # a JSON float 1.005 is read through str(): exactly 1.005 -> 1.01 (binary float rounding gives 1.00)
@@ -316,7 +306,7 @@ async def test_price_rounds_each_amount_to_cents_half_up(data, config, expected)
     assert {k: result[k] for k in expected} == expected
 
 
-@pytest.mark.parametrize("data, config, field", [
+@pytest.mark.parametrize(("data", "config", "field"), [
     ({"total": 1, "currency": "XYZ"}, {}, "currency"),
     ({"total": 1, "currency": 5}, {}, "currency"),
     ({"items": [{"qty": -1, "unit_price": 1}]}, {}, "items.0.qty"),
@@ -363,7 +353,7 @@ pipelines:
 """
 
 
-@pytest.mark.parametrize("path, body, expected", [
+@pytest.mark.parametrize(("path", "body", "expected"), [
     ("/greet/plain", None, "hello world"),
     ("/greet/plain", {"name": "Ada"}, "hello Ada"),
     ("/greet/user", {"user": "Bob", "name": "Ada"}, "hello Bob"),   # config (a template) beats data
@@ -371,14 +361,14 @@ pipelines:
     ("/greet/user", {}, "hello world"),
 ])
 async def test_greet_end_to_end(make_server, path, body, expected):
-    srv = await serve(make_server, GREET_CONFIG)
+    srv = await shipped_server(make_server, GREET_CONFIG)
     response = await srv.client.post(path, json=body) if body is not None else await srv.client.post(path)
     assert response.status == 200
     assert (await response.json())["greeting"] == expected
 
 
 async def test_greet_end_to_end_with_custom_greeting_and_response(make_server):
-    srv = await serve(make_server, GREET_CONFIG)
+    srv = await shipped_server(make_server, GREET_CONFIG)
     response = await srv.client.post("/greet/hi", json={"name": "Ada"})
     assert response.status == 201
     assert await response.json() == {"message": "hi Ada!"}
@@ -403,7 +393,7 @@ pipelines:
 """
 
 
-@pytest.mark.parametrize("text, risk, matches", [
+@pytest.mark.parametrize(("text", "risk", "matches"), [
     ("Checkout is DOWN", "high", ["down"]),
     ("please download the invoice", "low", []),
     ("where is my refund?", "medium", ["refund"]),
@@ -411,7 +401,7 @@ pipelines:
     ("hello", "low", []),
 ])
 async def test_risk_tag_end_to_end(make_server, text, risk, matches):
-    srv = await serve(make_server, RISK_CONFIG)
+    srv = await shipped_server(make_server, RISK_CONFIG)
     response = await srv.client.post("/tag", json={"text": text})
     body = await response.json()
     assert response.status == 200
@@ -419,7 +409,7 @@ async def test_risk_tag_end_to_end(make_server, text, risk, matches):
 
 
 async def test_risk_tag_end_to_end_custom_keywords_and_field(make_server):
-    srv = await serve(make_server, RISK_CONFIG)
+    srv = await shipped_server(make_server, RISK_CONFIG)
     response = await srv.client.post("/tag/custom", json={"text": "site down", "body": "GAS LEAK and fire"})
     assert (await response.json())["risk_matches"] == ["fire", "gas leak"]
     response = await srv.client.post("/tag/custom", json={"text": "site down", "body": "a typo"})
@@ -462,7 +452,7 @@ def test_bad_component_step_config_is_only_a_warning_when_the_engine_is_built(se
 async def test_bad_component_step_config_at_start_up_refuses_the_component(make_server, tmp_path):
     # When the component then loads, the config no longer compiles with it: the component is refused
     # (the error names the config's file:line), the server still starts, and the pipeline answers 503.
-    srv = await serve(make_server, BAD_RISK_CONFIG)
+    srv = await shipped_server(make_server, BAD_RISK_CONFIG)
     manager = srv.client.app[RELOADER]
     assert "risk_tagger" not in manager.components
     assert {"greeting", "order_pricing"} <= set(manager.components)
@@ -485,7 +475,7 @@ async def test_bad_component_step_config_at_start_up_refuses_the_component(make_
 
 async def test_bad_keywords_is_a_config_error_with_file_and_line_once_the_component_is_loaded(
         make_server, tmp_path):
-    srv = await serve(make_server, RISK_CONFIG)
+    srv = await shipped_server(make_server, RISK_CONFIG)
     path = tmp_path / "bad.yaml"
     path.write_text(textwrap.dedent(BAD_RISK_CONFIG))
     with pytest.raises(ConfigError) as info:
@@ -498,25 +488,27 @@ async def test_bad_keywords_is_a_config_error_with_file_and_line_once_the_compon
 
 async def test_config_reload_with_bad_keywords_is_refused_and_the_running_config_keeps_serving(
         make_server, tmp_path):
-    srv = await serve(make_server, RISK_CONFIG)
+    srv = await shipped_server(make_server, RISK_CONFIG)
     (tmp_path / "config.yaml").write_text(textwrap.dedent(BAD_RISK_CONFIG))
     assert await reload_config(srv.client.app) is False
     response = await srv.client.post("/tag", json={"text": "outage"})
     assert (await response.json())["risk"] == "high"
-    assert (await srv.client.post("/greet")).status == 404   # the refused config's pipeline never arrived
+    response = await srv.client.post("/greet")  # the refused config's pipeline never arrived
+    assert (response.status, await response.json()) == (404, {"error": "no pipeline is triggered by /greet",
+                                                              "path": "/greet"})
 
 
 def test_validate_reports_bad_keywords_with_file_and_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(textwrap.dedent(BAD_RISK_CONFIG))
-    result = run_validate(path)
+    result = run_cli("validate", str(path))
     assert result.returncode == 1
     line = line_of(BAD_RISK_CONFIG, "config: {keywords:")
     assert f"{path}:{line}: pipeline 'tag', step 'risk': {BAD_KEYWORDS}" in result.stderr.splitlines()
 
 
 async def test_after_fixing_the_config_a_refused_component_loads_when_its_file_is_synced(make_server, tmp_path):
-    srv = await serve(make_server, BAD_RISK_CONFIG)
+    srv = await shipped_server(make_server, BAD_RISK_CONFIG)
     (tmp_path / "config.yaml").write_text(textwrap.dedent(RISK_CONFIG))
     assert await reload_config(srv.client.app) is True
     manager = srv.client.app[RELOADER]
@@ -527,11 +519,12 @@ async def test_after_fixing_the_config_a_refused_component_loads_when_its_file_i
 
 
 async def test_fixing_the_config_brings_a_refused_component_back(make_server, tmp_path):
-    srv = await serve(make_server, BAD_RISK_CONFIG)
+    srv = await shipped_server(make_server, BAD_RISK_CONFIG)
     (tmp_path / "config.yaml").write_text(textwrap.dedent(RISK_CONFIG))
     assert await reload_config(srv.client.app) is True
     response = await srv.client.post("/tag", json={"text": "outage"})
-    assert response.status == 200
+    assert (response.status, await response.json()) == (200, {
+        "text": "outage", "params": {}, "query": {}, "risk": "high", "risk_matches": ["outage"]})
 
 
 PRICE_CONFIG = """
@@ -559,7 +552,7 @@ pipelines:
 """
 
 
-@pytest.mark.parametrize("path, body, expected", [
+@pytest.mark.parametrize(("path", "body", "expected"), [
     ("/price", {"total": "19.90"}, {"subtotal": 19.9, "discount": 0.0, "tax": 0.0, "total": 19.9, "currency": "USD"}),
     # 3 x 19.99 + 2 x 0.50 + 1 x 4.25 = 65.22
     ("/price", {"items": [{"qty": 3, "unit_price": "19.99"}, {"qty": 2, "unit_price": 0.5}, {"unit_price": 4.25}]},
@@ -581,13 +574,13 @@ pipelines:
     ("/price", {"total": 1.005}, {"subtotal": 1.01, "discount": 0.0, "tax": 0.0, "total": 1.01, "currency": "USD"}),
 ])
 async def test_price_order_end_to_end(make_server, path, body, expected):
-    srv = await serve(make_server, PRICE_CONFIG)
+    srv = await shipped_server(make_server, PRICE_CONFIG)
     response = await srv.client.post(path, json=body)
     assert response.status == 200
     assert cents(await response.json()) == expected
 
 
-@pytest.mark.parametrize("path, body, field", [
+@pytest.mark.parametrize(("path", "body", "field"), [
     ("/price", {"total": 1, "currency": "XYZ"}, "currency"),
     ("/price/eur", {"total": 1, "currency": "DOGE"}, "currency"),
     ("/price", {"items": [{"qty": -2, "unit_price": 1}]}, "items.0.qty"),
@@ -597,7 +590,7 @@ async def test_price_order_end_to_end(make_server, path, body, expected):
     ("/price", {"total": -0.01}, "total"),
 ])
 async def test_price_order_end_to_end_rejects_bad_input_with_400_naming_the_field(make_server, path, body, field):
-    srv = await serve(make_server, PRICE_CONFIG)
+    srv = await shipped_server(make_server, PRICE_CONFIG)
     response = await srv.client.post(path, json=body)
     answer = await response.json()
     assert response.status == 400
@@ -608,7 +601,7 @@ async def test_price_order_end_to_end_rejects_bad_input_with_400_naming_the_fiel
 
 async def test_price_order_end_to_end_rejects_a_nan_literal(make_server):
     # Python's JSON parser accepts the non-standard NaN literal; the step must still refuse it.
-    srv = await serve(make_server, PRICE_CONFIG)
+    srv = await shipped_server(make_server, PRICE_CONFIG)
     response = await srv.client.post("/price", data='{"items": [{"qty": NaN, "unit_price": 1}]}',
                                      headers={"Content-Type": "application/json"})
     answer = await response.json()
@@ -617,14 +610,17 @@ async def test_price_order_end_to_end_rejects_a_nan_literal(make_server):
 
 
 async def test_price_order_huge_amount_is_a_400(make_server):
-    srv = await serve(make_server, PRICE_CONFIG)
+    srv = await shipped_server(make_server, PRICE_CONFIG)
     response = await srv.client.post("/price", json={"total": "1e27"})
-    assert response.status == 200  # 28 digits and more are priced exactly
+    assert (response.status, await response.json()) == (200, {  # 28 digits and more are priced exactly
+        "total": 1e27, "subtotal": 1e27, "discount": 0.0, "tax": 0.0, "currency": "USD", "params": {}, "query": {}})
     response = await srv.client.post("/price", json={"total": "1e100"})
-    assert response.status == 400
+    assert (response.status, await response.json()) == (400, {
+        "error": "the order's amounts are too large to price", "field": "total", "step": "price",
+        "execution_id": response.headers["X-Execution-ID"]})
 
 
-@pytest.mark.parametrize("config, message", [
+@pytest.mark.parametrize(("config", "message"), [
     ({"currency": "BTC"}, "currency 'BTC' has no rate"),
     ({"base_currency": "XYZ"}, "base_currency 'XYZ' has no rate"),
     ({"discount_percent": -1}, "discount_percent must be a number from 0 to 100"),
@@ -643,13 +639,13 @@ def test_price_prepare_rejects_bad_config_at_load(config, message):
 
 @pytest.mark.parametrize("path", [CHAT_EXAMPLE, PRICING_EXAMPLE])
 def test_example_validates_with_the_shipped_components(path):
-    result = run_validate(path.relative_to(ROOT))
+    result = run_cli("validate", str(path.relative_to(ROOT)))  # components default to ./components
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{path.relative_to(ROOT)}: ok")
 
 
 async def test_chat_example_escalates_high_risk_and_logs_the_event(make_server, caplog):
-    srv = await serve(make_server, CHAT_EXAMPLE.read_text())
+    srv = await shipped_server(make_server, CHAT_EXAMPLE.read_text())
     response = await srv.client.post("/api/messages", json={"user": "ada", "text": "Checkout is DOWN, urgent!"})
     assert response.status == 200
     assert await response.json() == {"risk": "high", "priority": "p1", "greeting": "hello ada",
@@ -658,7 +654,7 @@ async def test_chat_example_escalates_high_risk_and_logs_the_event(make_server, 
     await until(lambda: any(r.getMessage() == expected for r in caplog.records))
 
 
-@pytest.mark.parametrize("body, expected", [
+@pytest.mark.parametrize(("body", "expected"), [
     ({"user": "bob", "text": "I want a refund"},
      {"risk": "medium", "priority": "p2", "greeting": "hello bob", "matches": ["refund"]}),
     ({"user": "cy", "text": "thanks for the help"},
@@ -669,7 +665,7 @@ async def test_chat_example_escalates_high_risk_and_logs_the_event(make_server, 
      {"risk": "medium", "priority": "p2", "greeting": "hello world", "matches": ["late"]}),
 ])
 async def test_chat_example_routes_medium_and_low_without_escalating(make_server, caplog, body, expected):
-    srv = await serve(make_server, CHAT_EXAMPLE.read_text())
+    srv = await shipped_server(make_server, CHAT_EXAMPLE.read_text())
     response = await srv.client.post("/api/messages", json=body)
     assert response.status == 200
     assert await response.json() == expected
@@ -677,13 +673,13 @@ async def test_chat_example_routes_medium_and_low_without_escalating(make_server
     assert not any(r.getMessage().startswith("escalated") for r in caplog.records)
 
 
-@pytest.mark.parametrize("body, needle", [
+@pytest.mark.parametrize(("body", "needle"), [
     ({"user": "ada"}, "'text' is a required property"),
     ({"text": ""}, "text"),
     ({"text": 42}, "text"),
 ])
 async def test_chat_example_validates_text(make_server, body, needle):
-    srv = await serve(make_server, CHAT_EXAMPLE.read_text())
+    srv = await shipped_server(make_server, CHAT_EXAMPLE.read_text())
     response = await srv.client.post("/api/messages", json=body)
     answer = await response.json()
     assert response.status == 400
@@ -691,7 +687,7 @@ async def test_chat_example_validates_text(make_server, body, needle):
 
 
 async def test_pricing_example_quotes_in_the_body_currency_with_tax(make_server):
-    srv = await serve(make_server, PRICING_EXAMPLE.read_text())
+    srv = await shipped_server(make_server, PRICING_EXAMPLE.read_text())
     items = [{"sku": "mug", "qty": 3, "unit_price": "19.99"}, {"sku": "tea", "qty": 2, "unit_price": 4.5}]
     response = await srv.client.post("/api/quotes", json={"currency": "eur", "items": items})
     assert response.status == 200
@@ -703,7 +699,7 @@ async def test_pricing_example_quotes_in_the_body_currency_with_tax(make_server)
 
 
 async def test_pricing_example_defaults_to_usd_and_rounds_tax_half_up(make_server):
-    srv = await serve(make_server, PRICING_EXAMPLE.read_text())
+    srv = await shipped_server(make_server, PRICING_EXAMPLE.read_text())
     # 2 x 10.05 = 20.10; tax 20 % = 4.02; total 24.12
     response = await srv.client.post("/api/quotes", json={"items": [{"sku": "a", "qty": 2, "unit_price": "10.05"}]})
     quote = await response.json()
@@ -714,7 +710,7 @@ async def test_pricing_example_defaults_to_usd_and_rounds_tax_half_up(make_serve
     assert (quote["subtotal"], quote["tax"], quote["total"]) == (0.13, 0.03, 0.16)
 
 
-@pytest.mark.parametrize("body, step, needle", [
+@pytest.mark.parametrize(("body", "step", "needle"), [
     ({}, "validate", "'items' is a required property"),
     ({"items": []}, "validate", "items"),
     ({"items": [{"sku": "a", "qty": -1, "unit_price": 1}]}, "validate", "items/0/qty"),
@@ -726,7 +722,7 @@ async def test_pricing_example_defaults_to_usd_and_rounds_tax_half_up(make_serve
     ({"currency": "XYZ", "items": [{"sku": "a", "qty": 1, "unit_price": 1}]}, "price", "'XYZ' is not supported"),
 ])
 async def test_pricing_example_rejects_bad_quotes(make_server, body, step, needle):
-    srv = await serve(make_server, PRICING_EXAMPLE.read_text())
+    srv = await shipped_server(make_server, PRICING_EXAMPLE.read_text())
     response = await srv.client.post("/api/quotes", json=body)
     answer = await response.json()
     assert response.status == 400
@@ -738,7 +734,7 @@ async def test_pricing_example_rejects_bad_quotes(make_server, body, step, needl
 async def test_pricing_example_rejects_a_nan_quantity(make_server):
     # The non-standard NaN literal gets past the JSON parser and the schema (`NaN > 0` is false, so
     # exclusiveMinimum does not fire): step.price_order is what refuses it.
-    srv = await serve(make_server, PRICING_EXAMPLE.read_text())
+    srv = await shipped_server(make_server, PRICING_EXAMPLE.read_text())
     response = await srv.client.post("/api/quotes", data='{"items": [{"sku": "a", "qty": NaN, "unit_price": 1}]}',
                                      headers={"Content-Type": "application/json"})
     answer = await response.json()

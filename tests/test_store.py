@@ -38,8 +38,7 @@ from server.store import (
 from server.store.codec import decode_cursor, dump_json, encode_cursor, ts_text
 from server.store.migrations import LATEST, POSTGRES, SQLITE, pending
 from server.store.postgres import PostgresStore
-
-from .conftest import pg_admin, until
+from tests.conftest import pg_admin, until
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 

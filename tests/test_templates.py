@@ -6,7 +6,7 @@ import builtins
 import re
 import types
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -268,7 +268,7 @@ def test_now_is_rfc3339_utc() -> None:
     value = render("{{ now }}")
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", value)
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    assert abs(datetime.now(timezone.utc) - parsed) < timedelta(seconds=5)
+    assert abs(datetime.now(UTC) - parsed) < timedelta(seconds=5)
     assert render("{{ now | lower }}").endswith("z")
 
 
