@@ -20,9 +20,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 HOST = "127.0.0.1"
 HERE = Path(__file__).resolve().parent
@@ -121,8 +121,8 @@ class ServerProcess:
     proc: subprocess.Popen | None = None
     _log: object = None
 
-    def start(self) -> "ServerProcess":
-        self._log = open(self.log_path, "wb")
+    def start(self) -> ServerProcess:
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 -- the server writes to it until stop() closes it
         self.proc = subprocess.Popen(self.cmd, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
                                      stdout=self._log, stderr=subprocess.STDOUT)
         return self
@@ -250,7 +250,8 @@ def parse_wrk(text: str) -> WrkResult:
         p50_ms=pct.get("50"),
         p99_ms=pct.get("99"),
         non2xx=int(non2xx.group(1)) if non2xx else 0,
-        socket_errors=dict(zip(("connect", "read", "write", "timeout"), map(int, sock.groups()))) if sock else {},
+        socket_errors=dict(zip(("connect", "read", "write", "timeout"), map(int, sock.groups()), strict=True))
+        if sock else {},
         raw=text,
     )
 
@@ -334,10 +335,7 @@ def machine_lines() -> list[str]:
             return "not installed"
 
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    try:
-        load = "%.2f %.2f %.2f" % os.getloadavg()
-    except OSError:
-        load = "n/a"
+    load = loadavg_text()
     return [
         f"nproc:    {usable} (os.cpu_count {os.cpu_count()})",
         f"cpu:      {cpu_model()}",
@@ -360,9 +358,10 @@ def fmt_ms(value: float | None) -> str:
 def loadavg_text() -> str:
     """The 1, 5 and 15 minute load averages, or "n/a"."""
     try:
-        return "%.2f %.2f %.2f" % os.getloadavg()
+        one, five, fifteen = os.getloadavg()
     except OSError:
         return "n/a"
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 def proc_status_kb(pid: int, key: str = "VmRSS") -> int | None:

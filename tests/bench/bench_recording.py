@@ -30,9 +30,11 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from contextlib import asynccontextmanager, closing
 from pathlib import Path
-from typing import Any, AsyncContextManager, AsyncIterator, Callable, Sequence
+from typing import Any
 
 import _common as c
 

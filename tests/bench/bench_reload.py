@@ -220,7 +220,7 @@ class Client:
         self.requests = 0
         self.errors = 0
 
-    async def __aenter__(self) -> "Client":
+    async def __aenter__(self) -> Client:
         connector = aiohttp.TCPConnector(limit=1, force_close=False)
         self.session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=5))
         return self
@@ -236,7 +236,7 @@ class Client:
             async with self.session.get(self.url) as resp:
                 raw = await resp.read()
                 status = resp.status
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, aiohttp.ClientError, OSError):
             self.errors += 1
             return 0, None
         try:
@@ -357,7 +357,7 @@ async def run_wrk_async(cmd: list[str], duration: int) -> c.WrkResult:
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), duration + 30)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         proc.kill()
         await proc.wait()
         raise c.BenchError(f"wrk did not finish within {duration + 30}s: {shlex.join(cmd)}") from None

@@ -321,7 +321,7 @@ async def run(ns: argparse.Namespace, tmp: Path) -> int:
                 puts.append(t_put)
                 figures.append(last)
                 by_via[via.name].append(last)
-                for r, seconds in zip(replicas, per):
+                for r, seconds in zip(replicas, per, strict=True):
                     r.latencies.append(float("inf") if seconds is None else seconds)
                 if (i + 1) % 10 == 0 or i + 1 == ns.updates:
                     print(f"  {i + 1}/{ns.updates}: last {ms(last)} (via {via.name}, PUT {ms(t_put)})")

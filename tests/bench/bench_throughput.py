@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shlex
 import sys
@@ -108,7 +107,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported (default 3)")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
-    parser.add_argument("--warmup", type=int, default=2, help="whole seconds of load per server before measuring (default 2)")
+    parser.add_argument("--warmup", type=int, default=2,
+                        help="whole seconds of load per server before measuring (default 2)")
     parser.add_argument("--target", type=float, default=0.6, help="required pipeline/bare ratio (default 0.6)")
     parser.add_argument("--skip-info", action="store_true", help="do not measure the pipeline at log level info")
     parser.add_argument("--skip-norec", action="store_true", help="do not measure with execution recording off")
@@ -296,10 +296,7 @@ def run(ns: argparse.Namespace, tmp: Path) -> int:
     print_table(targets, ns.rounds)
     starved = [(t.name, i + 1, r.server_cpu) for t in targets for i, r in enumerate(t.results)
                if r.server_cpu < BUSY_CPU]
-    try:
-        load = "%.2f %.2f %.2f" % os.getloadavg()
-    except OSError:
-        load = "n/a"
+    load = c.loadavg_text()
     print(f"(srv cpu: the share of one CPU the server process used during the run; loadavg now {load})")
     if starved:
         print(f"WARNING: the machine was busy: {len(starved)} run(s) got less than {BUSY_CPU:.0%} of a CPU "
