@@ -31,14 +31,15 @@ async def healthz(request: web.Request) -> web.Response:
     queue = engine.queue
     components = request.app[RELOADER]
     failing = sorted(components.failures)
+    stuck = components.isolation.stuck_loads()  # imports abandoned after the timeout, still running
     checks = {
         "config": {"status": "ok", "pipelines": len(engine.config.pipelines), "source": engine.config.source},
         "plugins": {"status": "ok", "step_types": len(engine.registry.steps),
                     "providers": len(engine.registry.providers())},
         "queue": {"status": "ok" if queue.depth < engine.settings.async_queue_size else "full",
                   "depth": queue.depth, "capacity": engine.settings.async_queue_size},
-        "components": {"status": "degraded" if failing else "ok", "in_service": len(components.components),
-                       "failing": len(failing), "failing_ids": failing},
+        "components": {"status": "degraded" if failing or stuck else "ok", "in_service": len(components.components),
+                       "failing": len(failing), "failing_ids": failing, "stuck_loads": stuck},
         "store": _store_check(request),
         "replication": request.app[REPLICATOR].health(),
         "lifecycle": {"status": "ok" if engine.ready and not engine.draining else "unavailable",

@@ -13,10 +13,11 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Awaitable, Callable
 
 from ..config.loader import compile_config
-from ..errors import ComponentError, ConfigError
+from ..errors import ComponentError
 from ..hooks.lifecycle import LifecycleError, run_hook, run_hook_logged
 from ..hooks.registry import Registry, compose_registry
-from .loader import Component, Source, build_module, collect, line_in, read_source
+from .isolation import Isolation
+from .loader import Component, Source, compile_with, line_in, read_source
 
 if TYPE_CHECKING:
     from ..engine.runner import Engine, State
@@ -68,6 +69,8 @@ class ComponentManager:
         self.file_changed: FileChanged | None = None
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
+        # Isolation: checks each version in a disposable process (before the lock), loads it bounded (under it).
+        self.isolation = Isolation.from_settings(engine.settings)
 
     # ------------------------------------------------------------------ changes
     #
@@ -79,6 +82,7 @@ class ComponentManager:
         """Bring the component at `path` in line with the file: load, reload, or remove it."""
         seen_at = time.perf_counter() if seen_at is None else seen_at
         self._count("file_change", "success")
+        await self.isolation.precheck_path(path, self.engine.config, self.components)  # isolation: unlocked
         async with self._lock:
             swap = await self._sync_locked(Path(path), seen_at)
         return await self._finish(swap)
@@ -91,6 +95,7 @@ class ComponentManager:
         exception from it refuses the version (as is) and changes nothing.
         """
         seen_at = time.perf_counter() if seen_at is None else seen_at
+        await self.isolation.precheck(source, self.engine.config, self.components)  # isolation: unlocked
         async with self._lock:
             swap = await self._apply_locked(source, seen_at, persist, origin=origin)
         await self._finish(swap)
@@ -205,19 +210,13 @@ class ComponentManager:
     # ------------------------------------------------------------------ building
 
     async def _build(self, source: Source) -> tuple[Component, "State"]:
-        module = await asyncio.to_thread(build_module, source)
+        # isolation: the candidate's verdict (pre-checked outside the lock), then the bounded in-server load
+        await self.isolation.check(source, self.engine.config)
         base = self._compose(exclude=source.id)
-        component = collect(module, source, base)
+        component = await self.isolation.load(source, base)
         registry = compose_registry(base, (component.steps, component.endpoints))
-        try:
-            config = compile_config(self.engine.config.document, registry, source=self.engine.config.source,
-                                    strict=False)
-        except ConfigError as exc:
-            raise ComponentError("the config does not compile with this version: " + "; ".join(exc.problems),
-                                 file=source.path) from None
-        except Exception as exc:  # the component's `prepare` raised something the config loader does not expect
-            raise ComponentError(f"the config does not compile with this version: {type(exc).__name__}: {exc}",
-                                 file=source.path, line=line_in(exc, source.path)) from None
+        config = compile_with(self.engine.config.document, registry, config_source=self.engine.config.source,
+                              source=source)  # isolation: catches BaseException from a `prepare` too
         try:
             await run_hook(component.plugin_manager, "startup", self.lifecycle_timeout,
                            services=self.engine.services)
@@ -258,6 +257,7 @@ class ComponentManager:
             await asyncio.gather(*self._retiring, return_exceptions=True)
         for component in self.components.values():
             await run_hook_logged(component.plugin_manager, "shutdown", self.lifecycle_timeout)
+        await self.isolation.aclose()  # isolation: the helper process stops with the manager
 
     # ------------------------------------------------------------------ reporting
 
