@@ -22,13 +22,12 @@ from server.reload import manager as reloader
 from server.settings import from_environment
 from server.store import Retention
 from tests.conftest import Server, metric_value, until
+from tests.hub import HUB
 
 SECRET = "s" * 40
 PREFIXES = ("/api/dynamic/components", "/api/v1/admin/components")
 
-# Shared with the component sources below (`from tests.test_admin import HUB`): a gate a step can wait on.
-HUB: dict[str, Any] = {}
-
+# Shared with the component sources below (`from tests.hub import HUB`): a gate a step can wait on.
 CONFIG = """\
 pipelines:
   hello:
@@ -56,7 +55,7 @@ def hello(version: int, *, step: str = "step.hello", wait: bool = False) -> str:
     gate = "    await HUB['gate'].wait()\n" if wait else ""
     return (
         "from server import hookimpl\n"
-        "from tests.test_admin import HUB\n"
+        "from tests.hub import HUB\n"
         f"VERSION = {version}\n\n\n"
         "async def hello(ctx):\n"
         f"{gate}"
