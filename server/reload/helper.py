@@ -1,4 +1,4 @@
-"""The server's end of the isolation helper: start it, send it candidates, match answers, replace it if it dies."""
+"""The server's end of the isolation helper (`server.reload.forkserver`): start it, send candidates, match answers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import pickle
 import sys
 from dataclasses import dataclass, field
@@ -16,8 +15,10 @@ from typing import Any
 from .candidate import HEADER, frame
 
 log = logging.getLogger("workflow.isolation")
-# The helper must import this very `server` package, whatever the working directory: its folder goes first.
-SERVER_ROOT = str(Path(__file__).resolve().parents[2])
+# The helper must import this very `server` package: not `-m`, which would put the working directory (where
+# another `server` package may live) first on its path.
+BOOTSTRAP = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r}); "
+             "from server.reload.forkserver import main; sys.exit(main())")
 
 START_TIMEOUT = 60.0  # the helper imports the server and the preloaded modules before it answers
 ANSWER_MARGIN = 5.0  # the helper enforces each candidate's timeout; this only catches a helper that stopped
@@ -88,12 +89,10 @@ class CandidateHelper:
         return await asyncio.shield(self._starting)
 
     async def _start(self) -> _Running:
-        env = {**os.environ,
-               "PYTHONPATH": os.pathsep.join(p for p in (SERVER_ROOT, os.environ.get("PYTHONPATH")) if p)}
         try:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "server.reload.candidate", stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE, env=env, start_new_session=True)  # Ctrl-C is not for it
+                sys.executable, "-c", BOOTSTRAP, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                start_new_session=True)  # its own session: a Ctrl-C on the terminal is the server's to handle
         except OSError as exc:
             raise HelperGone(f"the isolation helper did not start: {exc}") from None
         try:
