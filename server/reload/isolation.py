@@ -27,6 +27,7 @@ from .helper import CandidateHelper, HelperGone
 from .loader import Component, Source, build_module, collect, component_files, describe, read_source
 
 VERDICTS_KEPT = 64  # pre-checked verdicts waiting for their `check` (one per change in flight)
+VERDICT_TTL = 60.0  # a pre-checked verdict nobody asked for (the change was refused otherwise) is not reused later
 
 @dataclass(frozen=True, slots=True)
 class StuckLoad:
@@ -47,7 +48,8 @@ class Isolation:
         self.timeout = timeout
         self.memory = memory_mb << 20
         self.helper = CandidateHelper(preload)
-        self._verdicts: OrderedDict[tuple[str, str, str], tuple[object, ComponentError | None]] = OrderedDict()
+        # (id, path, sha256) -> (the config document it was checked against, when, the refusal or None)
+        self._verdicts: OrderedDict[tuple[str, str, str], tuple[object, float, ComponentError | None]] = OrderedDict()
         self._stuck: list[StuckLoad] = []
 
     @classmethod
@@ -92,8 +94,10 @@ class Isolation:
         current = serving.get(source.id) if serving is not None else None
         if not self.enabled or (current is not None and current.sha256 == source.sha256):
             return
+        if self._kept(source, config, pop=False) is not None:  # checked already (the API pre-checks before its lock)
+            return
         verdict = await self.verdict(source, config)
-        self._verdicts[_key(source)] = (config.document if config is not None else None, verdict)
+        self._verdicts[_key(source)] = (config.document if config is not None else None, time.monotonic(), verdict)
         while len(self._verdicts) > VERDICTS_KEPT:  # verdicts never asked for (another change came first)
             self._verdicts.popitem(last=False)
 
@@ -110,12 +114,19 @@ class Isolation:
 
     async def check(self, source: Source, config: AppConfig | None) -> None:
         """Raise the refusal of `source` against `config`: the pre-checked verdict, else a check now."""
-        document = config.document if config is not None else None
-        kept = self._verdicts.pop(_key(source), None)
-        # The config may have been swapped since the pre-check: that verdict is about another config.
-        verdict = kept[1] if kept is not None and kept[0] is document else await self.verdict(source, config)
+        kept = self._kept(source, config, pop=True)
+        verdict = kept[0] if kept is not None else await self.verdict(source, config)
         if verdict is not None:
             raise verdict
+
+    def _kept(self, source: Source, config: AppConfig | None, *, pop: bool) -> tuple[ComponentError | None] | None:
+        """The pre-checked verdict on `source`, if it is recent and about this very config."""
+        entry = self._verdicts.pop(_key(source), None) if pop else self._verdicts.get(_key(source))
+        document = config.document if config is not None else None
+        # The config may have been swapped since the pre-check: that verdict is about another config.
+        if entry is None or entry[0] is not document or time.monotonic() - entry[1] > VERDICT_TTL:
+            return None
+        return (entry[2],)
 
     # ------------------------------------------------------------------ the in-server import
 
