@@ -126,7 +126,8 @@ class CandidateHelper:
         try:
             while True:
                 answer = await _read_answer(running.process.stdout)
-                future = running.pending.pop(answer.get("id"), None)
+                request_id = answer.get("id")
+                future = running.pending.pop(request_id, None) if isinstance(request_id, int) else None
                 if future is not None and not future.done():
                     future.set_result(answer)
         except (HelperGone, ConnectionError):
