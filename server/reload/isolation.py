@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from ..settings import Settings
 from .helper import CandidateHelper, HelperGone
 from .loader import Component, Source, build_module, collect, component_files, describe, read_source
 
-VERDICTS_KEPT = 64  # pre-checked verdicts waiting for their `check` (one per change in flight)
+VERDICTS_KEPT = 10_000  # pre-checked verdicts waiting for their `check` (a start-up pre-checks every file)
 VERDICT_TTL = 60.0  # a pre-checked verdict nobody asked for (the change was refused otherwise) is not reused later
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +112,19 @@ class Isolation:
         except (ComponentError, OSError):
             return
         await self.precheck(source, config, serving)
+
+    async def precheck_paths(self, paths: Iterable[str | Path], config: AppConfig | None,
+                             serving: Mapping[str, Component] | None = None) -> None:
+        """`precheck_path` many files at once (start-up): the fork server checks them in parallel."""
+        if not self.enabled:
+            return
+        slots = asyncio.Semaphore(2 * (os.cpu_count() or 1))  # enough to keep every CPU busy, no flood of forks
+
+        async def one(path: str | Path) -> None:
+            async with slots:
+                await self.precheck_path(path, config, serving)
+
+        await asyncio.gather(*(one(path) for path in paths))
 
     async def check(self, source: Source, config: AppConfig | None) -> None:
         """Raise the refusal of `source` against `config`: the pre-checked verdict, else a check now."""

@@ -42,7 +42,9 @@ async def load_all(app: web.Application) -> None:
     manager = app[RELOADER]
     directory = app[ENGINE].settings.components_dir
     started = time.perf_counter()
-    for path in await asyncio.to_thread(component_files, directory):
+    paths = await asyncio.to_thread(component_files, directory)
+    await manager.isolation.precheck_paths(paths, app[ENGINE].config, manager.components)  # isolation: in parallel
+    for path in paths:
         await manager.sync_path(path)
     log.info("loaded %d component(s) from %s in %.0f ms (%d refused)", len(manager.components), directory,
              (time.perf_counter() - started) * 1000, len(manager.failures))
