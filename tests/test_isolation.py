@@ -335,3 +335,17 @@ def _children(parent: int) -> list[int]:
             except (FileNotFoundError, ProcessLookupError):
                 continue
     return found
+
+
+async def test_a_candidate_runs_confined() -> None:
+    probe = ("import os, resource\n"
+             "fds = sorted(int(fd) for fd in os.listdir('/proc/self/fd'))\n"  # the listing's own fd is the last
+             "stdio = [os.readlink(f'/proc/self/fd/{fd}') for fd in (0, 1, 2)]\n"
+             "raise RuntimeError(fds, stdio, os.getpgid(0) == os.getpid(), resource.getrlimit(resource.RLIMIT_CPU),\n"
+             "                   resource.getrlimit(resource.RLIMIT_CORE))\n")
+    async with Isolation(timeout=5.0) as isolation:
+        for _ in range(2):  # a spare forked ahead, then (no spare yet) a candidate forked for its request
+            refusal = await isolation.verdict(source("probe", probe), None)
+            assert refusal is not None
+            assert refusal.message == ("/nowhere/probe.py:4: failed to import: RuntimeError: ([0, 1, 2, 3, 4], "
+                                       "['/dev/null', '/dev/null', '/dev/null'], True, (7, 8), (0, 0))")
