@@ -7,6 +7,7 @@ with `os._exit`. Also the pipe framing that the fork server and its client (`ser
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import json
 import os
@@ -14,6 +15,7 @@ import pickle
 import resource
 import signal
 import struct
+import sys
 from typing import Any
 
 HEADER = struct.Struct(">I")
@@ -164,6 +166,16 @@ def _warm_up_source() -> Any:
     from server.reload.loader import Source
 
     return Source.from_text("isolation_warm_up", "<isolation warm-up>", WARM_UP)
+
+
+def load_libc() -> Any:
+    """libc, for prctl, on Linux; else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
 
 
 def _highest_fd(limit: int) -> int:

@@ -19,7 +19,6 @@ End of file on stdin (the server stopped, or died) kills the children and ends t
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import json
 import os
@@ -31,7 +30,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .candidate import EXIT_INTERNAL, HEADER, cpu_limit, frame, read_frame, run_candidate, run_spare, write_all
+from .candidate import (
+    EXIT_INTERNAL,
+    HEADER,
+    cpu_limit,
+    frame,
+    load_libc,
+    read_frame,
+    run_candidate,
+    run_spare,
+    write_all,
+)
 
 MAX_RESULT = 64 * 1024  # a result longer than this is cut (a reason is a line, not a log)
 SPARE_REQUEST_MAX = 60 * 1024  # a request a spare's pipe takes whole (the pipe buffer is 64 KiB)
@@ -70,7 +79,7 @@ class ForkServer:
         self.spare_due = 0.0
         self.warm: dict[str, Any] | None = None  # the last request's config, for the spare to compile
         self.inbox = bytearray()
-        self.libc = _libc()
+        self.libc = load_libc()
         self.base = build_registry(build_plugin_manager(entry_points=False))
 
     def run(self) -> None:
@@ -267,16 +276,6 @@ def _parse_result(output: bytes | bytearray) -> dict[str, Any] | None:
     line = result.get("line")
     return {"ok": result["ok"], "error": str(result.get("error", "")),
             "line": line if isinstance(line, int) and not isinstance(line, bool) else None}
-
-
-def _libc() -> Any:
-    """libc for prctl on Linux, else None."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
 
 
 def main() -> int:

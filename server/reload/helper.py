@@ -85,6 +85,8 @@ class CandidateHelper:
             return self._current
         if self._starting is None or self._starting.done():
             self._starting = asyncio.ensure_future(self._start())
+            # Its failure reaches every caller; retrieved here too, in case all of them gave up waiting.
+            self._starting.add_done_callback(lambda task: task.cancelled() or task.exception())
         # Shielded: one caller giving up must not stop the start the others wait for.
         return await asyncio.shield(self._starting)
 

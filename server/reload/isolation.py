@@ -1,7 +1,7 @@
 """Candidate isolation, the server's side: check each component version in a disposable process, then load it.
 
 Before a version is imported into the server, `Isolation.check` has the helper process
-(`server.reload.candidate`) fork a child that imports it, calls its `register_*` hooks and compiles the
+(`server.reload.forkserver`) fork a child that imports it, calls its `register_*` hooks and compiles the
 config against it, under CPU, memory and time limits. A crash, an exit, any exception or a hang there refuses
 the version with its reason. The import into the server that follows (`Isolation.load`) runs in a daemon
 thread bounded by the same timeout, so a version that hangs only in the server is abandoned, never awaited.
@@ -29,6 +29,7 @@ from .loader import Component, Source, build_module, collect, component_files, d
 
 VERDICTS_KEPT = 10_000  # pre-checked verdicts waiting for their `check` (a start-up pre-checks every file)
 VERDICT_TTL = 60.0  # a pre-checked verdict nobody asked for (the change was refused otherwise) is not reused later
+
 
 @dataclass(frozen=True, slots=True)
 class StuckLoad:
