@@ -32,7 +32,7 @@ from .keys import DATABASES, ENGINE, METRICS, RECORDER, RELOADER, REPLICATOR, SE
 from .logs import install_context_ids
 from .metrics.catalog import Metrics
 from .reload.manager import ComponentManager
-from .reload.watcher import load_folder, reload_config, watching
+from .reload.watcher import reload_config, watching
 from .settings import Settings
 from .store import Recorder, Store, open_store, running_store
 
@@ -167,7 +167,7 @@ async def startup(app: web.Application, stack: AsyncExitStack) -> None:
                                              lambda: reload_config_file(app), started))
     stack.push_async_callback(manager.close)
     loading = time.perf_counter()
-    await load_folder(settings.components_dir, replicator.file_changed)
+    await replicator.load_folder()
     log.info("loaded %d component(s) from %s in %.0f ms (%d refused)", len(manager.components),
              settings.components_dir, (time.perf_counter() - loading) * 1000, len(manager.failures))
     # 5. Compile the config once, against every step type now loaded.

@@ -19,11 +19,11 @@ from .config.durations import parse_duration
 from .config.loader import load_config_file
 from .errors import ConfigError, ListenError, RegistrationError
 from .hooks.manager import build_plugin_manager
-from .hooks.registry import build_registry
+from .hooks.registry import Registry, build_registry
 from .http.listen import bind
 from .keys import STARTUP_FAILED
 from .logs import setup_logging
-from .reload.loader import load_components
+from .reload.isolation import Isolation, load_folder
 from .settings import Settings, SettingsError, from_environment
 from .shutdown import StopSignals, exit_if_threads_remain
 
@@ -118,7 +118,8 @@ def _validate(args: list[str]) -> int:
     ns = parser.parse_args(args)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     settings = from_environment()
-    registry, problems = load_components(build_registry(build_plugin_manager()), settings.components_dir)
+    base = build_registry(build_plugin_manager())
+    registry, problems = asyncio.run(_load_folder(base, settings))
     try:
         config = load_config_file(ns.file, registry)
     except ConfigError as exc:
@@ -127,6 +128,13 @@ def _validate(args: list[str]) -> int:
         raise ConfigError(problems)
     print(f"{ns.file}: ok ({len(config.pipelines)} pipelines)")
     return 0
+
+
+async def _load_folder(base: Registry, settings: Settings) -> tuple[Registry, list[str]]:
+    # Candidates are only imported and registered: the config is compiled once, below, against all of them,
+    # so a config mistake is reported at its own line rather than as a refusal of the component it uses.
+    async with Isolation.from_settings(settings) as isolation:  # the helper stops with validate
+        return await load_folder(base, settings.components_dir, isolation, None)
 
 
 def _token(args: list[str]) -> int:

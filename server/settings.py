@@ -89,6 +89,11 @@ class Settings:
     reconcile_interval: float = 30.0
     history_days: float = 7.0
     record_executions: bool = True
+    # Candidate isolation (server/reload/isolation.py): each version is imported in a disposable process first.
+    isolate_components: bool = True
+    import_timeout: float = 10.0
+    import_memory_mb: int = 1024  # address space a candidate may add to the helper's
+    isolation_preload: tuple[str, ...] = ()  # modules the helper imports once, so candidates start warm
 
     @property
     def sqlite_path(self) -> Path:
@@ -156,6 +161,10 @@ def from_environment(
         reconcile_interval=_duration(env, "WORKFLOW_RECONCILE_INTERVAL", "30s"),
         history_days=_duration(env, "WORKFLOW_HISTORY_RETENTION", "168h") / 86400,
         record_executions=_flag(env, "WORKFLOW_RECORD_EXECUTIONS", True),
+        isolate_components=_flag(env, "WORKFLOW_ISOLATE_COMPONENTS", True),
+        import_timeout=_duration(env, "WORKFLOW_IMPORT_TIMEOUT", "10s"),
+        import_memory_mb=_positive_int(env, "WORKFLOW_IMPORT_MEMORY_MB", 1024),
+        isolation_preload=_name_list(env.get("WORKFLOW_ISOLATION_PRELOAD")),
     )
 
 
@@ -209,6 +218,11 @@ def _names(raw: str | None) -> frozenset[str] | None:
     if raw is None or not raw.strip():
         return None
     return frozenset(name.strip() for name in raw.split(",") if name.strip())
+
+
+def _name_list(raw: str | None) -> tuple[str, ...]:
+    """A comma-separated list of names, in order (empty when unset)."""
+    return tuple(name.strip() for name in (raw or "").split(",") if name.strip())
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:

@@ -221,8 +221,8 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 SECRET = "s" * 40
 
-# Shared with the `hello(wait=True)` component sources (`from tests.conftest import HUB`): a gate a step can wait on.
-HUB: dict[str, Any] = {}
+# HUB (tests/hub.py) is shared with the `hello(wait=True)` component sources: a gate a step can wait on. It
+# lives in a module that imports nothing, so a component's candidate process imports it at once.
 
 
 def hello(version: int, *, step: str = "step.hello", wait: bool = False) -> str:
@@ -233,7 +233,7 @@ def hello(version: int, *, step: str = "step.hello", wait: bool = False) -> str:
     gate = "    await HUB['gate'].wait()\n" if wait else ""
     return (
         "from server import hookimpl\n"
-        + ("from tests.conftest import HUB\n" if wait else "")
+        + ("from tests.hub import HUB\n" if wait else "")
         + f"VERSION = {version}\n\n\n"
         "async def hello(ctx):\n"
         f"{gate}"

@@ -21,7 +21,8 @@ from server.cluster.bases import SYNC_FILE
 from server.keys import RELOADER, REPLICATOR
 from server.settings import from_environment
 from server.store import Retention
-from tests.conftest import ADMIN, HUB, SECRET, Server, hello, metric_value, token, until
+from tests.conftest import ADMIN, SECRET, Server, hello, metric_value, token, until
+from tests.hub import HUB
 
 PREFIXES = ("/api/dynamic/components", "/api/v1/admin/components")
 

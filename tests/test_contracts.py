@@ -12,13 +12,12 @@ import pytest
 
 from server.keys import RELOADER
 from tests.conftest import metric_value
+from tests.hub import HUB
 
-# Shared with the component files below (`from tests.test_contracts import HUB`); reset for each test.
-HUB: dict[str, Any] = {}
-
+# Shared with the component files below (`from tests.hub import HUB`); reset for each test.
 GREETER = """\
 from server import hookimpl
-from tests.test_contracts import HUB
+from tests.hub import HUB
 
 
 async def greet(ctx):
@@ -132,7 +131,7 @@ import asyncio
 import threading
 
 from server import hookimpl
-from tests.test_contracts import HUB
+from tests.hub import HUB
 
 
 async def slow(ctx):

@@ -24,11 +24,10 @@ from server.keys import RELOADER, REPLICATOR
 from server.reload.loader import MODULE_PREFIX
 from server.reload.manager import ComponentManager
 from tests.conftest import ROOT, Server, free_port, metric_value, run_cli, until
+from tests.hub import HUB
 
-# Shared by a test and the component versions it writes (`from tests.test_reload import HUB`):
+# Shared by a test and the component versions it writes (`from tests.hub import HUB`):
 # gates a step awaits, and the order in which steps and lifecycle hooks ran. Reset for each test.
-HUB: dict[str, Any] = {}
-
 HELLO = """\
 pipelines:
   hello:
@@ -63,7 +62,7 @@ def component(version: int = 1, *, step: str = "step.hello", before: str = "", e
     body = "".join(f"    {line}\n" for line in textwrap.dedent(before).strip().splitlines())
     return (
         "from server import hookimpl\n"
-        "from tests.test_reload import HUB\n"
+        "from tests.hub import HUB\n"
         f"VERSION = {version}\n\n\n"
         "async def hello(ctx):\n"
         f"{body}"
@@ -253,9 +252,11 @@ async def test_a_save_during_start_up_is_not_lost(start, components) -> None:
     # zzz.py blocks its import (off the loop) until released, so start-up is still loading when hello changes.
     HUB["importing"], HUB["release"] = threading.Event(), threading.Event()
     (components / "hello.py").write_text(component(1))
+    # The body also runs in the candidate process first, where HUB is that process's own (empty) copy.
     (components / "zzz.py").write_text(component(1, step="step.zzz", extra="""
-        HUB['importing'].set()
-        HUB['release'].wait(5)
+        if 'importing' in HUB:
+            HUB['importing'].set()
+            HUB['release'].wait(5)
     """))
     starting = asyncio.create_task(start())
     try:
@@ -528,8 +529,13 @@ async def test_each_change_is_counted_and_logged_once(start, components, caplog)
     path = components / "hello.py"
     save(path, component(1))
     await until(lambda: serves(server, 1))
-    text = await server.metrics()
-    assert metric_value(text, "dynamic_components") == 1
+
+    async def gauge() -> float:
+        return metric_value(await server.metrics(), "dynamic_components")
+
+    # Set once the change is recorded in the store, a moment after the new version serves.
+    await until(lambda: gauge())
+    assert await gauge() == 1
     save(path, component(2))
     await until(lambda: serves(server, 2))
     save(path, "from server import hookimpl\ndef broken(:\n")

@@ -262,6 +262,7 @@ async def test_files_removed_on_every_stopped_replica_come_back_everywhere(start
     for replica in replicas:
         await until(lambda r=replica: listening(r))
     assert (await replicas[0].call("POST", "", {"id": "hello", "source": hello(1)}))[0] == 201
+    await until(lambda: equals(replicas[1].version(), 1))
     assert (await replicas[1].call("PUT", "/hello", {"source": hello(2)}))[0] == 200
     for replica in replicas:
         await until(lambda r=replica: equals(r.version(), 2))

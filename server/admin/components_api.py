@@ -11,7 +11,7 @@ from aiohttp import web
 from ..errors import BadRequest, ComponentError, Conflict, NotFound, PayloadTooLarge, StoreUnavailable
 from ..http.middleware import json_response
 from ..keys import ENGINE, RELOADER, REPLICATOR
-from ..reload.loader import COMPONENT_ID, ID_RULE, Component, component_id
+from ..reload.loader import COMPONENT_ID, ID_RULE, Component, Source, component_id
 from .auth import IDENTITY
 from .policy import check_imports
 
@@ -51,6 +51,7 @@ async def create_component(request: web.Request) -> web.Response:
     cid = _id(body.get("id"))
     text = _source(request, body)
     manager = request.app[RELOADER]
+    await _precheck(request, cid, text)  # isolation: before the write lock
     async with request.app[WRITES]:
         # A file in error exists too: creating over it would silently overwrite someone's file.
         if cid in manager.components or cid in manager.failures:
@@ -69,6 +70,7 @@ async def replace_component(request: web.Request) -> web.Response:
     cid = _id(request.match_info["id"])
     text = _source(request, await _json(request))
     manager = request.app[RELOADER]
+    await _precheck(request, cid, text)  # isolation: before the write lock
     async with request.app[WRITES]:
         if cid not in manager.components and cid not in manager.failures:
             raise NotFound(f"no component {cid!r}; create it with POST")
@@ -94,6 +96,21 @@ async def _install(request: web.Request, cid: str, text: str, *, action: str) ->
         check_imports(text, f"{cid}.py", settings.component_imports)
     return await request.app[REPLICATOR].put(cid, text, who=_who(request), client=request.remote or "",
                                              action=action)
+
+
+async def _precheck(request: web.Request, cid: str, text: str) -> None:
+    """Check the version in its candidate process before the write lock: a hanging one holds up no other write.
+
+    The verdict waits for the install, under the lock. A source the import policy refuses is never run.
+    """
+    engine, manager = request.app[ENGINE], request.app[RELOADER]
+    if engine.settings.component_imports is not None:
+        try:
+            check_imports(text, f"{cid}.py", engine.settings.component_imports)
+        except ComponentError:  # refused under the lock, in its turn
+            return
+    source = Source.from_text(cid, str(engine.settings.components_dir / f"{cid}.py"), text)
+    await manager.isolation.precheck(source, engine.config, manager.components)
 
 
 def _who(request: web.Request) -> str:

@@ -119,6 +119,7 @@ class Reconciler(Ledger):
             row = full
         expected = self.manager.components.get(cid)
         source = Source.from_text(cid, str(path), row.source)
+        await self.manager.precheck(source)  # isolated, before the lock
         async with self.manager.lock:
             if self.manager.components.get(cid) is not expected:
                 return  # another change went in meanwhile: the next reconcile compares again

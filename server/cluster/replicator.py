@@ -24,7 +24,7 @@ from typing import TypeVar
 from ..engine.runner import Engine
 from ..errors import ComponentError, StoreUnavailable
 from ..reload.files import unlink, write_temp
-from ..reload.loader import Component, Source, component_id, read_source
+from ..reload.loader import Component, Source, component_files, component_id, read_source
 from ..reload.manager import ComponentManager, Event
 from ..store.base import Store
 from .bases import StoredVersion, restore_folder
@@ -50,6 +50,7 @@ class Replicator(Reconciler):
         """Store, write and serve a new version (ComponentError or StoreUnavailable: nothing changed)."""
         path = self._path(cid)
         source = Source.from_text(cid, str(path), text)
+        await self.manager.precheck(source)  # isolated, before the lock (the admin API already did, usually)
         async with self.manager.lock:
             current = self.manager.components.get(cid)
             if current is not None and current.sha256 == source.sha256:
@@ -103,6 +104,7 @@ class Replicator(Reconciler):
         if self._serves(source):
             self.manager.clear_failure(source.id, origin="file")  # a save that restores the serving version
             return
+        await self.manager.precheck(source)  # isolated, before the lock: a hang here blocks no other change
         async with self.manager.lock:
             # Read again under the lock: a write that went in meanwhile (an API call, the store) must not be
             # undone by this older read; the newer content's own event follows.
@@ -174,6 +176,14 @@ class Replicator(Reconciler):
                 await self.file_changed(Path(failure.path))
 
     # ------------------------------------------------------------------ start-up
+
+    async def load_folder(self) -> None:
+        """Start-up step 4: every file in the folder, checked in isolation all at once, then loaded one by one."""
+        manager = self.manager
+        paths = await asyncio.to_thread(component_files, self.settings.components_dir)
+        await manager.isolation.precheck_paths(paths, manager.engine.config, manager.components)
+        for path in paths:
+            await self.file_changed(path)
 
     async def restore(self) -> None:
         """Before the folder loads: write back files the store has and the folder lacks or is behind on."""

@@ -33,7 +33,12 @@ async def run_hook(pm: pluggy.PluginManager, name: str, timeout: float, **kwargs
                     await result
         except TimeoutError:
             raise LifecycleError(f"{name} hook of {impl.plugin_name} did not finish within {timeout:g}s") from None
-        except Exception as exc:
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # the caller is being cancelled: not the hook's failure
+                raise
+            raise LifecycleError(f"{name} hook of {impl.plugin_name} failed: CancelledError") from exc
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt... from a plugin must not stop the server
             raise LifecycleError(f"{name} hook of {impl.plugin_name} failed: {type(exc).__name__}: {exc}") from exc
 
 

@@ -38,14 +38,16 @@ async def healthz(request: web.Request) -> web.Response:
     # Degraded only while the folder or the store holds something that does not serve; a refused API call
     # changed nothing, so it shows only as that component's last_error in the admin API.
     failing = {cid: f.error for cid, f in sorted(components.failures.items()) if f.origin != "api"}
+    stuck = components.isolation.stuck_loads()  # imports abandoned after the timeout, still running
     checks: dict[str, dict[str, Any]] = {
         "config": {"status": "ok", "pipelines": len(engine.config.pipelines), "source": engine.config.source},
         "plugins": {"status": "ok", "step_types": len(engine.registry.steps),
                     "providers": len(engine.registry.providers())},
         "queue": {"status": "ok" if queue.depth < engine.settings.async_queue_size else "full",
                   "depth": queue.depth, "capacity": engine.settings.async_queue_size},
-        "components": {"status": "degraded" if failing else "ok", "in_service": len(components.components),
-                       "failing": len(failing), "failing_ids": list(failing), "errors": failing},
+        "components": {"status": "degraded" if failing or stuck else "ok", "in_service": len(components.components),
+                       "failing": len(failing), "failing_ids": list(failing), "errors": failing,
+                       "stuck_loads": stuck},
         "store": _store_check(request),
         "replication": request.app[REPLICATOR].health(),
         "lifecycle": {"status": "ok" if engine.ready and not engine.draining else "unavailable",

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pluggy
 
-from ..errors import ComponentError, RegistrationError
+from ..config.loader import AppConfig, compile_config
+from ..config.yamlload import LineDict
+from ..errors import ComponentError, ConfigError, RegistrationError
 from ..hooks import hookspecs
-from ..hooks.registry import Endpoint, Registry, RegistryBuilder, StepType, compose_registry
+from ..hooks.registry import Endpoint, Registry, RegistryBuilder, StepType
 
 # The one id rule, shared by the admin API and the watcher (CONTRACT §6): what the API accepts, the folder can
 # hold and the watcher loads; a leading `_` is a private helper module the watcher skips, so no id has one.
@@ -117,8 +119,8 @@ def build_module(source: Source) -> types.ModuleType:
     sys.modules[module.__name__] = module
     try:
         exec(code, module.__dict__)
-    except (Exception, SystemExit) as exc:  # a top-level exit() must not stop the server
-        raise ComponentError(f"failed to import: {type(exc).__name__}: {exc}", file=source.path,
+    except BaseException as exc:  # exit(), KeyboardInterrupt, GeneratorExit...: none may stop the server
+        raise ComponentError(f"failed to import: {describe(exc)}", file=source.path,
                              line=line_in(exc, source.path)) from None
     finally:
         if sys.modules.get(module.__name__) is module:
@@ -148,12 +150,30 @@ def collect(module: types.ModuleType, source: Source, base: Registry) -> Compone
     except RegistrationError as exc:  # the line is the component's `register(...)` call
         raise ComponentError(exc.message.removeprefix(f"{name}: "), file=source.path,
                              line=line_in(exc, source.path)) from None
-    except Exception as exc:
-        raise ComponentError(f"registration failed: {type(exc).__name__}: {exc}", file=source.path,
+    except BaseException as exc:  # register_steps may raise SystemExit or GeneratorExit too
+        raise ComponentError(f"registration failed: {describe(exc)}", file=source.path,
                              line=line_in(exc, source.path)) from None
     steps = {k: v for k, v in builder.steps.items() if v.provider == name}
     endpoints = tuple(e for e in builder.endpoints if e.provider == name)
     return Component(source.id, source.path, source.sha256, module, pm, steps, endpoints, source.text)
+
+
+def compile_with(document: LineDict, registry: Registry, *, config_source: str, source: Source) -> AppConfig:
+    """Compile the config in service against `registry` (which holds `source`'s version), blaming that version."""
+    try:
+        return compile_config(document, registry, source=config_source, strict=False)
+    except ConfigError as exc:
+        raise ComponentError("the config does not compile with this version: " + "; ".join(exc.problems),
+                             file=source.path) from None
+    except BaseException as exc:  # the component's `prepare` raised something the config loader does not expect
+        raise ComponentError(f"the config does not compile with this version: {describe(exc)}",
+                             file=source.path, line=line_in(exc, source.path)) from None
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: message`, or just `Type` when the exception has no message."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def line_in(exc: BaseException, path: str) -> int | None:
@@ -175,22 +195,3 @@ def _hook_line(module: types.ModuleType, message: str) -> int | None:
         if isinstance(code, types.CodeType):
             return code.co_firstlineno
     return None
-
-
-
-
-def load_components(base: Registry, directory: Path) -> tuple[Registry, list[str]]:
-    """Load every component in `directory` on top of `base`, synchronously (for `validate`).
-
-    Returns the combined registry and one `file[:line]: message` per component that failed.
-    """
-    registry, problems = base, []
-    for path in component_files(directory):
-        try:
-            source = read_source(path)
-            component = collect(build_module(source), source, registry)
-        except ComponentError as exc:
-            problems.append(exc.message)
-            continue
-        registry = compose_registry(registry, (component.steps, component.endpoints))
-    return registry, problems

@@ -26,7 +26,8 @@ from ..engine.state import State
 from ..errors import ComponentError, ConfigError
 from ..hooks.lifecycle import LifecycleError, run_hook, run_hook_logged
 from ..hooks.registry import Registry, compose_registry
-from .loader import Component, Source, build_module, collect, line_in
+from .isolation import Isolation
+from .loader import Component, Source, compile_with, line_in
 
 log = logging.getLogger("workflow.reloader")
 config_log = logging.getLogger("workflow.config")
@@ -81,6 +82,8 @@ class ComponentManager:
         self.lifecycle_timeout = lifecycle_timeout
         self.drain_timeout = drain_timeout
         self.lock = asyncio.Lock()
+        # Checks each version in a disposable process before `lock` is taken, and bounds the in-server load.
+        self.isolation = Isolation.from_settings(engine.settings)
         self._subscribers: list[Subscriber] = []
         self._retiring: set[asyncio.Task[None]] = set()
 
@@ -100,12 +103,19 @@ class ComponentManager:
             self.refuse(source.id, source.path, exc, source.sha256, operation, seen_at, origin)
             raise
 
+    async def precheck(self, source: Source) -> None:
+        """Import `source` in a disposable process first (no lock held): a hang or a crash costs nothing here.
+
+        The verdict is kept for `build`, which raises it (refusing the version) or goes on to the in-server load.
+        """
+        await self.isolation.precheck(source, self.engine.config, self.components)
+
     async def _build(self, source: Source, operation: str, seen_at: float) -> Candidate:
-        module = await asyncio.to_thread(build_module, source)
+        await self.isolation.check(source, self.engine.config)  # the candidate's verdict, or a check now
         base = self._compose(exclude=source.id)
-        component = collect(module, source, base)
+        component = await self.isolation.load(source, base)  # in a daemon thread, bounded by the import timeout
         registry = compose_registry(base, (component.steps, component.endpoints))
-        config = self._compile(registry, source.path)
+        config = self._compile(registry, source)
         try:
             await run_hook(component.plugin_manager, "startup", self.lifecycle_timeout,
                            services=self.engine.services)
@@ -115,17 +125,16 @@ class ComponentManager:
                                  line=line_in(cause, source.path) if cause else None) from None
         return Candidate(State(registry, config), operation, seen_at, source.id, component)
 
-    def _compile(self, registry: Registry, path: str) -> AppConfig:
-        """The config in service compiled against `registry`; a failure refuses the component at `path`."""
+    def _compile(self, registry: Registry, source: Source | str) -> AppConfig:
+        """The config in service compiled against `registry`; a failure refuses the version (`source`, or a path)."""
         config = self.engine.config
+        if isinstance(source, Source):  # catches BaseException from a component's `prepare` too
+            return compile_with(config.document, registry, config_source=config.source, source=source)
         try:
             return compile_config(config.document, registry, source=config.source, strict=False)
         except ConfigError as exc:
-            raise ComponentError("the config does not compile with this version: " + "; ".join(exc.problems),
-                                 file=path) from None
-        except Exception as exc:  # the component's `prepare` raised something the config loader does not expect
-            raise ComponentError(f"the config does not compile with this version: {type(exc).__name__}: {exc}",
-                                 file=path, line=line_in(exc, path)) from None
+            raise ComponentError("the config does not compile without this component: "
+                                 + "; ".join(exc.problems), file=source) from None
 
     async def build_removal(self, component_id: str) -> Candidate | None:
         """The serving state without `component_id` (None when it is not in service)."""
@@ -237,6 +246,7 @@ class ComponentManager:
             await asyncio.gather(*self._retiring, return_exceptions=True)
         for component in self.components.values():
             await run_hook_logged(component.plugin_manager, "shutdown", self.lifecycle_timeout)
+        await self.isolation.aclose()  # the candidate helper process stops with the manager
 
     # ------------------------------------------------------------------ helpers
 

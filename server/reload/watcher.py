@@ -1,4 +1,4 @@
-"""Watch the components folder and the config file, load the folder at start-up, and reload the config."""
+"""Watch the components folder and the config file, and reload the config."""
 
 from __future__ import annotations
 
@@ -39,14 +39,6 @@ class ConfigFilter(watchfiles.DefaultFilter):
 
     def __call__(self, change: watchfiles.Change, path: str) -> bool:
         return Path(path).name == self.name
-
-
-async def load_folder(directory: Path, load: OnFile) -> int:
-    """Load every component file in `directory` at start-up (a failing one is refused, never fatal); count them."""
-    paths = await asyncio.to_thread(component_files, directory)
-    for path in paths:
-        await load(path, time.perf_counter())
-    return len(paths)
 
 
 async def reload_config(manager: ComponentManager, path: Path) -> bool:
