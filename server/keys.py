@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from .admin.auth import Identity
     from .cluster.replicator import Replicator
     from .databases import Databases
     from .engine.runner import Engine
@@ -30,5 +31,11 @@ DATABASES: web.AppKey[Databases] = web.AppKey("databases")
 STARTUP_FAILED: web.AppKey[asyncio.Event] = web.AppKey("startup_failed", asyncio.Event)
 WATCHDOG: web.AppKey[LoopWatchdog] = web.AppKey("watchdog")
 
+# Held by every admin write from its existence check to its store record: two calls for one id must not
+# interleave (two POSTs both creating, or two PUTs renaming their files in another order than they served).
+COMPONENT_WRITES: web.AppKey[asyncio.Lock] = web.AppKey("component_writes", asyncio.Lock)
+
+# Who made an admin call, from the verified token (set by the admin API's auth middleware).
+IDENTITY: web.RequestKey[Identity] = web.RequestKey("identity")
 # The route template a dispatcher matched, for the metrics `path` label.
 ROUTE_LABEL: web.RequestKey[str] = web.RequestKey("route_label", str)

@@ -15,9 +15,9 @@ from aiohttp import web
 from joserfc import jwt as jose
 from joserfc.jwk import ECKey, OctKey, RSAKey
 
-from server.admin.auth import IDENTITY, Authenticator, require_admin
+from server.admin.auth import Authenticator, require_admin
 from server.http.middleware import middleware
-from server.keys import METRICS, SETTINGS
+from server.keys import IDENTITY, METRICS, SETTINGS
 from server.metrics.catalog import Metrics
 from server.settings import Settings
 from tests.conftest import ROOT

@@ -7,6 +7,7 @@ from importlib import resources
 
 from aiohttp import web
 
+from ..keys import COMPONENT_WRITES
 from . import components_api, queries
 from .auth import Authenticator, require_admin
 
@@ -25,7 +26,7 @@ async def admin_page(request: web.Request) -> web.Response:
 def setup_admin(app: web.Application, authenticator: Authenticator) -> None:
     """Add the admin routes to the admin listener's app."""
     admin = require_admin(authenticator)
-    app[components_api.WRITES] = asyncio.Lock()
+    app[COMPONENT_WRITES] = asyncio.Lock()
     for prefix in COMPONENT_PREFIXES:
         app.router.add_get(prefix, admin(components_api.list_components))
         app.router.add_post(prefix, admin(components_api.create_component))

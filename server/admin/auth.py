@@ -12,6 +12,7 @@ import jwt
 from aiohttp import web
 
 from ..errors import AuthUnavailable, Forbidden, Unauthorized
+from ..keys import IDENTITY
 from ..settings import Settings
 
 log = logging.getLogger("workflow.auth")
@@ -28,9 +29,6 @@ class Identity:
 
     subject: str
     roles: frozenset[str]
-
-
-IDENTITY = web.RequestKey("identity", Identity)
 
 
 class Authenticator:

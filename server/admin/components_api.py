@@ -10,14 +10,9 @@ from aiohttp import web
 
 from ..errors import BadRequest, ComponentError, Conflict, NotFound, PayloadTooLarge, StoreUnavailable
 from ..http.middleware import json_response
-from ..keys import ENGINE, RELOADER, REPLICATOR
+from ..keys import COMPONENT_WRITES, ENGINE, IDENTITY, RELOADER, REPLICATOR
 from ..reload.loader import COMPONENT_ID, ID_RULE, Component, Source, component_id
-from .auth import IDENTITY
 from .policy import check_imports
-
-# Held by every write from its existence check to its store record: two calls for one id must not interleave
-# (two POSTs both creating, or two PUTs renaming their files in the other order than they went into service).
-WRITES: web.AppKey[asyncio.Lock] = web.AppKey("component_writes", asyncio.Lock)
 
 
 async def list_components(request: web.Request) -> web.Response:
@@ -52,7 +47,7 @@ async def create_component(request: web.Request) -> web.Response:
     text = _source(request, body)
     manager = request.app[RELOADER]
     await _precheck(request, cid, text)  # isolation: before the write lock
-    async with request.app[WRITES]:
+    async with request.app[COMPONENT_WRITES]:
         # A file in error exists too: creating over it would silently overwrite someone's file.
         if cid in manager.components or cid in manager.failures:
             raise Conflict(f"component {cid!r} exists; replace it with PUT", id=cid)
@@ -71,7 +66,7 @@ async def replace_component(request: web.Request) -> web.Response:
     text = _source(request, await _json(request))
     manager = request.app[RELOADER]
     await _precheck(request, cid, text)  # isolation: before the write lock
-    async with request.app[WRITES]:
+    async with request.app[COMPONENT_WRITES]:
         if cid not in manager.components and cid not in manager.failures:
             raise NotFound(f"no component {cid!r}; create it with POST")
         await _install(request, cid, text, action="update")  # refused: shown as the component's last error
@@ -82,7 +77,7 @@ async def delete_component(request: web.Request) -> web.Response:
     """`DELETE`: take the component out of service, everywhere, and remove its file; 204."""
     cid = _id(request.match_info["id"])
     manager = request.app[RELOADER]
-    async with request.app[WRITES]:
+    async with request.app[COMPONENT_WRITES]:
         if cid not in manager.components and cid not in manager.failures:
             raise NotFound(f"no component {cid!r}")
         await request.app[REPLICATOR].delete(cid, who=_who(request), client=request.remote or "")
