@@ -76,8 +76,10 @@ def price(ctx: StepContext) -> dict:
             subtotal = _subtotal(data) / rates[source] * rates[target]
             discount = subtotal * Decimal(str(config.get("discount_percent", 0))) / 100
             tax = (subtotal - discount) * Decimal(str(config.get("tax_rate", 0)))
-            cents = {name: value.quantize(CENT, ROUND_HALF_UP)
-                     for name, value in (("subtotal", subtotal), ("discount", discount), ("tax", tax))}
+            cents = {
+                name: value.quantize(CENT, ROUND_HALF_UP)
+                for name, value in (("subtotal", subtotal), ("discount", discount), ("tax", tax))
+            }
         except DecimalException:
             raise ValidationError("the order's amounts are too large to price", field="total") from None
     total = cents["subtotal"] - cents["discount"] + cents["tax"]

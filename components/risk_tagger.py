@@ -17,8 +17,11 @@ def prepare(config):
     if not isinstance(keywords, dict) or not all(isinstance(v, list) for v in keywords.values()):
         raise ValueError("keywords must map a level to a list of words")
     # Lookarounds rather than \b, so keywords that start or end with punctuation ("c++") match too.
-    return [(level, re.compile(r"(?<!\w)(" + "|".join(re.escape(w) for w in words) + r")(?!\w)", re.IGNORECASE))
-            for level, words in keywords.items() if words]
+    return [
+        (level, re.compile(r"(?<!\w)(" + "|".join(re.escape(w) for w in words) + r")(?!\w)", re.IGNORECASE))
+        for level, words in keywords.items()
+        if words
+    ]
 
 
 def tag(ctx: StepContext) -> dict:

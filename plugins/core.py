@@ -71,8 +71,9 @@ def prepare_set(config: Mapping[str, Any]) -> None:
 async def log_message(ctx: StepContext) -> None:
     """Log the rendered `message` at `level` (default info)."""
     level = logging.getLevelName(str(ctx.config.get("level", "info")).upper())
-    ctx.logger.log(level if isinstance(level, int) else logging.INFO, "%s", ctx.config.get("message", ""),
-                   extra={"step": ctx.step})
+    ctx.logger.log(
+        level if isinstance(level, int) else logging.INFO, "%s", ctx.config.get("message", ""), extra={"step": ctx.step}
+    )
 
 
 def prepare_log(config: Mapping[str, Any]) -> None:
@@ -87,8 +88,11 @@ async def json_response(ctx: StepContext) -> StepResult:
     config = ctx.config
     body = config["body"] if "body" in config else dict(ctx.data)
     headers = config.get("headers")
-    return StepResult(response=Response(int(config.get("status", 200)), body,
-                                        {str(k): str(v) for k, v in headers.items()} if headers else {}))
+    return StepResult(
+        response=Response(
+            int(config.get("status", 200)), body, {str(k): str(v) for k, v in headers.items()} if headers else {}
+        )
+    )
 
 
 def prepare_json_response(config: Mapping[str, Any]) -> None:

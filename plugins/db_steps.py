@@ -32,14 +32,15 @@ class Prepared:
 def _prepare(config: Mapping[str, Any], keys: frozenset[str], kind: str) -> Prepared:
     unknown = sorted(str(k) for k in config if k not in keys)
     if unknown:
-        raise ValueError(f"{kind}: unknown key(s) {', '.join(map(repr, unknown))} "
-                         f"(expected {', '.join(sorted(keys))})")
+        raise ValueError(f"{kind}: unknown key(s) {', '.join(map(repr, unknown))} (expected {', '.join(sorted(keys))})")
     query = config.get("query")
     if not isinstance(query, str) or not query.strip():
         raise ValueError(f"{kind} needs a 'query' (SQL text)")
     if "{{" in query:
-        raise ValueError(f"{kind}: the query must not contain templates ({{{{ ... }}}}); "
-                         "pass values through 'params' and placeholders")
+        raise ValueError(
+            f"{kind}: the query must not contain templates ({{{{ ... }}}}); "
+            "pass values through 'params' and placeholders"
+        )
     if "connection" in config and "database" in config:
         raise ValueError(f"{kind}: give 'connection' or its alias 'database', not both")
     # `database` is the original engine's key for the same thing.
@@ -114,7 +115,15 @@ def _failed(ctx: StepContext, exc: DatabaseError) -> StepError:
 @hookimpl
 def register_steps(register: Register) -> None:
     """The storage steps."""
-    register("step.db_query", db_query, prepare=prepare_query,
-             outputs={"rows": {"type": "array", "required": False}, "count": {"type": "integer", "required": False},
-                      "row": {"type": "any", "required": False}, "found": {"type": "boolean", "required": False}})
+    register(
+        "step.db_query",
+        db_query,
+        prepare=prepare_query,
+        outputs={
+            "rows": {"type": "array", "required": False},
+            "count": {"type": "integer", "required": False},
+            "row": {"type": "any", "required": False},
+            "found": {"type": "boolean", "required": False},
+        },
+    )
     register("step.db_exec", db_exec, prepare=prepare_exec, outputs={"affected_rows": "integer"})

@@ -52,15 +52,19 @@ async def http_call(ctx: StepContext) -> dict[str, Any]:
     try:
         async with services(ctx).http.request(method, config["url"], **options) as response:
             text = await response.text()
-            result = {"status_code": response.status, "headers": dict(response.headers),
-                      "body": _parse(text, response.content_type)}
+            result = {
+                "status_code": response.status,
+                "headers": dict(response.headers),
+                "body": _parse(text, response.content_type),
+            }
     except TimeoutError:
         raise StepError(f"{method} {config['url']} timed out", status=504) from None
     except aiohttp.ClientError as exc:
         raise StepError(f"{method} {config['url']} failed: {exc}", status=502) from None
     if response.status >= 400 and config.get("fail_on_error", True):
-        raise StepError(f"{method} {config['url']} answered {response.status}", status=502,
-                        upstream_status=response.status)
+        raise StepError(
+            f"{method} {config['url']} answered {response.status}", status=502, upstream_status=response.status
+        )
     return result
 
 

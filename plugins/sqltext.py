@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-_TOKENS = re.compile(r"""
+_TOKENS = re.compile(
+    r"""
       (?P<text>(?<![\w$])[Ee]'(?:[^'\\]|\\.|'')*'       # E'...' (backslash escapes)
              | '(?:[^']|'')*'                            # '...'
              | "(?:[^"]|"")*"                            # "quoted identifier"
@@ -24,7 +25,9 @@ _TOKENS = re.compile(r"""
     | (?P<named>(?<![\w:]):[A-Za-z_]\w*)
     | (?P<positional>\?)
     | (?P<numbered>(?<![\w$])\$\d+)
-""", re.VERBOSE | re.DOTALL)
+""",
+    re.VERBOSE | re.DOTALL,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +69,7 @@ def compile_statement(query: str, params: Any) -> Statement:
             raise ValueError(f"{token}: placeholders are ? (with a params list) or :name (with a params mapping)")
         if kind == "named" and not named:
             raise ValueError(f"{token}: named placeholders need params as a mapping")
-        before = query[end:match.start()] + ("" if placeholder else token)
+        before = query[end : match.start()] + ("" if placeholder else token)
         sqlite.append(before)
         postgres.append(before.replace("%", "%%"))
         end = match.end()

@@ -48,12 +48,15 @@ async def transform(ctx: StepContext) -> dict[str, Any]:
         spec = config["map"]
         out[spec.get("to", spec["from"])] = [
             {new: lookup(item, str(path)) for new, path in spec["fields"].items()}
-            for item in _items(data, out, spec["from"])]
+            for item in _items(data, out, spec["from"])
+        ]
     if "filter" in config:
         spec = config["filter"]
         out[spec.get("to", spec["from"])] = [
-            item for item in _items(data, out, spec["from"])
-            if all(lookup(item, str(path)) == want for path, want in spec["where"].items())]
+            item
+            for item in _items(data, out, spec["from"])
+            if all(lookup(item, str(path)) == want for path, want in spec["where"].items())
+        ]
     for field, kind in (config.get("convert") or {}).items():
         out[field] = _convert(field, out[field] if field in out else data.get(field), kind)
     return out

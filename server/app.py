@@ -48,8 +48,9 @@ class Apps:
     engine: Engine
 
 
-def build_engine(settings: Settings, *, metrics: Metrics | None = None, config_text: str | None = None,
-                 entry_points: bool = True) -> Engine:
+def build_engine(
+    settings: Settings, *, metrics: Metrics | None = None, config_text: str | None = None, entry_points: bool = True
+) -> Engine:
     """The built-in plugins and the config, checked against them (ConfigError before anything is bound).
 
     Step types that components provide are not loaded yet, so warnings wait for the compile of start-up
@@ -75,10 +76,19 @@ def create_apps(settings: Settings, *, engine: Engine | None = None, background_
     install_context_ids()
     engine = engine or build_engine(settings)
     store = open_store(settings)
-    components = ComponentManager(engine, engine.built_in, lifecycle_timeout=settings.lifecycle_timeout,
-                                  drain_timeout=settings.drain_timeout)
-    shared = _Shared(settings, engine, store, Recorder(store), Databases(settings), components,
-                     Replicator(components, engine, store), asyncio.Event())
+    components = ComponentManager(
+        engine, engine.built_in, lifecycle_timeout=settings.lifecycle_timeout, drain_timeout=settings.drain_timeout
+    )
+    shared = _Shared(
+        settings,
+        engine,
+        store,
+        Recorder(store),
+        Databases(settings),
+        components,
+        Replicator(components, engine, store),
+        asyncio.Event(),
+    )
     main = _base_app(shared)
     main.cleanup_ctx.append(_running(background_start))
     main.router.add_get("/openapi.json", openapi)
@@ -163,13 +173,24 @@ async def startup(app: web.Application, stack: AsyncExitStack) -> None:
     # 4. Load the components, each in isolation first; watching starts before, so no save is lost.
     started = asyncio.Event()
     # Both looked up per change, not bound once: what a change calls is the replicator's at that moment.
-    await stack.enter_async_context(watching(settings, lambda path, seen_at: replicator.file_changed(path, seen_at),
-                                             lambda: reload_config_file(app), started))
+    await stack.enter_async_context(
+        watching(
+            settings,
+            lambda path, seen_at: replicator.file_changed(path, seen_at),
+            lambda: reload_config_file(app),
+            started,
+        )
+    )
     stack.push_async_callback(manager.close)
     loading = time.perf_counter()
     await replicator.load_folder()
-    log.info("loaded %d component(s) from %s in %.0f ms (%d refused)", len(manager.components),
-             settings.components_dir, (time.perf_counter() - loading) * 1000, len(manager.failures))
+    log.info(
+        "loaded %d component(s) from %s in %.0f ms (%d refused)",
+        len(manager.components),
+        settings.components_dir,
+        (time.perf_counter() - loading) * 1000,
+        len(manager.failures),
+    )
     # 5. Compile the config once, against every step type now loaded.
     async with manager.lock:
         manager.commit(manager.compiled())
@@ -187,10 +208,8 @@ async def startup(app: web.Application, stack: AsyncExitStack) -> None:
 async def _services(app: web.Application) -> AsyncIterator[Services]:
     """The HTTP client and databases steps share, and the built-in plugins' startup and shutdown hooks."""
     engine, timeout = app[ENGINE], app[SETTINGS].lifecycle_timeout
-    async with (aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
-                app[DATABASES] as databases):
-        services = Services(http=session, publish=engine.publish, run_pipeline=engine.run_by_name,
-                            databases=databases)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session, app[DATABASES] as databases:
+        services = Services(http=session, publish=engine.publish, run_pipeline=engine.run_by_name, databases=databases)
         await run_hook(engine.plugin_manager, "startup", timeout, services=services)
         try:
             yield services

@@ -48,12 +48,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="workflow-server", allow_abbrev=False,
-                                     description="Run the workflow server.")
+    parser = argparse.ArgumentParser(prog="workflow-server", allow_abbrev=False, description="Run the workflow server.")
     parser.add_argument("-config", "--config", "-c", dest="config", help="config file (env WORKFLOW_CONFIG)")
     parser.add_argument("-addr", "--addr", dest="addr", help="main listener, e.g. :8080 (env WORKFLOW_ADDR)")
-    parser.add_argument("-admin-addr", "--admin-addr", dest="admin_addr",
-                        help="admin listener, e.g. :8081 (env WORKFLOW_ADMIN_ADDR)")
+    parser.add_argument(
+        "-admin-addr", "--admin-addr", dest="admin_addr", help="admin listener, e.g. :8081 (env WORKFLOW_ADMIN_ADDR)"
+    )
     ns = parser.parse_args(args)
     settings = from_environment(config=ns.config, addr=ns.addr, admin_addr=ns.admin_addr)
     setup_logging(settings.log_format, settings.log_level)
@@ -76,8 +76,9 @@ def _run(args: list[str]) -> int:
     return code
 
 
-async def serve(main_app: web.Application, admin_app: web.Application, settings: Settings,
-                sockets: list[socket.socket]) -> int:
+async def serve(
+    main_app: web.Application, admin_app: web.Application, settings: Settings, sockets: list[socket.socket]
+) -> int:
     """Answer on both sockets until SIGTERM or SIGINT (0) or a failed start-up (1), then drain and return."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -112,8 +113,10 @@ async def serve(main_app: web.Application, admin_app: web.Application, settings:
 
 
 def _validate(args: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="workflow-server validate",
-                                     description="Check a config file against the plugins and the components folder.")
+    parser = argparse.ArgumentParser(
+        prog="workflow-server validate",
+        description="Check a config file against the plugins and the components folder.",
+    )
     parser.add_argument("file", type=Path)
     ns = parser.parse_args(args)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")

@@ -102,8 +102,10 @@ class Unauthorized(WorkflowError):
 
     def __init__(self, message: str, *, error: str = "invalid_token") -> None:
         super().__init__(message)
-        self.headers = {"WWW-Authenticate": f'Bearer realm="workflow-admin", error="{error}", '
-                                            f'error_description="{message.replace(chr(34), chr(39))}"'}
+        self.headers = {
+            "WWW-Authenticate": f'Bearer realm="workflow-admin", error="{error}", '
+            f'error_description="{message.replace(chr(34), chr(39))}"'
+        }
 
 
 class Forbidden(WorkflowError):

@@ -114,8 +114,12 @@ def parse_address(text: str, *, name: str) -> Address:
 
 
 def from_environment(
-    env: Mapping[str, str] | None = None, *, config: str | None = None, addr: str | None = None,
-    admin_addr: str | None = None, stream_is_tty: bool | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    config: str | None = None,
+    addr: str | None = None,
+    admin_addr: str | None = None,
+    stream_is_tty: bool | None = None,
 ) -> Settings:
     """Settings from the environment, with command-line flags taking precedence."""
     env = os.environ if env is None else env
@@ -129,10 +133,11 @@ def from_environment(
         raise SettingsError(f"WORKFLOW_LOG_LEVEL: {log_level.lower()!r} is not debug, info, warning or error")
     return Settings(
         config_path=Path(config) if config else None,
-        addr=parse_address(addr or env.get("WORKFLOW_ADDR", ":8080"),
-                           name="--addr" if addr else "WORKFLOW_ADDR"),
-        admin_addr=parse_address(admin_addr or env.get("WORKFLOW_ADMIN_ADDR", ":8081"),
-                                 name="--admin-addr" if admin_addr else "WORKFLOW_ADMIN_ADDR"),
+        addr=parse_address(addr or env.get("WORKFLOW_ADDR", ":8080"), name="--addr" if addr else "WORKFLOW_ADDR"),
+        admin_addr=parse_address(
+            admin_addr or env.get("WORKFLOW_ADMIN_ADDR", ":8081"),
+            name="--admin-addr" if admin_addr else "WORKFLOW_ADMIN_ADDR",
+        ),
         components_dir=Path(env.get("WORKFLOW_COMPONENTS_DIR", "components")),
         data_dir=Path(env.get("WORKFLOW_DATA_DIR", "data")),
         log_format=log_format,
@@ -191,10 +196,15 @@ def _database(env: Mapping[str, str]) -> Database | None:
     host, _, port = raw.rpartition(":") if raw.count(":") == 1 else (raw, "", "")
     if port and not port.isdigit():
         raise SettingsError(f"WORKFLOW_DB_HOST: {raw!r} is not HOST or HOST:PORT")
-    return Database(host=host or raw, port=int(port) if port else 5432,
-                    name=env.get("WORKFLOW_DB_NAME", "workflow"), user=env.get("WORKFLOW_DB_USER", "workflow"),
-                    password=env.get("WORKFLOW_DB_PASSWORD", ""),
-                    pool_size=_positive_int(env, "WORKFLOW_DB_POOL_SIZE", 10), schema=_schema(env))
+    return Database(
+        host=host or raw,
+        port=int(port) if port else 5432,
+        name=env.get("WORKFLOW_DB_NAME", "workflow"),
+        user=env.get("WORKFLOW_DB_USER", "workflow"),
+        password=env.get("WORKFLOW_DB_PASSWORD", ""),
+        pool_size=_positive_int(env, "WORKFLOW_DB_POOL_SIZE", 10),
+        schema=_schema(env),
+    )
 
 
 def _schema(env: Mapping[str, str]) -> str:

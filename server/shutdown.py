@@ -55,8 +55,13 @@ class StopSignals:
         time.sleep(max(0.0, (self._deadline or 0.0) - time.monotonic()))
         frame = thread_frame(self._loop_thread)
         where = culprit(frame) if frame is not None else "an unknown place"
-        _exit(FORCED_EXIT_CODE, logging.ERROR, "shutdown did not finish within %gs (the loop's thread is at %s): "
-              "exiting now", self.timeout + GRACE, where)
+        _exit(
+            FORCED_EXIT_CODE,
+            logging.ERROR,
+            "shutdown did not finish within %gs (the loop's thread is at %s): exiting now",
+            self.timeout + GRACE,
+            where,
+        )
 
 
 def exit_if_threads_remain() -> None:
@@ -71,8 +76,9 @@ def exit_if_threads_remain() -> None:
     stuck = [t for t in _others() if t.is_alive()]
     if not stuck:
         return
-    names = ", ".join(f"{t.name} at {culprit(f) if (f := thread_frame(t.ident or 0)) else 'an unknown place'}"
-                      for t in stuck)
+    names = ", ".join(
+        f"{t.name} at {culprit(f) if (f := thread_frame(t.ident or 0)) else 'an unknown place'}" for t in stuck
+    )
     _exit(0, logging.WARNING, "exiting without %d stuck thread(s): %s", len(stuck), names)
 
 

@@ -67,8 +67,9 @@ MakeServer = Callable[..., Awaitable[Server]]
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings for a test server: folders under tmp_path, short timeouts."""
-    return Settings(components_dir=tmp_path / "components", data_dir=tmp_path / "data",
-                    shutdown_timeout=5.0, step_timeout=5.0)
+    return Settings(
+        components_dir=tmp_path / "components", data_dir=tmp_path / "data", shutdown_timeout=5.0, step_timeout=5.0
+    )
 
 
 @pytest.fixture
@@ -135,11 +136,14 @@ def metric_value(text: str, name: str, **labels: str) -> float:
             samples.append((sample, dict(_LABEL.findall(label_text or "")), float(value)))
     declared = name in families or any(
         name.endswith(suffix) and suffix in _SUFFIXES.get(families.get(name.removesuffix(suffix), ""), ())
-        for suffix in ("_total", "_bucket", "_count", "_sum"))
+        for suffix in ("_total", "_bucket", "_count", "_sum")
+    )
     if not declared:
         close = difflib.get_close_matches(name, families, n=3, cutoff=0.6)
-        raise AssertionError(f"metric {name!r} is not in the metrics text (no `# TYPE` line declares it)"
-                             + (f"; did you mean {' or '.join(map(repr, close))}?" if close else ""))
+        raise AssertionError(
+            f"metric {name!r} is not in the metrics text (no `# TYPE` line declares it)"
+            + (f"; did you mean {' or '.join(map(repr, close))}?" if close else "")
+        )
     own = [(sample_labels, value) for sample, sample_labels, value in samples if sample == name]
     known = {label for sample_labels, _ in own for label in sample_labels}
     unknown = sorted(set(labels) - known)
@@ -164,8 +168,9 @@ def postgres_dsn() -> str:
     try:
         psycopg2.connect(PG_DSN, connect_timeout=3).close()
     except psycopg2.Error as exc:
-        service_unavailable(f"PostgreSQL unreachable at {PG_DSN!r} ({' '.join(str(exc).split())}); "
-                     "set WORKFLOW_TEST_DATABASE")
+        service_unavailable(
+            f"PostgreSQL unreachable at {PG_DSN!r} ({' '.join(str(exc).split())}); set WORKFLOW_TEST_DATABASE"
+        )
     return PG_DSN
 
 
@@ -213,8 +218,14 @@ def free_port() -> int:
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`python -m server ARGS` from the project root, without WORKFLOW_* settings from outside."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("WORKFLOW_")}
-    return subprocess.run([sys.executable, "-m", "server", *args], cwd=ROOT, env={**clean, **(env or {})},
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "server", *args],
+        cwd=ROOT,
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 # --------------------------------------------------------------------------- components and the admin API
@@ -232,9 +243,7 @@ def hello(version: int, *, step: str = "step.hello", wait: bool = False) -> str:
     """
     gate = "    await HUB['gate'].wait()\n" if wait else ""
     return (
-        "from server import hookimpl\n"
-        + ("from tests.hub import HUB\n" if wait else "")
-        + f"VERSION = {version}\n\n\n"
+        "from server import hookimpl\n" + ("from tests.hub import HUB\n" if wait else "") + f"VERSION = {version}\n\n\n"
         "async def hello(ctx):\n"
         f"{gate}"
         "    return {'version': VERSION}\n\n\n"
@@ -321,8 +330,14 @@ def database(pg_schema_dsn: str) -> Database:
     """The test PostgreSQL server, in a fresh schema."""
     fields = dict(part.split("=", 1) for part in pg_schema_dsn.split(" options=")[0].split())
     schema = pg_schema_dsn.split("search_path=")[1].rstrip("'")
-    return Database(host=fields["host"], port=int(fields.get("port", 5432)), name=fields["dbname"],
-                    user=fields["user"], schema=schema, pool_size=3)
+    return Database(
+        host=fields["host"],
+        port=int(fields.get("port", 5432)),
+        name=fields["dbname"],
+        user=fields["user"],
+        schema=schema,
+        pool_size=3,
+    )
 
 
 @pytest.fixture
@@ -335,10 +350,19 @@ def start_replica(database: Database, redis_addr: str, aiohttp_client, tmp_path:
     async def start(name: str, *, redis: str | None = redis_addr, **overrides: Any) -> Replica:
         folder = tmp_path / name / "components"
         folder.mkdir(parents=True, exist_ok=True)
-        settings = Settings(config_path=config, components_dir=folder, data_dir=tmp_path / name / "data",
-                            db=database, redis_addr=f"redis://{redis}" if redis else None, replica_id=name,
-                            jwt_secret=SECRET, debounce=0.01, shutdown_timeout=5.0, step_timeout=5.0,
-                            reconcile_interval=60.0)
+        settings = Settings(
+            config_path=config,
+            components_dir=folder,
+            data_dir=tmp_path / name / "data",
+            db=database,
+            redis_addr=f"redis://{redis}" if redis else None,
+            replica_id=name,
+            jwt_secret=SECRET,
+            debounce=0.01,
+            shutdown_timeout=5.0,
+            step_timeout=5.0,
+            reconcile_interval=60.0,
+        )
         settings = replace(settings, **overrides)
         apps = create_apps(settings, engine=build_engine(settings, entry_points=False))
         client = await aiohttp_client(apps.main)

@@ -23,8 +23,15 @@ CALLS: list[dict[str, Any]] = []
 
 async def record(ctx) -> Any:
     """Remember the step's view, then output `config.output` (if any)."""
-    CALLS.append({"step": ctx.step, "data": dict(ctx.data), "trigger": dict(ctx.trigger),
-                  "config": dict(ctx.config), "execution_id": ctx.execution_id})
+    CALLS.append(
+        {
+            "step": ctx.step,
+            "data": dict(ctx.data),
+            "trigger": dict(ctx.trigger),
+            "config": dict(ctx.config),
+            "execution_id": ctx.execution_id,
+        }
+    )
     return ctx.config.get("output")
 
 
@@ -37,8 +44,10 @@ async def sleep(ctx) -> dict[str, Any]:
 def sync_sleep(ctx) -> dict[str, Any]:
     """A plain `def` step: block its thread for `seconds`, report which thread ran it."""
     time.sleep(float(ctx.config.get("seconds", 0.3)))
-    return {f"{ctx.step}_main_thread": threading.current_thread() is threading.main_thread(),
-            f"{ctx.step}_execution_id": logs.execution_id.get()}
+    return {
+        f"{ctx.step}_main_thread": threading.current_thread() is threading.main_thread(),
+        f"{ctx.step}_execution_id": logs.execution_id.get(),
+    }
 
 
 async def boom(ctx) -> None:
@@ -68,4 +77,3 @@ def build_test_engine(settings: Settings, text: str, *, strict: bool = True) -> 
     registry = build_registry(pm)
     config = load_config_text(textwrap.dedent(text), registry, strict=strict)
     return Engine(settings, Metrics(), pm, registry, config)
-

@@ -65,8 +65,9 @@ def start(make_server) -> Callable[..., Awaitable[Server]]:
     return start
 
 
-async def call(server: Server, method: str, path: str, body: Any = None, *,
-               headers: dict[str, str] | None = ADMIN, **params: str) -> tuple[int, Any]:
+async def call(
+    server: Server, method: str, path: str, body: Any = None, *, headers: dict[str, str] | None = ADMIN, **params: str
+) -> tuple[int, Any]:
     """One admin API call: the status and the JSON body (None when there is none)."""
     kwargs: dict[str, Any] = {"headers": headers or {}}
     if body is not None:
@@ -132,8 +133,11 @@ async def audit_actions(server: Server, target: str) -> list[tuple[str, str]]:
 
 # --------------------------------------------------------------------------- auth and the page
 
-ROUTES = [(method, prefix + tail) for prefix in PREFIXES
-          for method, tail in (("GET", ""), ("POST", ""), ("GET", "/x"), ("PUT", "/x"), ("DELETE", "/x"))]
+ROUTES = [
+    (method, prefix + tail)
+    for prefix in PREFIXES
+    for method, tail in (("GET", ""), ("POST", ""), ("GET", "/x"), ("PUT", "/x"), ("DELETE", "/x"))
+]
 ROUTES += [("GET", "/api/executions"), ("GET", "/api/executions/x"), ("GET", "/api/pipelines")]
 
 
@@ -174,8 +178,10 @@ async def test_the_admin_page_is_served_without_a_token(start) -> None:
     assert page.headers["Cache-Control"] == "no-store" and page.headers["X-Frame-Options"] == "DENY"
     # The admin API is not on the main listener.
     response = await server.client.get("/api/pipelines", headers=ADMIN)
-    assert (response.status, await response.json()) == (404, {"error": "no pipeline is triggered by /api/pipelines",
-                                                          "path": "/api/pipelines"})
+    assert (response.status, await response.json()) == (
+        404,
+        {"error": "no pipeline is triggered by /api/pipelines", "path": "/api/pipelines"},
+    )
 
 
 # --------------------------------------------------------------------------- create, update, delete
@@ -195,8 +201,13 @@ async def test_create_update_delete_lifecycle(start, components, prefix) -> None
     assert leftovers(components) == []
     assert await serves(server, 1)  # at once: no waiting for the watcher
     row = await server.store.get_component("hello")
-    assert (row.version, row.source, row.sha256, row.updated_by, row.deleted) == (1, hello(1), body["sha256"],
-                                                                                   "ada", False)
+    assert (row.version, row.source, row.sha256, row.updated_by, row.deleted) == (
+        1,
+        hello(1),
+        body["sha256"],
+        "ada",
+        False,
+    )
     assert await audit_actions(server, "hello") == [("ada", "component.create")]
 
     status, body = await call(server, "POST", prefix, {"id": "hello", "source": hello(9)})
@@ -207,8 +218,11 @@ async def test_create_update_delete_lifecycle(start, components, prefix) -> None
     await syncs.wait(1)
     after_create = await server.metrics()
     assert syncs.done == ["hello.py"]
-    assert (dynamic(after_create, "file_change"), dynamic(after_create, "load"), dynamic(after_create, "reload")) \
-        == (1, 1, 0)
+    assert (dynamic(after_create, "file_change"), dynamic(after_create, "load"), dynamic(after_create, "reload")) == (
+        1,
+        1,
+        0,
+    )
 
     for version in (2, 3):
         status, body = await call(server, "PUT", f"{prefix}/hello", {"source": hello(version)})
@@ -218,8 +232,11 @@ async def test_create_update_delete_lifecycle(start, components, prefix) -> None
         assert (components / "hello.py").read_text() == hello(version)
         await syncs.wait(version)
         after = await server.metrics()
-        assert (dynamic(after, "file_change"), dynamic(after, "reload"), dynamic(after, "reload", "error")) \
-            == (version, version - 1, 0)
+        assert (dynamic(after, "file_change"), dynamic(after, "reload"), dynamic(after, "reload", "error")) == (
+            version,
+            version - 1,
+            0,
+        )
         assert server.client.app[RELOADER].components["hello"].version == version
     assert leftovers(components) == []
     assert (await server.store.get_component("hello")).version == 3
@@ -232,8 +249,11 @@ async def test_create_update_delete_lifecycle(start, components, prefix) -> None
     row = await server.store.get_component("hello")
     assert row.deleted is True and row.updated_by == "ada" and row.version == 4
     assert await audit_actions(server, "hello") == [
-        ("ada", "component.create"), ("ada", "component.update"), ("ada", "component.update"),
-        ("ada", "component.delete")]
+        ("ada", "component.create"),
+        ("ada", "component.update"),
+        ("ada", "component.update"),
+        ("ada", "component.delete"),
+    ]
     assert (await call(server, "GET", f"{prefix}/hello"))[0] == 404
     assert (await call(server, "DELETE", f"{prefix}/hello"))[0] == 404
     assert (await call(server, "PUT", f"{prefix}/hello", {"source": hello(4)}))[0] == 404
@@ -250,11 +270,16 @@ async def test_create_update_delete_lifecycle(start, components, prefix) -> None
 
 BROKEN = [
     pytest.param("from server import hookimpl\n\n\ndef broken(:\n    pass\n", 4, "syntax error", id="syntax"),
-    pytest.param("from server import hookimpl\nimport no_such_module_for_the_admin_test\n", 2,
-                 "ModuleNotFoundError", id="import"),
+    pytest.param(
+        "from server import hookimpl\nimport no_such_module_for_the_admin_test\n", 2, "ModuleNotFoundError", id="import"
+    ),
     pytest.param(hello(7, step="step.set"), 11, "already registered by plugins.core", id="clash-with-built-in"),
-    pytest.param("from server import hookimpl\n\n\ndef nothing(ctx):\n    return None\n", None,
-                 "no hook implementations", id="no-hooks"),
+    pytest.param(
+        "from server import hookimpl\n\n\ndef nothing(ctx):\n    return None\n",
+        None,
+        "no hook implementations",
+        id="no-hooks",
+    ),
 ]
 
 
@@ -273,8 +298,10 @@ async def test_a_broken_source_is_422_and_changes_nothing(start, components, sou
     assert (components / "hello.py").read_text() == hello(1) and leftovers(components) == []
     assert await server.store.get_component("hello") == row
     assert await audit_actions(server, "hello") == [("ada", "component.create")]
-    assert "step.set" in server.engine.registry.steps and server.engine.registry.steps["step.set"].provider != \
-        "component:hello"
+    assert (
+        "step.set" in server.engine.registry.steps
+        and server.engine.registry.steps["step.set"].provider != "component:hello"
+    )
     # The refused version is visible on the one in service.
     status, detail = await call(server, "GET", PREFIXES[0] + "/hello")
     assert detail["status"] == "serving" and detail["version"] == 1 and detail["source"] == hello(1)
@@ -291,8 +318,9 @@ async def test_a_broken_source_is_422_and_changes_nothing(start, components, sou
     assert (await call(server, "POST", PREFIXES[0], {"id": "other", "source": hello(2, step="step.other")}))[0] == 201
 
 
-@pytest.mark.parametrize("bad", ["Bad-ID!", "a" * 65, "", "../x", "x/y", "x.py", ".x", "abc\n", 7, None,
-                                 "_private", "_"])
+@pytest.mark.parametrize(
+    "bad", ["Bad-ID!", "a" * 65, "", "../x", "x/y", "x.py", ".x", "abc\n", 7, None, "_private", "_"]
+)
 async def test_bad_component_ids_are_400(start, components, bad) -> None:
     server = await start()
     for prefix in PREFIXES:
@@ -300,8 +328,9 @@ async def test_bad_component_ids_are_400(start, components, bad) -> None:
         assert status == 400 and body["field"] == "id", (prefix, body)
         if isinstance(bad, str) and bad:  # the rule itself is in the answer: the watcher's, to the letter
             assert body["rule"] == "[a-z0-9][a-z0-9_]{0,63}", body
-            assert body["error"] == ("component ids are 1-64 characters of a-z, 0-9 and _, starting with a "
-                                     f"letter or digit, not {bad!r}")
+            assert body["error"] == (
+                f"component ids are 1-64 characters of a-z, 0-9 and _, starting with a letter or digit, not {bad!r}"
+            )
     assert listed(components) == [] and "step.hello" not in server.engine.registry.steps
     assert await server.store.list_components(include_deleted=True) == []
 
@@ -313,8 +342,9 @@ async def test_bad_component_ids_in_the_path_are_400(start, components, bad) -> 
     await until(lambda: "x" in server.client.app[RELOADER].components)
     for prefix in PREFIXES:
         for method in ("GET", "PUT", "DELETE"):
-            response = await server.admin.request(method, URL(f"{prefix}/{bad}", encoded=True), headers=ADMIN,
-                                                  json={"source": hello(2)})
+            response = await server.admin.request(
+                method, URL(f"{prefix}/{bad}", encoded=True), headers=ADMIN, json={"source": hello(2)}
+            )
             assert response.status == 400, (method, prefix, await response.text())
             assert (await response.json())["field"] == "id"
     assert sorted(p.name for p in listed(components)) == ["x.py"] and await serves(server, 1)
@@ -349,17 +379,22 @@ async def test_a_source_over_the_limit_is_413(start, components) -> None:
     assert status == 413 and await serves(server, 1) and (components / "hello.py").read_text() == hello(1)
 
 
-@pytest.mark.parametrize(("source", "module", "line"), [
-    ("from server import hookimpl\nimport os\n", "os", 2),
-    ("from server import hookimpl\n\n\ndef f():\n    from subprocess import run\n", "subprocess", 5),
-    ("from server import hookimpl\nimport json, os.path as p\n", "os.path", 2),
-    ("from server import hookimpl\nX = __import__('os')\n", "__import__", 2),
-])
+@pytest.mark.parametrize(
+    ("source", "module", "line"),
+    [
+        ("from server import hookimpl\nimport os\n", "os", 2),
+        ("from server import hookimpl\n\n\ndef f():\n    from subprocess import run\n", "subprocess", 5),
+        ("from server import hookimpl\nimport json, os.path as p\n", "os.path", 2),
+        ("from server import hookimpl\nX = __import__('os')\n", "__import__", 2),
+    ],
+)
 async def test_the_import_policy_refuses_other_modules(start, components, source, module, line) -> None:
     server = await start(component_imports=frozenset({"server", "tests", "json"}))
     assert (await call(server, "POST", PREFIXES[0], {"id": "hello", "source": hello(1)}))[0] == 201
-    for method, path, body in (("POST", PREFIXES[0], {"id": "other", "source": source}),
-                               ("PUT", PREFIXES[1] + "/hello", {"source": source})):
+    for method, path, body in (
+        ("POST", PREFIXES[0], {"id": "other", "source": source}),
+        ("PUT", PREFIXES[1] + "/hello", {"source": source}),
+    ):
         status, answer = await call(server, method, path, body)
         assert status == 422 and module in answer["error"] and answer["line"] == line, (method, answer)
     assert sorted(p.name for p in listed(components)) == ["hello.py"]
@@ -367,8 +402,9 @@ async def test_the_import_policy_refuses_other_modules(start, components, source
 
 
 def test_the_import_policy_comes_from_the_environment() -> None:
-    assert from_environment({"WORKFLOW_COMPONENT_IMPORTS": " server, json ,,"}).component_imports == \
-        frozenset({"server", "json"})
+    assert from_environment({"WORKFLOW_COMPONENT_IMPORTS": " server, json ,,"}).component_imports == frozenset(
+        {"server", "json"}
+    )
     assert from_environment({}).component_imports is None
 
 
@@ -439,8 +475,9 @@ async def detail_field(server: Server, cid: str, field: str, check: Callable[[An
 
 async def test_concurrent_creates_of_one_id_make_one_component(start, components) -> None:
     server = await start()
-    answers = await asyncio.gather(*(call(server, "POST", PREFIXES[i % 2], {"id": "hello", "source": hello(i)})
-                                     for i in range(4)))
+    answers = await asyncio.gather(
+        *(call(server, "POST", PREFIXES[i % 2], {"id": "hello", "source": hello(i)}) for i in range(4))
+    )
     statuses = sorted(status for status, _ in answers)
     assert statuses == [201, 409, 409, 409], answers
     winner = next(body for status, body in answers if status == 201)
@@ -453,8 +490,9 @@ async def test_concurrent_creates_of_one_id_make_one_component(start, components
 async def test_concurrent_updates_leave_file_service_and_store_agreeing(start, components) -> None:
     server = await start()
     assert (await call(server, "POST", PREFIXES[0], {"id": "hello", "source": hello(0)}))[0] == 201
-    answers = await asyncio.gather(*(call(server, "PUT", PREFIXES[i % 2] + "/hello", {"source": hello(i)})
-                                     for i in range(1, 7)))
+    answers = await asyncio.gather(
+        *(call(server, "PUT", PREFIXES[i % 2] + "/hello", {"source": hello(i)}) for i in range(1, 7))
+    )
     assert [status for status, _ in answers] == [200] * 6
     assert len({body["version"] for _, body in answers}) == 6 and leftovers(components) == []
     # The last write to go into service is the one on disk and in the store, and the service settles on it.
@@ -589,7 +627,9 @@ async def test_execution_detail_has_per_step_timings(start) -> None:
     status, detail = await call(server, "GET", f"/api/executions/{succeeded['id']}")
     assert status == 200 and detail["id"] == succeeded["id"] and detail["status"] == "success"
     assert [(s["name"], s["type"], s["status"]) for s in detail["steps"]] == [
-        ("mark", "step.set", "success"), ("respond", "step.json_response", "success")]
+        ("mark", "step.set", "success"),
+        ("respond", "step.json_response", "success"),
+    ]
     assert all(isinstance(s["duration_ms"], float) and s["duration_ms"] >= 0 for s in detail["steps"])
     assert sum(s["duration_ms"] for s in detail["steps"]) <= detail["duration_ms"] + 0.01
 
@@ -602,11 +642,20 @@ async def test_execution_detail_has_per_step_timings(start) -> None:
     assert status == 404 and "no-such-execution" in answer["error"]
 
 
-@pytest.mark.parametrize(("params", "field"), [
-    ({"status": "finished"}, "status"), ({"limit": "0"}, "limit"), ({"limit": "1001"}, "limit"),
-    ({"limit": "two"}, "limit"), ({"limit": "-1"}, "limit"), ({"since": "yesterday"}, "since"),
-    ({"until": "2026-13-01"}, "until"), ({"before": "not-a-cursor"}, "before"), ({"before": "eHl6"}, "before"),
-])
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"status": "finished"}, "status"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "1001"}, "limit"),
+        ({"limit": "two"}, "limit"),
+        ({"limit": "-1"}, "limit"),
+        ({"since": "yesterday"}, "since"),
+        ({"until": "2026-13-01"}, "until"),
+        ({"before": "not-a-cursor"}, "before"),
+        ({"before": "eHl6"}, "before"),
+    ],
+)
 async def test_bad_execution_queries_are_400(start, params, field) -> None:
     server = await start()
     status, body = await executions(server, **params)
@@ -627,21 +676,26 @@ async def test_pipelines_show_which_step_types_are_available(start, caplog) -> N
     assert sorted(pipelines) == ["hello", "ok", "picky"]
     assert pipelines["hello"]["trigger"] == {"type": "http", "config": {"path": "/hello", "method": "GET"}}
     assert pipelines["hello"]["available"] is False
-    assert pipelines["hello"]["steps"] == [{"name": "hello", "type": "step.hello", "available": False,
-                                            "provider": None, "compensation": False}]
+    assert pipelines["hello"]["steps"] == [
+        {"name": "hello", "type": "step.hello", "available": False, "provider": None, "compensation": False}
+    ]
     ok = pipelines["ok"]
     assert ok["available"] is True and ok["on_error"] == "compensate"
     assert [(s["name"], s["type"], s["available"], s["compensation"]) for s in ok["steps"]] == [
-        ("mark", "step.set", True, False), ("respond", "step.json_response", True, False),
-        ("undo", "step.log", True, True)]
+        ("mark", "step.set", True, False),
+        ("respond", "step.json_response", True, False),
+        ("undo", "step.log", True, True),
+    ]
 
     syncs = Syncs(server)
     assert (await call(server, "POST", PREFIXES[1], {"id": "greeter", "source": hello(1)}))[0] == 201
     _, body = await call(server, "GET", "/api/pipelines")
     hello_pipeline = next(p for p in body["pipelines"] if p["name"] == "hello")
     assert hello_pipeline["available"] is True
-    assert hello_pipeline["steps"][0]["available"] is True and hello_pipeline["steps"][0]["provider"] == \
-        "component:greeter"
+    assert (
+        hello_pipeline["steps"][0]["available"] is True
+        and hello_pipeline["steps"][0]["provider"] == "component:greeter"
+    )
 
     await syncs.wait(1)  # the watcher is done with the new file before it goes
     assert (await call(server, "DELETE", PREFIXES[1] + "/greeter"))[0] == 204
@@ -723,8 +777,12 @@ async def test_a_refused_api_upload_is_the_components_last_error_not_a_degraded_
     assert body["last_error"]["error"].endswith("hello.py:1: syntax error: invalid syntax")
     # A broken file in the folder is different: what is there does not serve, and /healthz says which and why.
     (components / "hello.py").write_text("def broken(:\n")
-    await until(lambda: "hello" in server.client.app[RELOADER].failures
-                and server.client.app[RELOADER].failures["hello"].origin == "file")
+    await until(
+        lambda: (
+            "hello" in server.client.app[RELOADER].failures
+            and server.client.app[RELOADER].failures["hello"].origin == "file"
+        )
+    )
     health = await (await server.client.get("/healthz")).json()
     assert health["status"] == "degraded" and health["checks"]["components"]["failing_ids"] == ["hello"]
     assert health["checks"]["components"]["errors"]["hello"].endswith("hello.py:1: syntax error: invalid syntax")

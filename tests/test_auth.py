@@ -58,10 +58,13 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-@pytest.mark.parametrize(("claims", "roles"), [
-    ({"sub": "ada", "role": "admin", "exp": NOW + 60}, ["admin"]),
-    ({"sub": "ada", "roles": ["viewer", "admin"], "exp": NOW + 60}, ["admin", "viewer"]),
-])
+@pytest.mark.parametrize(
+    ("claims", "roles"),
+    [
+        ({"sub": "ada", "role": "admin", "exp": NOW + 60}, ["admin"]),
+        ({"sub": "ada", "roles": ["viewer", "admin"], "exp": NOW + 60}, ["admin", "viewer"]),
+    ],
+)
 async def test_tokens_from_another_jose_library_are_accepted(admin_client, claims, roles):
     client = await admin_client()
     response = await client.get("/api/whoami", headers=bearer(hs256(claims)))
@@ -71,8 +74,14 @@ async def test_tokens_from_another_jose_library_are_accepted(admin_client, claim
 
 async def test_the_cli_token_is_accepted(admin_client):
     result = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "server", "token", "--sub", "ops", "--role", "admin", "--ttl", "5m"],
-        cwd=ROOT, env={"JWT_SECRET": SECRET, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=30)
+        subprocess.run,
+        [sys.executable, "-m", "server", "token", "--sub", "ops", "--role", "admin", "--ttl", "5m"],
+        cwd=ROOT,
+        env={"JWT_SECRET": SECRET, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0, result.stderr
     token = result.stdout.strip()
     claims = pyjwt.decode(token, SECRET, algorithms=["HS256"])
@@ -83,22 +92,30 @@ async def test_the_cli_token_is_accepted(admin_client):
 
 
 def test_the_cli_refuses_a_short_secret():
-    result = subprocess.run([sys.executable, "-m", "server", "token", "--sub", "ops"], cwd=ROOT,
-                            env={"JWT_SECRET": "short", "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
-                            timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "token", "--sub", "ops"],
+        cwd=ROOT,
+        env={"JWT_SECRET": "short", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 1
     assert "at least 32 bytes" in result.stderr
 
 
-@pytest.mark.parametrize(("headers", "needle"), [
-    ({}, "a bearer token is required"),
-    ({"Authorization": "Basic YTpi"}, "a bearer token is required"),
-    (bearer(hs256({"sub": "a", "role": "admin", "exp": NOW - 10})), "expired"),
-    (bearer(hs256({"sub": "a", "role": "admin", "exp": NOW + 60}, "w" * 40)), "Signature verification failed"),
-    (bearer(hs256({"sub": "a", "role": "admin"})), 'missing the "exp" claim'),
-    (bearer(unsigned({"sub": "a", "role": "admin", "exp": NOW + 60})), "'none' are not accepted"),
-    (bearer("not.a.token"), "invalid token"),
-])
+@pytest.mark.parametrize(
+    ("headers", "needle"),
+    [
+        ({}, "a bearer token is required"),
+        ({"Authorization": "Basic YTpi"}, "a bearer token is required"),
+        (bearer(hs256({"sub": "a", "role": "admin", "exp": NOW - 10})), "expired"),
+        (bearer(hs256({"sub": "a", "role": "admin", "exp": NOW + 60}, "w" * 40)), "Signature verification failed"),
+        (bearer(hs256({"sub": "a", "role": "admin"})), 'missing the "exp" claim'),
+        (bearer(unsigned({"sub": "a", "role": "admin", "exp": NOW + 60})), "'none' are not accepted"),
+        (bearer("not.a.token"), "invalid token"),
+    ],
+)
 async def test_bad_tokens_are_401_with_a_bearer_challenge(admin_client, headers, needle):
     client = await admin_client()
     response = await client.get("/api/whoami", headers=headers)
@@ -107,11 +124,14 @@ async def test_bad_tokens_are_401_with_a_bearer_challenge(admin_client, headers,
     assert needle in (await response.json())["error"]
 
 
-@pytest.mark.parametrize("claims", [
-    {"sub": "bob", "exp": NOW + 60},
-    {"sub": "bob", "role": "viewer", "exp": NOW + 60},
-    {"sub": "bob", "roles": "admin", "exp": NOW + 60},  # a string where a list belongs is not a role list
-])
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"sub": "bob", "exp": NOW + 60},
+        {"sub": "bob", "role": "viewer", "exp": NOW + 60},
+        {"sub": "bob", "roles": "admin", "exp": NOW + 60},  # a string where a list belongs is not a role list
+    ],
+)
 async def test_a_valid_token_without_the_admin_role_is_403(admin_client, claims):
     client = await admin_client()
     response = await client.get("/api/whoami", headers=bearer(hs256(claims)))
@@ -124,16 +144,19 @@ async def test_issuer_and_audience_are_checked_when_configured(admin_client):
     good = {"sub": "a", "role": "admin", "exp": NOW + 60, "iss": "https://id.example", "aud": "workflow"}
     response = await client.get("/api/whoami", headers=bearer(hs256(good)))
     assert (response.status, await response.json()) == (200, {"subject": "a", "roles": ["admin"]})
-    for wrong, error in (({"iss": "https://evil.example"}, "Invalid issuer"),
-                         ({"aud": "other"}, "Audience doesn't match"),
-                         ({"aud": None}, 'Token is missing the "aud" claim')):
+    for wrong, error in (
+        ({"iss": "https://evil.example"}, "Invalid issuer"),
+        ({"aud": "other"}, "Audience doesn't match"),
+        ({"aud": None}, 'Token is missing the "aud" claim'),
+    ):
         claims = {k: v for k, v in {**good, **wrong}.items() if v is not None}
         response = await client.get("/api/whoami", headers=bearer(hs256(claims)))
         assert (response.status, await response.json()) == (401, {"error": f"invalid token: {error}"}), wrong
 
 
-@pytest.mark.parametrize(("secret", "needle"), [(None, "neither JWT_SECRET nor JWT_JWKS_URL"),
-                                            ("short", "shorter than 32 bytes")])
+@pytest.mark.parametrize(
+    ("secret", "needle"), [(None, "neither JWT_SECRET nor JWT_JWKS_URL"), ("short", "shorter than 32 bytes")]
+)
 async def test_without_a_usable_secret_every_call_is_503(admin_client, secret, needle):
     client = await admin_client(jwt_secret=secret)
     response = await client.get("/api/whoami", headers=bearer(hs256({"sub": "a", "role": "admin", "exp": NOW + 60})))
@@ -141,8 +164,13 @@ async def test_without_a_usable_secret_every_call_is_503(admin_client, secret, n
     assert needle in (await response.json())["error"]
 
 
-@pytest.mark.parametrize(("key", "alg"), [(RSAKey.generate_key(2048, parameters={"kid": "rsa-1"}), "RS256"),
-                                      (ECKey.generate_key("P-256", parameters={"kid": "ec-1"}), "ES256")])
+@pytest.mark.parametrize(
+    ("key", "alg"),
+    [
+        (RSAKey.generate_key(2048, parameters={"kid": "rsa-1"}), "RS256"),
+        (ECKey.generate_key("P-256", parameters={"kid": "ec-1"}), "ES256"),
+    ],
+)
 async def test_jwks_tokens_from_an_identity_provider(admin_client, aiohttp_server, key, alg):
     async def jwks(request: web.Request) -> web.Response:
         return web.json_response({"keys": [{**key.as_dict(private=False), "kid": key.kid, "alg": alg, "use": "sig"}]})
@@ -158,8 +186,9 @@ async def test_jwks_tokens_from_an_identity_provider(admin_client, aiohttp_serve
     forged = pyjwt.encode({"sub": "x", "role": "admin", "exp": NOW + 60}, "k" * 40, algorithm="HS256")
     response = await client.get("/api/whoami", headers=bearer(forged))
     assert (response.status, await response.json()) == (401, {"error": "tokens signed with 'HS256' are not accepted"})
-    other = (RSAKey if alg == "RS256" else ECKey).generate_key(2048 if alg == "RS256" else "P-256",
-                                                              parameters={"kid": key.kid})
+    other = (RSAKey if alg == "RS256" else ECKey).generate_key(
+        2048 if alg == "RS256" else "P-256", parameters={"kid": key.kid}
+    )
     wrong = jose.encode({"alg": alg, "kid": key.kid}, {"sub": "sso", "roles": ["admin"], "exp": NOW + 60}, other)
     response = await client.get("/api/whoami", headers=bearer(wrong))
     assert (response.status, await response.json()) == (401, {"error": "invalid token: Signature verification failed"})

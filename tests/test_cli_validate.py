@@ -68,20 +68,30 @@ def test_validate_bad_file_prints_every_problem(tmp_path: Path) -> None:
     assert sorted(result.stderr.splitlines()) == sorted(f"{path}:{p}" for p in BAD_PROBLEMS)
 
 
-@pytest.mark.parametrize(("text", "env", "expected"), [
-    pytest.param("pipelines:\n  p: [\n", {}, ["3: invalid YAML: expected the node content, "
-                                             "but found '<stream end>'"], id="invalid-yaml"),
-    pytest.param("- pipelines\n", {}, ["1: the config must be a mapping with a 'pipelines' key"], id="list"),
-    pytest.param("""
+@pytest.mark.parametrize(
+    ("text", "env", "expected"),
+    [
+        pytest.param(
+            "pipelines:\n  p: [\n",
+            {},
+            ["3: invalid YAML: expected the node content, but found '<stream end>'"],
+            id="invalid-yaml",
+        ),
+        pytest.param("- pipelines\n", {}, ["1: the config must be a mapping with a 'pipelines' key"], id="list"),
+        pytest.param(
+            """
         pipelines:
           p:
             trigger: {type: http, config: {path: "${WF_PREFIX}/x"}}
             steps: [{name: s, type: step.log, config: {message: "${WF_GREETING}"}}]
-    """, {"WF_GREETING": "hi"}, ["3: environment variable WF_PREFIX is not set (used as ${WF_PREFIX})"],
-        id="unset-variable"),
-])
-def test_validate_reports_file_and_line(tmp_path: Path, text: str, env: dict[str, str],
-                                        expected: list[str]) -> None:
+    """,
+            {"WF_GREETING": "hi"},
+            ["3: environment variable WF_PREFIX is not set (used as ${WF_PREFIX})"],
+            id="unset-variable",
+        ),
+    ],
+)
+def test_validate_reports_file_and_line(tmp_path: Path, text: str, env: dict[str, str], expected: list[str]) -> None:
     path = write(tmp_path, text)
     result = run_cli("validate", str(path), env=env)
     assert result.returncode == 1
@@ -89,13 +99,16 @@ def test_validate_reports_file_and_line(tmp_path: Path, text: str, env: dict[str
 
 
 def test_validate_uses_the_environment(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         pipelines:
           p:
             trigger: {type: http, config: {path: "${WF_PREFIX}/x"}}
             timeout: ${WF_TIMEOUT}
             steps: [{name: s, type: step.log}]
-    """)
+    """,
+    )
     result = run_cli("validate", str(path), env={"WF_PREFIX": "/api", "WF_TIMEOUT": "1m"})
     assert (result.returncode, result.stdout) == (0, f"{path}: ok (1 pipelines)\n")
 
@@ -117,24 +130,23 @@ def test_validate_missing_file(clean_process, tmp_path: Path, capsys: pytest.Cap
 
 
 @pytest.mark.parametrize("flag", ["-config", "--config", "-c", "-config=", "--config="])
-def test_run_accepts_config_flags(clean_process, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                  flag: str) -> None:
+def test_run_accepts_config_flags(clean_process, tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str) -> None:
     missing = tmp_path / "absent.yaml"
     args = [flag + str(missing)] if flag.endswith("=") else [flag, str(missing)]
     assert cli.main(args) == 1
     assert capsys.readouterr().err == f"{missing}: cannot read config: No such file or directory\n"
 
 
-def test_run_reads_config_from_environment(clean_process, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_reads_config_from_environment(
+    clean_process, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     missing = tmp_path / "from-env.yaml"
     monkeypatch.setenv("WORKFLOW_CONFIG", str(missing))
     assert cli.main(["run"]) == 1
     assert capsys.readouterr().err == f"{missing}: cannot read config: No such file or directory\n"
 
 
-def test_run_reports_every_config_problem(clean_process, tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_reports_every_config_problem(clean_process, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write(tmp_path, BAD_CONFIG)
     assert cli.main(["-config", str(path), "-addr", ":0", "-admin-addr", ":0"]) == 1
     # At start-up an unknown step type is a warning (a component may provide it later), not an error.
@@ -145,7 +157,8 @@ def test_run_reports_every_config_problem(clean_process, tmp_path: Path,
 def test_run_rejects_a_bad_address(clean_process, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["-config", str(tmp_path / "x.yaml"), "--addr", "nowhere"]) == 1
     assert capsys.readouterr().err == (
-        "workflow-server: --addr: 'nowhere' is not an address like ':8080', 'HOST:PORT' or '[::1]:PORT'\n")
+        "workflow-server: --addr: 'nowhere' is not an address like ':8080', 'HOST:PORT' or '[::1]:PORT'\n"
+    )
 
 
 def test_run_without_config_is_a_usage_error(clean_process, capsys: pytest.CaptureFixture[str]) -> None:

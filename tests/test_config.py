@@ -79,8 +79,13 @@ def test_order_processing_example_loads(registry: Registry) -> None:
     create = config.pipelines["create-order"]
     assert (create.trigger.type, create.trigger.method, create.trigger.path) == ("http", "POST", "/api/orders")
     assert [s.name for s in create.steps] == ["validate", "normalize", "price", "announce", "respond"]
-    assert [s.type for s in create.steps] == ["step.validate", "step.transform", "step.set", "step.publish",
-                                              "step.json_response"]
+    assert [s.type for s in create.steps] == [
+        "step.validate",
+        "step.transform",
+        "step.set",
+        "step.publish",
+        "step.json_response",
+    ]
     assert (create.on_error, create.timeout, create.compensation) == ("stop", 30.0, ())
     assert create.flow == (1, 2, 3, 4, END)
     assert create.steps[0].line == 16 and create.line == 9
@@ -91,16 +96,29 @@ def test_order_processing_example_loads(registry: Registry) -> None:
     target, route, params = config.router.match("GET", "/api/orders/3f2a")
     assert (target.name, route, params) == ("get-order", "/api/orders/{id}", {"id": "3f2a"})
     assert sorted((m, t) for m, t, _ in config.router.routes()) == [
-        ("GET", "/api/orders/{id}"), ("POST", "/api/orders")]
+        ("GET", "/api/orders/{id}"),
+        ("POST", "/api/orders"),
+    ]
 
 
 def test_webhook_example_joins_conditional_targets(registry: Registry) -> None:
     config = load_config_file(ROOT / "example/webhook-pipeline.yaml", registry)
     assert config.pipelines["payment-events"].steps[1].targets == (
-        "mark-paid", "mark-failed", "mark-refunded", "ignore")
+        "mark-paid",
+        "mark-failed",
+        "mark-refunded",
+        "ignore",
+    )
     assert flow_names(config, "payment-events") == {
-        "validate": "route", "route": "announce", "mark-paid": "announce", "mark-failed": "announce",
-        "mark-refunded": "announce", "ignore": "announce", "announce": "respond", "respond": None}
+        "validate": "route",
+        "route": "announce",
+        "mark-paid": "announce",
+        "mark-failed": "announce",
+        "mark-refunded": "announce",
+        "ignore": "announce",
+        "announce": "respond",
+        "respond": None,
+    }
 
 
 # --- ${VAR} expansion -----------------------------------------------------------------------------
@@ -161,18 +179,22 @@ def test_env_expansion_reads_the_process_environment(load, monkeypatch: pytest.M
 
 def test_unset_variables_are_all_reported_with_their_lines(problems) -> None:
     found = problems(ENV_CONFIG, env={"A": "alpha"})
-    assert found == sorted([
-        "F:3: environment variable PREFIX is not set (used as ${PREFIX})",
-        "F:4: environment variable TIMEOUT is not set (used as ${TIMEOUT})",
-        "F:11: environment variable B is not set (used as ${B})",
-        "F:12: environment variable B is not set (used as ${B})",
-        "F:15: environment variable EMPTY is not set (used as ${EMPTY})",
-    ])
+    assert found == sorted(
+        [
+            "F:3: environment variable PREFIX is not set (used as ${PREFIX})",
+            "F:4: environment variable TIMEOUT is not set (used as ${TIMEOUT})",
+            "F:11: environment variable B is not set (used as ${B})",
+            "F:12: environment variable B is not set (used as ${B})",
+            "F:15: environment variable EMPTY is not set (used as ${EMPTY})",
+        ]
+    )
 
 
 def test_unset_variable_never_loads_as_literal(load, registry: Registry) -> None:
-    text = ("pipelines:\n  p:\n    trigger: {type: manual}\n"
-            "    steps: [{name: s, type: step.log, config: {message: '${SECRET}'}}]\n")
+    text = (
+        "pipelines:\n  p:\n    trigger: {type: manual}\n"
+        "    steps: [{name: s, type: step.log, config: {message: '${SECRET}'}}]\n"
+    )
     with pytest.raises(ConfigError) as info:
         load_config_text(text, registry, source="inline.yaml", env={})
     assert info.value.problems == ["inline.yaml:4: environment variable SECRET is not set (used as ${SECRET})"]
@@ -185,16 +207,23 @@ def test_unset_variable_never_loads_as_literal(load, registry: Registry) -> None
 SINGLE_STEP = "steps: [{name: s, type: step.log}]"
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    pytest.param("""
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            """
         pipelines:
           p:
             trigger: {type: manual}
             steps:
               - name: a
                 type: step.nope
-    """, ["F:6: pipeline 'p', step 'a': unknown step type 'step.nope'"], id="unknown-step-type"),
-    pytest.param("""
+    """,
+            ["F:6: pipeline 'p', step 'a': unknown step type 'step.nope'"],
+            id="unknown-step-type",
+        ),
+        pytest.param(
+            """
         pipelines:
           p:
             trigger: {type: manual}
@@ -202,8 +231,12 @@ SINGLE_STEP = "steps: [{name: s, type: step.log}]"
               - {name: a, type: step.log}
               - {name: b, type: step.log}
               - {name: a, type: step.log}
-    """, ["F:7: pipeline 'p': duplicate step name 'a'"], id="duplicate-step-name"),
-    pytest.param("""
+    """,
+            ["F:7: pipeline 'p': duplicate step name 'a'"],
+            id="duplicate-step-name",
+        ),
+        pytest.param(
+            """
         pipelines:
           p:
             trigger: {type: manual}
@@ -212,25 +245,38 @@ SINGLE_STEP = "steps: [{name: s, type: step.log}]"
                 type: step.conditional
                 config: {field: kind, routes: {x: a, y: nowhere}, default: gone}
               - {name: a, type: step.log}
-    """, ["F:5: pipeline 'p': step 'route' jumps to 'gone', which is not a step of this pipeline",
-          "F:5: pipeline 'p': step 'route' jumps to 'nowhere', which is not a step of this pipeline"],
-        id="conditional-missing-targets"),
-    pytest.param("""
+    """,
+            [
+                "F:5: pipeline 'p': step 'route' jumps to 'gone', which is not a step of this pipeline",
+                "F:5: pipeline 'p': step 'route' jumps to 'nowhere', which is not a step of this pipeline",
+            ],
+            id="conditional-missing-targets",
+        ),
+        pytest.param(
+            """
         pipelines:
           p:
             trigger: {type: manual}
             steps:
               - {name: a, type: step.log, next: b}
-    """, ["F:5: pipeline 'p': step 'a' jumps to 'b', which is not a step of this pipeline"], id="next-missing"),
-    pytest.param("""
+    """,
+            ["F:5: pipeline 'p': step 'a' jumps to 'b', which is not a step of this pipeline"],
+            id="next-missing",
+        ),
+        pytest.param(
+            """
         pipelines:
           p:
             trigger: {type: manual}
             steps:
               - {name: route, type: step.conditional, config: {field: k, routes: {x: a}}}
               - {name: a, type: step.nope}
-    """, ["F:6: pipeline 'p', step 'a': unknown step type 'step.nope'"], id="jump-to-invalid-step-is-one-error"),
-    pytest.param("""
+    """,
+            ["F:6: pipeline 'p', step 'a': unknown step type 'step.nope'"],
+            id="jump-to-invalid-step-is-one-error",
+        ),
+        pytest.param(
+            """
         pipelines:
           one:
             trigger: {type: http, config: {path: /a, method: POST}}
@@ -238,9 +284,12 @@ SINGLE_STEP = "steps: [{name: s, type: step.log}]"
           two:
             trigger: {type: http, config: {path: /a}}
             steps: [{name: s, type: step.log}]
-    """, ["F:6: pipeline 'two': POST /a is already the trigger of one"],
-        id="same-method-and-path"),
-    pytest.param("""
+    """,
+            ["F:6: pipeline 'two': POST /a is already the trigger of one"],
+            id="same-method-and-path",
+        ),
+        pytest.param(
+            """
         pipelines:
           one:
             trigger: {type: http, config: {path: "/a/{id}", method: get}}
@@ -248,16 +297,22 @@ SINGLE_STEP = "steps: [{name: s, type: step.log}]"
           two:
             trigger: {type: http, config: {path: "/a/{x}", method: GET}}
             steps: [{name: s, type: step.log}]
-    """, ["F:6: pipeline 'two': GET /a/{x} is already the trigger of one"],
-        id="same-templated-path"),
-    pytest.param("""
+    """,
+            ["F:6: pipeline 'two': GET /a/{x} is already the trigger of one"],
+            id="same-templated-path",
+        ),
+        pytest.param(
+            """
         pipelines:
           p:
             trigger: {type: http, config: {path: "/a/{id}/b/{id}"}}
             steps: [{name: s, type: step.log}]
-    """, ["F:3: pipeline 'p': POST /a/{id}/b/{id} names a path parameter twice"],
-        id="repeated-path-parameter"),
-    pytest.param("""
+    """,
+            ["F:3: pipeline 'p': POST /a/{id}/b/{id} names a path parameter twice"],
+            id="repeated-path-parameter",
+        ),
+        pytest.param(
+            """
         pipelines:
           p:
             trigger: {type: manual}
@@ -267,17 +322,29 @@ SINGLE_STEP = "steps: [{name: s, type: step.log}]"
                 config:
                   body:
                     items: [{ok: "{{ .x }}"}, {bad: "{{ .x | nope }}"}]
-    """, ['F:7: pipeline \'p\', step \'respond\': config.body.items[1].bad: unknown function "nope" '
-          'in "{{ .x | nope }}"'], id="malformed-template"),
-    pytest.param("""
+    """,
+            [
+                "F:7: pipeline 'p', step 'respond': config.body.items[1].bad: unknown function \"nope\" "
+                'in "{{ .x | nope }}"'
+            ],
+            id="malformed-template",
+        ),
+        pytest.param(
+            """
         pipelines:
           p:
             trigger: {type: manual}
             steps:
               - {name: a, type: step.nope, config: {m: "{{ .x"}}
-    """, ["F:5: pipeline 'p', step 'a': config.m: unclosed action in \"{{ .x\"",
-          "F:5: pipeline 'p', step 'a': unknown step type 'step.nope'"], id="template-and-type-both-reported"),
-    pytest.param("""
+    """,
+            [
+                "F:5: pipeline 'p', step 'a': config.m: unclosed action in \"{{ .x\"",
+                "F:5: pipeline 'p', step 'a': unknown step type 'step.nope'",
+            ],
+            id="template-and-type-both-reported",
+        ),
+        pytest.param(
+            """
         pipelines:
           p:
             trigger: {type: manual}
@@ -288,12 +355,17 @@ SINGLE_STEP = "steps: [{name: s, type: step.log}]"
             trigger: {type: schedule, config: {interval: -1s}}
             timeout: null
             steps: [{name: s, type: step.log}]
-    """, ["F:4: pipeline 'p': timeout: '5 parsecs' is not a duration like '30s' or '1m30s'",
-                        "F:6: pipeline 'p', step 'a': timeout: 0: a duration must be positive",
-                        "F:8: pipeline 'q': interval: '-1s' is not a duration like '30s' or '1m30s'",
-                        "F:9: pipeline 'q': timeout: None is not a duration like '30s' or '1m30s'"],
-        id="bad-durations"),
-    pytest.param("""
+    """,
+            [
+                "F:4: pipeline 'p': timeout: '5 parsecs' is not a duration like '30s' or '1m30s'",
+                "F:6: pipeline 'p', step 'a': timeout: 0: a duration must be positive",
+                "F:8: pipeline 'q': interval: '-1s' is not a duration like '30s' or '1m30s'",
+                "F:9: pipeline 'q': timeout: None is not a duration like '30s' or '1m30s'",
+            ],
+            id="bad-durations",
+        ),
+        pytest.param(
+            """
         pipelines:
           p:
             trigger:
@@ -305,10 +377,15 @@ SINGLE_STEP = "steps: [{name: s, type: step.log}]"
           r:
             steps: [{name: s, type: step.log}]
     """,
-        ["F:10: pipeline 'r': 'trigger' must be a mapping with a 'type'",
-         "F:4: pipeline 'p': trigger type 'webhook' is not one of http, chat, event, schedule, manual",
-         "F:7: pipeline 'q': 'trigger' must be a mapping with a 'type'"], id="bad-triggers"),
-    pytest.param("""
+            [
+                "F:10: pipeline 'r': 'trigger' must be a mapping with a 'type'",
+                "F:4: pipeline 'p': trigger type 'webhook' is not one of http, chat, event, schedule, manual",
+                "F:7: pipeline 'q': 'trigger' must be a mapping with a 'type'",
+            ],
+            id="bad-triggers",
+        ),
+        pytest.param(
+            """
         pipelines:
           a:
             trigger: {type: http}
@@ -333,15 +410,21 @@ SINGLE_STEP = "steps: [{name: s, type: step.log}]"
           g:
             trigger: {type: schedule, config: {}}
             %s
-    """ % ((SINGLE_STEP,) * 7),
-        ["F:11: pipeline 'c': an http trigger needs a 'path' starting with '/'",
-         "F:14: pipeline 'd': method 'TRACE' is not GET, POST, PUT, PATCH or DELETE",
-         "F:17: pipeline 'e': an event trigger needs a 'topic'",
-         "F:20: pipeline 'f': a chat trigger needs 'platform': one of slack, twilio, telegram, generic",
-         "F:23: pipeline 'g': a schedule trigger needs an 'interval' such as '5m'",
-         "F:3: pipeline 'a': an http trigger needs a 'path' starting with '/'",
-         "F:8: pipeline 'b': an http trigger needs a 'path' starting with '/'"], id="incomplete-triggers"),
-    pytest.param("""
+    """
+            % ((SINGLE_STEP,) * 7),
+            [
+                "F:11: pipeline 'c': an http trigger needs a 'path' starting with '/'",
+                "F:14: pipeline 'd': method 'TRACE' is not GET, POST, PUT, PATCH or DELETE",
+                "F:17: pipeline 'e': an event trigger needs a 'topic'",
+                "F:20: pipeline 'f': a chat trigger needs 'platform': one of slack, twilio, telegram, generic",
+                "F:23: pipeline 'g': a schedule trigger needs an 'interval' such as '5m'",
+                "F:3: pipeline 'a': an http trigger needs a 'path' starting with '/'",
+                "F:8: pipeline 'b': an http trigger needs a 'path' starting with '/'",
+            ],
+            id="incomplete-triggers",
+        ),
+        pytest.param(
+            """
         pipelines:
           a: {trigger: {type: http, config: {path: /metrics}}, %s}
           b: {trigger: {type: http, config: {path: /healthz}}, %s}
@@ -349,17 +432,34 @@ SINGLE_STEP = "steps: [{name: s, type: step.log}]"
           d: {trigger: {type: http, config: {path: "/executions/{id}"}}, %s}
           e: {trigger: {type: http, config: {path: /webhooks/slack/events}}, %s}
           f: {trigger: {type: http, config: {path: /openapi.json}}, %s}
-    """ % ((SINGLE_STEP,) * 6), [f"F:{n}: pipeline '{p}': path '{path}' is reserved by the server" for n, p, path in [
-        (2, "a", "/metrics"), (3, "b", "/healthz"), (4, "c", "/readyz/deep"), (5, "d", "/executions/{id}"),
-        (6, "e", "/webhooks/slack/events"), (7, "f", "/openapi.json")]], id="reserved-paths"),
-    pytest.param("""
+    """
+            % ((SINGLE_STEP,) * 6),
+            [
+                f"F:{n}: pipeline '{p}': path '{path}' is reserved by the server"
+                for n, p, path in [
+                    (2, "a", "/metrics"),
+                    (3, "b", "/healthz"),
+                    (4, "c", "/readyz/deep"),
+                    (5, "d", "/executions/{id}"),
+                    (6, "e", "/webhooks/slack/events"),
+                    (7, "f", "/openapi.json"),
+                ]
+            ],
+            id="reserved-paths",
+        ),
+        pytest.param(
+            """
         pipelines:
           p:
             trigger: {type: manual}
             on_error: retry
             steps: [{name: s, type: step.log}]
-    """, ["F:4: pipeline 'p': on_error must be one of stop, skip, compensate"], id="bad-on-error"),
-    pytest.param("""
+    """,
+            ["F:4: pipeline 'p': on_error must be one of stop, skip, compensate"],
+            id="bad-on-error",
+        ),
+        pytest.param(
+            """
         name: x
         pipeline: {}
         pipelines:
@@ -368,11 +468,17 @@ SINGLE_STEP = "steps: [{name: s, type: step.log}]"
             retries: 3
             steps:
               - {name: a, type: step.log, cofnig: {}}
-    """, ["F:2: unknown top-level key 'pipeline'",
-          "F:6: pipeline 'p': unknown key 'retries' (expected one of compensation, description, on_error, steps, "
-          "timeout, trigger)",
-          "F:8: pipeline 'p', step 'a': unknown key 'cofnig'"], id="unknown-keys"),
-    pytest.param("""
+    """,
+            [
+                "F:2: unknown top-level key 'pipeline'",
+                "F:6: pipeline 'p': unknown key 'retries' (expected one of compensation, description, on_error, steps, "
+                "timeout, trigger)",
+                "F:8: pipeline 'p', step 'a': unknown key 'cofnig'",
+            ],
+            id="unknown-keys",
+        ),
+        pytest.param(
+            """
         pipelines:
           p:
             trigger: {type: manual}
@@ -386,12 +492,17 @@ SINGLE_STEP = "steps: [{name: s, type: step.log}]"
                   convert: {x: complex}
               - {name: say, type: step.log, config: {level: loud}}
               - {name: route, type: step.conditional, config: {routes: {a: say}}}
-    """, ["F:12: pipeline 'p', step 'say': level 'loud' is not debug, info, warning or error",
-          "F:13: pipeline 'p', step 'route': step.conditional needs 'field' (a template or a dot path)",
-          "F:7: pipeline 'p', step 'check': strategy must be 'required_fields' or 'json_schema'",
-          "F:10: pipeline 'p', step 'shape': convert.x: 'complex' is not one of int, float, str, bool"],
-        id="plugin-prepare-rejects"),
-    pytest.param("""
+    """,
+            [
+                "F:12: pipeline 'p', step 'say': level 'loud' is not debug, info, warning or error",
+                "F:13: pipeline 'p', step 'route': step.conditional needs 'field' (a template or a dot path)",
+                "F:7: pipeline 'p', step 'check': strategy must be 'required_fields' or 'json_schema'",
+                "F:10: pipeline 'p', step 'shape': convert.x: 'complex' is not one of int, float, str, bool",
+            ],
+            id="plugin-prepare-rejects",
+        ),
+        pytest.param(
+            """
         pipelines:
           p:
             trigger: {type: manual}
@@ -399,21 +510,29 @@ SINGLE_STEP = "steps: [{name: s, type: step.log}]"
           p:
             trigger: {type: manual}
             steps: [{name: s, type: step.log}]
-    """, ["F:5: duplicate key 'p' (first defined on line 2)"],
-        id="duplicate-pipeline-name"),
-    pytest.param("""
+    """,
+            ["F:5: duplicate key 'p' (first defined on line 2)"],
+            id="duplicate-pipeline-name",
+        ),
+        pytest.param(
+            """
         pipelines:
           p:
             trigger: {type: manual}
             steps:
               - {name: a, type: step.log
               - {name: b, type: step.log}
-    """, ["F:6: invalid YAML: expected ',' or '}', but got '{'"], id="invalid-yaml"),
-    pytest.param("- a\n- b\n", ["F:1: the config must be a mapping with a 'pipelines' key"], id="top-level-list"),
-    pytest.param("", ["F:1: the config must be a mapping with a 'pipelines' key"], id="empty-file"),
-    pytest.param("name: x\n", ["F:1: 'pipelines' must be a mapping of pipeline names to pipelines"],
-                 id="no-pipelines"),
-    pytest.param("""
+    """,
+            ["F:6: invalid YAML: expected ',' or '}', but got '{'"],
+            id="invalid-yaml",
+        ),
+        pytest.param("- a\n- b\n", ["F:1: the config must be a mapping with a 'pipelines' key"], id="top-level-list"),
+        pytest.param("", ["F:1: the config must be a mapping with a 'pipelines' key"], id="empty-file"),
+        pytest.param(
+            "name: x\n", ["F:1: 'pipelines' must be a mapping of pipeline names to pipelines"], id="no-pipelines"
+        ),
+        pytest.param(
+            """
         pipelines:
           p:
             trigger: {type: manual}
@@ -425,12 +544,18 @@ SINGLE_STEP = "steps: [{name: s, type: step.log}]"
               - {type: step.log}
               - {name: c, type: step.log, config: [1]}
               - {name: d, type: step.log, next: [a]}
-    """, ["F:10: pipeline 'q', step 'c': 'config' must be a mapping",
-          "F:11: pipeline 'q', step 'd': 'next' must name a step",
-          "F:4: pipeline 'p': 'steps' must be a list of steps",
-          "F:8: pipeline 'q': steps[0] must be a mapping with 'name' and 'type'",
-          "F:9: pipeline 'q': steps[1] needs a 'name'"], id="malformed-steps"),
-])
+    """,
+            [
+                "F:10: pipeline 'q', step 'c': 'config' must be a mapping",
+                "F:11: pipeline 'q', step 'd': 'next' must name a step",
+                "F:4: pipeline 'p': 'steps' must be a list of steps",
+                "F:8: pipeline 'q': steps[0] must be a mapping with 'name' and 'type'",
+                "F:9: pipeline 'q': steps[1] needs a 'name'",
+            ],
+            id="malformed-steps",
+        ),
+    ],
+)
 def test_every_problem_is_reported_with_its_line(problems, text: str, expected: list[str]) -> None:
     assert problems(text) == sorted(expected)
 
@@ -451,13 +576,15 @@ def test_all_problems_of_a_file_come_at_once(problems) -> None:
             steps:
               - {name: t, type: step.set, config: {values: {x: "{{ .y "}}}
     """)
-    assert found == sorted([
-        "F:2: unknown top-level key 'extra'",
-        "F:6: pipeline 'a': on_error must be one of stop, skip, compensate",
-        "F:8: pipeline 'a', step 's': unknown step type 'step.nope'",
-        "F:9: pipeline 'a', step 's': timeout: '5 parsecs' is not a duration like '30s' or '1m30s'",
-        "F:13: pipeline 'b', step 't': config.values.x: unclosed action in \"{{ .y \"",
-    ])
+    assert found == sorted(
+        [
+            "F:2: unknown top-level key 'extra'",
+            "F:6: pipeline 'a': on_error must be one of stop, skip, compensate",
+            "F:8: pipeline 'a', step 's': unknown step type 'step.nope'",
+            "F:9: pipeline 'a', step 's': timeout: '5 parsecs' is not a duration like '30s' or '1m30s'",
+            "F:13: pipeline 'b', step 't': config.values.x: unclosed action in \"{{ .y \"",
+        ]
+    )
 
 
 def test_unknown_step_type_is_a_warning_when_not_strict(load, caplog: pytest.LogCaptureFixture) -> None:
@@ -473,8 +600,10 @@ def test_unknown_step_type_is_a_warning_when_not_strict(load, caplog: pytest.Log
     config = load(path_text, strict=False)
     assert [s.type for s in config.pipelines["p"].steps] == ["step.later", "step.log"]
     assert len(config.warnings) == 1
-    assert config.warnings[0].endswith(":5: pipeline 'p', step 'a': unknown step type 'step.later' "
-                                       "(the pipeline answers 503 until a plugin provides it)")
+    assert config.warnings[0].endswith(
+        ":5: pipeline 'p', step 'a': unknown step type 'step.later' "
+        "(the pipeline answers 503 until a plugin provides it)"
+    )
     assert [r.getMessage() for r in caplog.records] == list(config.warnings)
 
 
@@ -514,30 +643,46 @@ def test_legacy_top_level_keys_load_with_one_log_line_each(load, caplog: pytest.
 # --- durations -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("value", "seconds"), [
-    ("30s", 30.0), ("1m30s", 90.0), ("250ms", 0.25), ("1h", 3600.0), ("1h2m3s", 3723.0), ("1.5m", 90.0),
-    (".5s", 0.5), ("500us", 0.0005), ("10", 10.0), (" 2.5 ", 2.5), (5, 5.0), (0.1, 0.1),
-])
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("30s", 30.0),
+        ("1m30s", 90.0),
+        ("250ms", 0.25),
+        ("1h", 3600.0),
+        ("1h2m3s", 3723.0),
+        ("1.5m", 90.0),
+        (".5s", 0.5),
+        ("500us", 0.0005),
+        ("10", 10.0),
+        (" 2.5 ", 2.5),
+        (5, 5.0),
+        (0.1, 0.1),
+    ],
+)
 def test_durations(value: Any, seconds: float) -> None:
     assert parse_duration(value) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    (0, "0: a duration must be positive"),
-    ("0s", "'0s': a duration must be positive"),
-    (-3, "-3: a duration must be positive"),
-    ("-5s", "'-5s' is not a duration like '30s' or '1m30s'"),
-    ("5 parsecs", "'5 parsecs' is not a duration like '30s' or '1m30s'"),
-    ("1m 30s", "'1m 30s' is not a duration like '30s' or '1m30s'"),
-    ("s", "'s' is not a duration like '30s' or '1m30s'"),
-    ("  ", "empty duration"),
-    (True, "True is not a duration like '30s' or '1m30s'"),
-    (None, "None is not a duration like '30s' or '1m30s'"),
-    ([5], "[5] is not a duration like '30s' or '1m30s'"),
-    (float("inf"), "inf: a duration must be a finite number of seconds"),
-    (float("nan"), "nan: a duration must be a finite number of seconds"),
-    ("9" * 400 + "h", "a duration must be a finite number of seconds"),
-])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (0, "0: a duration must be positive"),
+        ("0s", "'0s': a duration must be positive"),
+        (-3, "-3: a duration must be positive"),
+        ("-5s", "'-5s' is not a duration like '30s' or '1m30s'"),
+        ("5 parsecs", "'5 parsecs' is not a duration like '30s' or '1m30s'"),
+        ("1m 30s", "'1m 30s' is not a duration like '30s' or '1m30s'"),
+        ("s", "'s' is not a duration like '30s' or '1m30s'"),
+        ("  ", "empty duration"),
+        (True, "True is not a duration like '30s' or '1m30s'"),
+        (None, "None is not a duration like '30s' or '1m30s'"),
+        ([5], "[5] is not a duration like '30s' or '1m30s'"),
+        (float("inf"), "inf: a duration must be a finite number of seconds"),
+        (float("nan"), "nan: a duration must be a finite number of seconds"),
+        ("9" * 400 + "h", "a duration must be a finite number of seconds"),
+    ],
+)
 def test_bad_durations(value: Any, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         parse_duration(value)
@@ -546,42 +691,63 @@ def test_bad_durations(value: Any, message: str) -> None:
 # --- the conditional join plan ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("steps", "expected"), [
-    pytest.param("""
+@pytest.mark.parametrize(
+    ("steps", "expected"),
+    [
+        pytest.param(
+            """
         - {name: a, type: step.log}
         - {name: b, type: step.log}
-    """, {"a": "b", "b": None}, id="sequential"),
-    pytest.param("""
+    """,
+            {"a": "b", "b": None},
+            id="sequential",
+        ),
+        pytest.param(
+            """
         - {name: route, type: step.conditional, config: {field: k, routes: {x: one, y: two}, default: three}}
         - {name: one, type: step.log}
         - {name: two, type: step.log}
         - {name: three, type: step.log}
         - {name: join, type: step.log}
         - {name: end, type: step.log}
-    """, {"route": "join", "one": "join", "two": "join", "three": "join", "join": "end", "end": None},
-        id="targets-never-fall-through-to-a-sibling"),
-    pytest.param("""
+    """,
+            {"route": "join", "one": "join", "two": "join", "three": "join", "join": "end", "end": None},
+            id="targets-never-fall-through-to-a-sibling",
+        ),
+        pytest.param(
+            """
         - {name: route, type: step.conditional, config: {field: k, routes: {x: one, y: two}}}
         - {name: one, type: step.log, next: done}
         - {name: two, type: step.log}
         - {name: middle, type: step.log}
         - {name: done, type: step.log}
-    """, {"route": "middle", "one": "done", "two": "middle", "middle": "done", "done": None}, id="next-wins"),
-    pytest.param("""
+    """,
+            {"route": "middle", "one": "done", "two": "middle", "middle": "done", "done": None},
+            id="next-wins",
+        ),
+        pytest.param(
+            """
         - {name: route, type: step.conditional, config: {field: k, routes: {x: one, y: two, z: one}}}
         - {name: one, type: step.log}
         - {name: two, type: step.log}
-    """, {"route": None, "one": None, "two": None}, id="last-target-ends"),
-    pytest.param("""
+    """,
+            {"route": None, "one": None, "two": None},
+            id="last-target-ends",
+        ),
+        pytest.param(
+            """
         - {name: first, type: step.log}
         - {name: route, type: step.conditional, config: {field: k, routes: {x: two}, default: one}}
         - {name: one, type: step.log}
         - {name: between, type: step.log}
         - {name: two, type: step.log}
         - {name: after, type: step.log}
-    """, {"first": "route", "route": "after", "one": "after", "between": "after", "two": "after", "after": None},
-        id="join-is-after-the-last-target"),
-])
+    """,
+            {"first": "route", "route": "after", "one": "after", "between": "after", "two": "after", "after": None},
+            id="join-is-after-the-last-target",
+        ),
+    ],
+)
 def test_conditional_join_plan(load, steps: str, expected: dict[str, str | None]) -> None:
     body = textwrap.indent(textwrap.dedent(steps).strip(), " " * 6)
     config = load(f"pipelines:\n  p:\n    trigger: {{type: manual}}\n    steps:\n{body}\n")
@@ -594,31 +760,48 @@ def test_conditional_join_plan(load, steps: str, expected: dict[str, str | None]
 @pytest.fixture
 def router() -> Router:
     router: Router = Router()
-    for method, template in [("GET", "/orders/{id}"), ("DELETE", "/orders/{order}"), ("GET", "/orders/new"),
-                             ("POST", "/orders"), ("GET", "/shops/{shop}/orders/{id}")]:
+    for method, template in [
+        ("GET", "/orders/{id}"),
+        ("DELETE", "/orders/{order}"),
+        ("GET", "/orders/new"),
+        ("POST", "/orders"),
+        ("GET", "/shops/{shop}/orders/{id}"),
+    ]:
         router.add(method, template, f"{method} {template}")
     return router
 
 
-@pytest.mark.parametrize(("method", "path", "target", "route", "params"), [
-    ("GET", "/orders/new", "GET /orders/new", "/orders/new", {}),
-    ("GET", "/orders/42", "GET /orders/{id}", "/orders/{id}", {"id": "42"}),
-    ("DELETE", "/orders/42", "DELETE /orders/{order}", "/orders/{order}", {"order": "42"}),
-    ("DELETE", "/orders/new", "DELETE /orders/{order}", "/orders/{order}", {"order": "new"}),
-    ("POST", "/orders", "POST /orders", "/orders", {}),
-    ("GET", "/shops/s1/orders/o%2F2", "GET /shops/{shop}/orders/{id}", "/shops/{shop}/orders/{id}",
-     {"shop": "s1", "id": "o%2F2"}),
-])
-def test_router_matches(router: Router, method: str, path: str, target: str, route: str,
-                        params: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "target", "route", "params"),
+    [
+        ("GET", "/orders/new", "GET /orders/new", "/orders/new", {}),
+        ("GET", "/orders/42", "GET /orders/{id}", "/orders/{id}", {"id": "42"}),
+        ("DELETE", "/orders/42", "DELETE /orders/{order}", "/orders/{order}", {"order": "42"}),
+        ("DELETE", "/orders/new", "DELETE /orders/{order}", "/orders/{order}", {"order": "new"}),
+        ("POST", "/orders", "POST /orders", "/orders", {}),
+        (
+            "GET",
+            "/shops/s1/orders/o%2F2",
+            "GET /shops/{shop}/orders/{id}",
+            "/shops/{shop}/orders/{id}",
+            {"shop": "s1", "id": "o%2F2"},
+        ),
+    ],
+)
+def test_router_matches(
+    router: Router, method: str, path: str, target: str, route: str, params: dict[str, str]
+) -> None:
     assert router.match(method, path) == (target, route, params)
 
 
-@pytest.mark.parametrize(("method", "path", "allowed", "route"), [
-    ("PUT", "/orders/42", ["DELETE", "GET"], "/orders/{id}"),
-    ("POST", "/orders/new", ["DELETE", "GET"], "/orders/new"),
-    ("GET", "/orders", ["POST"], "/orders"),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "allowed", "route"),
+    [
+        ("PUT", "/orders/42", ["DELETE", "GET"], "/orders/{id}"),
+        ("POST", "/orders/new", ["DELETE", "GET"], "/orders/new"),
+        ("GET", "/orders", ["POST"], "/orders"),
+    ],
+)
 def test_router_method_not_allowed(router: Router, method: str, path: str, allowed: list[str], route: str) -> None:
     with pytest.raises(MethodNotAllowed) as info:
         router.match(method, path)
@@ -633,11 +816,14 @@ def test_router_not_found(router: Router, path: str) -> None:
     assert info.value.status == 404 and path in info.value.message
 
 
-@pytest.mark.parametrize(("template", "message"), [
-    ("/orders/{x}", "GET /orders/{x} is already the trigger of /orders/{id}"),
-    ("/orders/new", "GET /orders/new is already the trigger of /orders/new"),
-    ("/a/{id}/{id}", "GET /a/{id}/{id} names a path parameter twice"),
-])
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("/orders/{x}", "GET /orders/{x} is already the trigger of /orders/{id}"),
+        ("/orders/new", "GET /orders/new is already the trigger of /orders/new"),
+        ("/a/{id}/{id}", "GET /a/{id}/{id} names a path parameter twice"),
+    ],
+)
 def test_router_rejects_conflicts(router: Router, template: str, message: str) -> None:
     with pytest.raises(RouteConflict) as info:
         router.add("GET", template, "late")

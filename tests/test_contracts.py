@@ -104,20 +104,26 @@ async def test_outputs_are_checked_after_the_step_runs(make_server, components) 
     assert status == 500 and body["field"] == "greeting" and "is not string" in body["error"]
     assert HUB["calls"] == 2
     text = await server.metrics()
-    assert metric_value(text, "module_operations_total", module="step.greet_c", operation="execute",
-                        status="error") == 2
+    assert (
+        metric_value(text, "module_operations_total", module="step.greet_c", operation="execute", status="error") == 2
+    )
 
 
-@pytest.mark.parametrize(("spec", "needle"), [
-    ("{'n': {'type': 'integer', 'default': 'three'}}", "inputs.n: default 'three' is not integer"),
-    ("{'n': 'strnig'}", "inputs.n: type 'strnig' is not one of"),
-    ("{'n': {'kind': 'string'}}", "inputs.n: use a type name or"),
-    ("['n']", "inputs: must be a mapping"),
-])
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        ("{'n': {'type': 'integer', 'default': 'three'}}", "inputs.n: default 'three' is not integer"),
+        ("{'n': 'strnig'}", "inputs.n: type 'strnig' is not one of"),
+        ("{'n': {'kind': 'string'}}", "inputs.n: use a type name or"),
+        ("['n']", "inputs: must be a mapping"),
+    ],
+)
 async def test_a_bad_contract_refuses_the_component(make_server, components, spec, needle) -> None:
     path = components / "bad.py"
-    path.write_text("from server import hookimpl\n\n\nasync def step(ctx):\n    return {}\n\n\n"
-                    f"@hookimpl\ndef register_steps(register):\n    register('step.bad', step, inputs={spec})\n")
+    path.write_text(
+        "from server import hookimpl\n\n\nasync def step(ctx):\n    return {}\n\n\n"
+        f"@hookimpl\ndef register_steps(register):\n    register('step.bad', step, inputs={spec})\n"
+    )
     server = await make_server(CONTRACT_CONFIG)
     failure = server.client.app[RELOADER].failures["bad"]
     assert failure.error.startswith(f"{path}:10: step type 'step.bad': ") and needle in failure.error, failure.error
@@ -161,23 +167,28 @@ def register_steps(register):
 
 def pipeline(name: str, step_type: str, config: str = "{}", timeout: str = "") -> str:
     extra = f", timeout: {timeout}" if timeout else ""
-    return textwrap.indent(textwrap.dedent(f"""\
+    return textwrap.indent(
+        textwrap.dedent(f"""\
         {name}:
           trigger: {{type: http, config: {{path: /{name}, method: GET}}}}
           steps:
             - {{name: s, type: {step_type}, config: {config}{extra}}}
-    """), "  ")
+    """),
+        "  ",
+    )
 
 
 SLEEP = "{sleep: 0.2}"
-ISOLATION_CONFIG = "pipelines:\n" + "".join([
-    pipeline("register-beats-settings", "step.slow_reg", SLEEP),
-    pipeline("step-beats-register", "step.slow_reg", SLEEP, "50ms"),
-    pipeline("settings-apply", "step.slow_plain", SLEEP),
-    pipeline("step-beats-settings", "step.slow_plain", SLEEP, "2s"),
-    pipeline("blocking", "step.blocking", timeout="5s"),
-    pipeline("blocking-timeout", "step.blocking", timeout="50ms"),
-])
+ISOLATION_CONFIG = "pipelines:\n" + "".join(
+    [
+        pipeline("register-beats-settings", "step.slow_reg", SLEEP),
+        pipeline("step-beats-register", "step.slow_reg", SLEEP, "50ms"),
+        pipeline("settings-apply", "step.slow_plain", SLEEP),
+        pipeline("step-beats-settings", "step.slow_plain", SLEEP, "2s"),
+        pipeline("blocking", "step.blocking", timeout="5s"),
+        pipeline("blocking-timeout", "step.blocking", timeout="50ms"),
+    ]
+)
 
 
 @pytest.fixture
@@ -196,13 +207,18 @@ async def test_step_timeout_precedence_step_then_register_then_settings(isolated
         statuses[name] = response.status
         if response.status == 504:
             assert "timed out after 0.05s" in (await response.json())["error"]
-    assert statuses == {"register-beats-settings": 200, "step-beats-register": 504, "settings-apply": 504,
-                        "step-beats-settings": 200}
+    assert statuses == {
+        "register-beats-settings": 200,
+        "step-beats-register": 504,
+        "settings-apply": 504,
+        "step-beats-settings": 200,
+    }
     text = await isolated.metrics()
     for step_type in ("step.slow_reg", "step.slow_plain"):
         for status in ("success", "timeout"):
-            assert metric_value(text, "module_operations_total", module=step_type, operation="execute",
-                                status=status) == 1, (step_type, status)
+            assert (
+                metric_value(text, "module_operations_total", module=step_type, operation="execute", status=status) == 1
+            ), (step_type, status)
 
 
 async def test_plain_def_steps_run_in_the_bounded_pool_without_blocking_the_loop(isolated) -> None:
@@ -230,5 +246,7 @@ async def test_a_plain_def_step_that_hangs_times_out_with_504(isolated) -> None:
     response = await isolated.client.get("/blocking-timeout")
     assert response.status == 504 and (await response.json())["step"] == "s"
     text = await isolated.metrics()
-    assert metric_value(text, "module_operations_total", module="step.blocking", operation="execute",
-                        status="timeout") == 1
+    assert (
+        metric_value(text, "module_operations_total", module="step.blocking", operation="execute", status="timeout")
+        == 1
+    )

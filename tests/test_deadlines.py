@@ -74,8 +74,9 @@ async def test_a_discarded_entry_never_expires(exact_below: float) -> None:
     await asyncio.sleep(0.12)
     assert kept.expired_at is not None
     assert dropped.expired_at is None
-    deadlines.discard(kept, deadlines.add(loop, loop.time() + 5, kept) if exact_below == 0 else
-                      loop.call_later(5, kept.expire))  # discarding after expiry is harmless too
+    deadlines.discard(
+        kept, deadlines.add(loop, loop.time() + 5, kept) if exact_below == 0 else loop.call_later(5, kept.expire)
+    )  # discarding after expiry is harmless too
 
 
 def test_each_event_loop_gets_its_own_slices() -> None:

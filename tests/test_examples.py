@@ -16,8 +16,9 @@ WEBHOOKS = (ROOT / "example" / "webhook-pipeline.yaml").read_text()
 async def test_create_order_answers_201_and_notifies(make_server, caplog):
     srv = await make_server(ORDERS)
     with caplog.at_level(logging.INFO):
-        response = await srv.client.post("/api/orders", json={"customer_id": "C-42", "total": "19.90",
-                                                               "currency": "eur"})
+        response = await srv.client.post(
+            "/api/orders", json={"customer_id": "C-42", "total": "19.90", "currency": "eur"}
+        )
         body = await response.json()
         assert response.status == 201
         assert body["status"] == "pending" and body["total"] == 19.9 and body["currency"] == "EUR"
@@ -25,8 +26,12 @@ async def test_create_order_answers_201_and_notifies(make_server, caplog):
         notified = f"order {body['order_id']} for c-42: 19.9 EUR"
         await until(lambda: any(r.getMessage() == notified for r in caplog.records))
     text = await srv.metrics()
-    assert metric_value(text, "workflow_executions_total", workflow_type="event", action="notify-customer",
-                        status="success") == 1
+    assert (
+        metric_value(
+            text, "workflow_executions_total", workflow_type="event", action="notify-customer", status="success"
+        )
+        == 1
+    )
 
 
 async def test_create_order_defaults_currency(make_server):
@@ -35,11 +40,14 @@ async def test_create_order_defaults_currency(make_server):
     assert (await response.json())["currency"] == "USD"
 
 
-@pytest.mark.parametrize(("payload", "needle"), [
-    ({"total": 1}, "customer_id"),
-    ({"customer_id": "c"}, "total"),
-    ({"customer_id": "c", "total": "abc"}, "cannot convert"),
-])
+@pytest.mark.parametrize(
+    ("payload", "needle"),
+    [
+        ({"total": 1}, "customer_id"),
+        ({"customer_id": "c"}, "total"),
+        ({"customer_id": "c", "total": "abc"}, "cannot convert"),
+    ],
+)
 async def test_create_order_rejects_bad_orders(make_server, payload, needle):
     srv = await make_server(ORDERS)
     response = await srv.client.post("/api/orders", json=payload)
@@ -57,16 +65,20 @@ async def test_order_lookup_reads_the_path_parameter(make_server):
     assert (await default.json())["status"] == "pending"
 
 
-@pytest.mark.parametrize(("event_type", "status", "expected"), [
-    ("payment.succeeded", 200, {"handled": True, "order_status": "paid"}),
-    ("payment.failed", 200, {"handled": True, "order_status": "payment_failed"}),
-    ("charge.refunded", 200, {"handled": True, "order_status": "refunded"}),
-    ("customer.created", 202, {"handled": False, "type": "customer.created"}),
-])
+@pytest.mark.parametrize(
+    ("event_type", "status", "expected"),
+    [
+        ("payment.succeeded", 200, {"handled": True, "order_status": "paid"}),
+        ("payment.failed", 200, {"handled": True, "order_status": "payment_failed"}),
+        ("charge.refunded", 200, {"handled": True, "order_status": "refunded"}),
+        ("customer.created", 202, {"handled": False, "type": "customer.created"}),
+    ],
+)
 async def test_payment_webhook_routes_by_event_type(make_server, event_type, status, expected):
     srv = await make_server(WEBHOOKS)
-    response = await srv.client.post("/hooks/payments", json={
-        "id": "evt_1", "type": event_type, "data": {"order_id": "o-7", "amount": 1990}})
+    response = await srv.client.post(
+        "/hooks/payments", json={"id": "evt_1", "type": event_type, "data": {"order_id": "o-7", "amount": 1990}}
+    )
     body = await response.json()
     assert response.status == status
     assert body["received"] == "evt_1"
@@ -76,8 +88,9 @@ async def test_payment_webhook_routes_by_event_type(make_server, event_type, sta
 async def test_payment_webhook_joins_after_all_targets(make_server):
     """A routed step never falls through to a sibling target: `paid` must not become `refunded`."""
     srv = await make_server(WEBHOOKS)
-    await srv.client.post("/hooks/payments", json={"id": "e", "type": "payment.succeeded",
-                                                   "data": {"order_id": "o-1", "amount": 5}})
+    await srv.client.post(
+        "/hooks/payments", json={"id": "e", "type": "payment.succeeded", "data": {"order_id": "o-1", "amount": 5}}
+    )
     text = await srv.metrics()
     for step, runs in (("step.set", 1), ("step.publish", 1), ("step.json_response", 1)):
         assert metric_value(text, "module_operations_total", module=step, status="success") == runs, step
@@ -87,12 +100,21 @@ async def test_paid_event_reaches_the_audit_pipeline(make_server, caplog):
     srv = await make_server(WEBHOOKS)
 
     async def audited() -> bool:
-        return metric_value(await srv.metrics(), "workflow_executions_total", workflow_type="event",
-                            action="audit-paid", status="success") == 1
+        return (
+            metric_value(
+                await srv.metrics(),
+                "workflow_executions_total",
+                workflow_type="event",
+                action="audit-paid",
+                status="success",
+            )
+            == 1
+        )
 
     with caplog.at_level(logging.INFO):
-        response = await srv.client.post("/hooks/payments", json={"id": "e", "type": "payment.succeeded",
-                                                                  "data": {"order_id": "o-9", "amount": 5}})
+        response = await srv.client.post(
+            "/hooks/payments", json={"id": "e", "type": "payment.succeeded", "data": {"order_id": "o-9", "amount": 5}}
+        )
         assert (await response.json())["order_status"] == "paid"
         await until(audited)
     audits = [r for r in caplog.records if r.getMessage() == "order o-9 is paid"]
@@ -103,6 +125,9 @@ async def test_payment_webhook_requires_fields(make_server):
     srv = await make_server(WEBHOOKS)
     response = await srv.client.post("/hooks/payments", json={"id": "e", "type": "payment.failed", "data": {}})
     assert response.status == 400
-    assert (await response.json()) == {"error": "missing required field(s): data.order_id",
-                                       "fields": ["data.order_id"], "step": "validate",
-                                       "execution_id": response.headers["X-Execution-ID"]}
+    assert (await response.json()) == {
+        "error": "missing required field(s): data.order_id",
+        "fields": ["data.order_id"],
+        "step": "validate",
+        "execution_id": response.headers["X-Execution-ID"],
+    }

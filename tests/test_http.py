@@ -59,11 +59,14 @@ async def test_path_params_and_query(make_server):
     assert await response.json() == {"id": "42", "q": "shoes"}
 
 
-@pytest.mark.parametrize(("body", "needle"), [
-    (b"{not json", "not valid JSON"),
-    (b"[1, 2]", "must be a JSON object"),
-    (b"\xff\xfe", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "must be a JSON object"),
+        (b"\xff\xfe", "not valid JSON"),
+    ],
+)
 async def test_bad_json_is_400(make_server, body, needle):
     srv = await make_server(ECHO)
     response = await srv.client.post("/echo", data=body, headers={"Content-Type": "application/json"})
@@ -123,11 +126,14 @@ async def test_metrics_use_route_templates_and_one_unmatched_label(make_server):
     assert "/items/1" not in text
     assert "/nope/a" not in text
     assert metric_value(text, "http_request_duration_seconds_count", method="GET", path="/items/{id}") == 2
-    assert metric_value(text, "workflow_executions_total", workflow_type="http", action="item",
-                        status="success") == 2
+    assert metric_value(text, "workflow_executions_total", workflow_type="http", action="item", status="success") == 2
     assert metric_value(text, "workflow_duration_seconds_count", workflow_type="http", action="item") == 2
-    assert metric_value(text, "module_operations_total", module="step.json_response", operation="execute",
-                        status="success") == 2
+    assert (
+        metric_value(
+            text, "module_operations_total", module="step.json_response", operation="execute", status="success"
+        )
+        == 2
+    )
     assert metric_value(text, "active_workflows", workflow_type="http") == 0
     assert metric_value(text, "workflow_queue_depth") == 0
     assert "process_resident_memory_bytes" in text and "python_info" in text
@@ -140,8 +146,11 @@ async def test_metrics_and_health_on_the_admin_listener(make_server):
     assert response.status == 200
     assert response.content_type.startswith("text/plain")
     assert metric_value(await response.text(), "http_requests_total", path="/echo", status_code="200") == 1
-    for paths, expected in ((("/healthz", "/health"), "ok"), (("/readyz", "/ready"), "ready"),
-                            (("/livez", "/live"), "ok")):
+    for paths, expected in (
+        (("/healthz", "/health"), "ok"),
+        (("/readyz", "/ready"), "ready"),
+        (("/livez", "/live"), "ok"),
+    ):
         for path in paths:
             status, body = await answer(srv.admin.get(path))
             assert (status, body["status"]) == (200, expected), path
@@ -151,8 +160,16 @@ async def test_health_names_its_checks(make_server):
     srv = await make_server(ECHO)
     body = await (await srv.client.get("/healthz")).json()
     assert body["status"] == "ok"
-    assert set(body["checks"]) == {"config", "plugins", "queue", "components", "store", "replication", "lifecycle",
-                                   "loop"}
+    assert set(body["checks"]) == {
+        "config",
+        "plugins",
+        "queue",
+        "components",
+        "store",
+        "replication",
+        "lifecycle",
+        "loop",
+    }
     loop = body["checks"]["loop"]
     assert loop.pop("max_lag_seconds") < 0.5
     assert loop == {"status": "ok", "threshold_seconds": 0.5, "window_seconds": 60.0}
@@ -200,7 +217,9 @@ async def test_unexpected_handler_error_is_json_without_traceback(make_server):
 async def test_webhook_endpoints_dispatch_through_the_swappable_registry(make_server):
     srv = await make_server(ECHO)
     assert await answer(srv.client.post("/webhooks/demo/x")) == (
-        404, {"error": "no pipeline is triggered by /webhooks/demo/x", "path": "/webhooks/demo/x"})
+        404,
+        {"error": "no pipeline is triggered by /webhooks/demo/x", "path": "/webhooks/demo/x"},
+    )
 
     async def hook(request: web.Request) -> web.Response:
         return web.json_response({"name": request.match_info["name"], "body": await request.json()})

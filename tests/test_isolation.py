@@ -44,28 +44,40 @@ REGISTER_AND_RAISE = "from server import hookimpl\n\n\n@hookimpl\ndef register_s
 HOSTILE = {
     "keyboard-interrupt": ("raise KeyboardInterrupt()\n", 1, "failed to import: KeyboardInterrupt"),
     "os-exit": ("import os\nos._exit(3)\n", None, "import exited the candidate process with code 3"),
-    "system-exit-in-register": (REGISTER_AND_RAISE.format("SystemExit(1)"), 6,
-                                "registration failed: SystemExit: 1"),
-    "generator-exit-in-register": (REGISTER_AND_RAISE.format("GeneratorExit()"), 6,
-                                   "registration failed: GeneratorExit"),
+    "system-exit-in-register": (REGISTER_AND_RAISE.format("SystemExit(1)"), 6, "registration failed: SystemExit: 1"),
+    "generator-exit-in-register": (
+        REGISTER_AND_RAISE.format("GeneratorExit()"),
+        6,
+        "registration failed: GeneratorExit",
+    ),
     "memory-bomb": ("b = bytearray(10**11)\n", 1, "failed to import: MemoryError (a candidate may allocate 256 MB)"),
-    "growing-list": ("x = []\nwhile True:\n    x.append(' ' * 10**6)\n", 3,
-                     "failed to import: MemoryError (a candidate may allocate 256 MB)"),
-    "segfault": ("import ctypes\nctypes.string_at(0)\n", None,
-                 "import crashed the candidate process (SIGSEGV, signal 11)"),
+    "growing-list": (
+        "x = []\nwhile True:\n    x.append(' ' * 10**6)\n",
+        3,
+        "failed to import: MemoryError (a candidate may allocate 256 MB)",
+    ),
+    "segfault": (
+        "import ctypes\nctypes.string_at(0)\n",
+        None,
+        "import crashed the candidate process (SIGSEGV, signal 11)",
+    ),
     "busy-loop": ("while True:\n    pass\n", None, "import did not finish in 1 s"),
 }
 
 
 def hello(version: int, step: str = "step.hello") -> str:
     """A component whose step answers its version."""
-    return ("from server import hookimpl\n\n\n"
-            f"async def hello(ctx):\n    return {{'version': {version}}}\n\n\n"
-            f"@hookimpl\ndef register_steps(register):\n    register({step!r}, hello)\n")
+    return (
+        "from server import hookimpl\n\n\n"
+        f"async def hello(ctx):\n    return {{'version': {version}}}\n\n\n"
+        f"@hookimpl\ndef register_steps(register):\n    register({step!r}, hello)\n"
+    )
 
 
-ADMIN = {"Authorization": "Bearer " + pyjwt.encode({"sub": "ada", "role": "admin", "exp": int(time.time()) + 3600},
-                                                    SECRET, algorithm="HS256")}
+ADMIN = {
+    "Authorization": "Bearer "
+    + pyjwt.encode({"sub": "ada", "role": "admin", "exp": int(time.time()) + 3600}, SECRET, algorithm="HS256")
+}
 
 
 @pytest.fixture(autouse=True)
@@ -85,8 +97,13 @@ def start(make_server) -> Callable[..., Awaitable[Server]]:
     """A server with the admin API, a short import timeout and a small memory allowance for candidates."""
 
     async def start(**overrides: Any) -> Server:
-        overrides = {"jwt_secret": SECRET, "debounce": 0.01, "import_timeout": 1.0, "import_memory_mb": 256,
-                     **overrides}
+        overrides = {
+            "jwt_secret": SECRET,
+            "debounce": 0.01,
+            "import_timeout": 1.0,
+            "import_memory_mb": 256,
+            **overrides,
+        }
         return await make_server(CONFIG, **overrides)
 
     return start
@@ -153,9 +170,17 @@ async def test_a_hostile_file_is_refused_and_the_old_version_keeps_serving(start
     assert await answer(server, "/hello") == (200, 1)
     response = await server.client.get("/healthz")
     health = await response.json()
-    assert (response.status, health["checks"]["components"]) == (200, {
-        "status": "degraded", "in_service": 1, "failing": 1, "failing_ids": ["hello"],
-        "errors": {"hello": failure.error}, "stuck_loads": []})
+    assert (response.status, health["checks"]["components"]) == (
+        200,
+        {
+            "status": "degraded",
+            "in_service": 1,
+            "failing": 1,
+            "failing_ids": ["hello"],
+            "errors": {"hello": failure.error},
+            "stuck_loads": [],
+        },
+    )
     (components / "other.py").write_text(hello(1, "step.other"))
     await until(lambda: "other" in manager(server).components)
     assert await answer(server, "/other") == (200, 1)
@@ -185,8 +210,12 @@ async def test_an_import_that_hangs_only_in_the_server_is_abandoned_and_shown_as
     source = "from tests.hub import HUB\nif 'release' in HUB:\n    HUB['release'].wait(30)\n" + hello(2)
     try:
         status, body = await put(server, "hello", source)
-        assert (status, body) == (422, expected(components / "hello.py", None,
-                                                "import did not finish in 1 s in the server (its thread is abandoned)"))
+        assert (status, body) == (
+            422,
+            expected(
+                components / "hello.py", None, "import did not finish in 1 s in the server (its thread is abandoned)"
+            ),
+        )
         assert await answer(server, "/hello") == (200, 1)
         response = await server.client.get("/healthz")
         check = (await response.json())["checks"]["components"]
@@ -209,14 +238,23 @@ def test_validate_reports_hostile_files_with_their_reason(tmp_path: Path, compon
         (components / f"{name.replace('-', '_')}.py").write_text(HOSTILE[name][0])
     (components / "greet.py").write_text(hello(1, "step.greet"))
     config = tmp_path / "greet.yaml"
-    config.write_text("pipelines:\n  greet:\n    trigger: {type: manual}\n    steps:\n"
-                      "      - {name: greet, type: step.greet}\n")
+    config.write_text(
+        "pipelines:\n  greet:\n    trigger: {type: manual}\n    steps:\n      - {name: greet, type: step.greet}\n"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORKFLOW_")}
     env.update(WORKFLOW_COMPONENTS_DIR=str(components), WORKFLOW_IMPORT_TIMEOUT="1s")
-    result = subprocess.run([sys.executable, "-m", "server", "validate", str(config)], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=60)
-    problems = [expected(components / f"{n.replace('-', '_')}.py", HOSTILE[n][1], HOSTILE[n][2])["error"]
-                for n in sorted(names, key=lambda n: n.replace("-", "_"))]
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "validate", str(config)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    problems = [
+        expected(components / f"{n.replace('-', '_')}.py", HOSTILE[n][1], HOSTILE[n][2])["error"]
+        for n in sorted(names, key=lambda n: n.replace("-", "_"))
+    ]
     assert (result.returncode, result.stdout, result.stderr.splitlines()) == (1, "", problems)
 
 
@@ -260,8 +298,9 @@ async def test_a_killed_helper_is_replaced_and_a_candidate_in_flight_is_retried(
         assert second not in (None, first)
         assert isolation.helper.started == 2
 
-        slow = asyncio.ensure_future(isolation.verdict(source("slow", "import time\ntime.sleep(0.5)\n"
-                                                                      + hello(3)), None))
+        slow = asyncio.ensure_future(
+            isolation.verdict(source("slow", "import time\ntime.sleep(0.5)\n" + hello(3)), None)
+        )
         await asyncio.sleep(0.2)
         os.kill(second, signal.SIGKILL)  # while a candidate is being checked: it is sent to the next helper
         assert await slow is None
@@ -283,12 +322,28 @@ async def test_the_helper_and_its_candidates_die_with_a_sigkilled_server(tmp_pat
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG)
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORKFLOW_")}
-    env.update(WORKFLOW_COMPONENTS_DIR=str(components), WORKFLOW_DATA_DIR=str(tmp_path / "data"),
-               WORKFLOW_LOG_FORMAT="json", WORKFLOW_IMPORT_TIMEOUT="60s")
+    env.update(
+        WORKFLOW_COMPONENTS_DIR=str(components),
+        WORKFLOW_DATA_DIR=str(tmp_path / "data"),
+        WORKFLOW_LOG_FORMAT="json",
+        WORKFLOW_IMPORT_TIMEOUT="60s",
+    )
     port, admin = _free_port(), _free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server", "-config", str(config), "--addr", f"127.0.0.1:{port}",
-        "--admin-addr", f"127.0.0.1:{admin}", cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        sys.executable,
+        "-m",
+        "server",
+        "-config",
+        str(config),
+        "--addr",
+        f"127.0.0.1:{port}",
+        "--admin-addr",
+        f"127.0.0.1:{admin}",
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         helper = await until(lambda: _children(proc.pid), timeout=20)
         candidates = await until(lambda: _children(helper[0]), timeout=20)  # the sleeping one and the spare
@@ -306,7 +361,9 @@ async def test_isolation_can_be_turned_off(start, components) -> None:
     assert (await create(server, "hello", hello(1)))[0] == 201
     assert manager(server).isolation.helper.pid is None  # no helper was started
     assert await put(server, "hello", "raise KeyboardInterrupt()\n") == (
-        422, expected(components / "hello.py", 1, "failed to import: KeyboardInterrupt"))
+        422,
+        expected(components / "hello.py", 1, "failed to import: KeyboardInterrupt"),
+    )
     assert await answer(server, "/hello") == (200, 1)
 
 
@@ -340,14 +397,18 @@ def _children(parent: int) -> list[int]:
 
 
 async def test_a_candidate_runs_confined() -> None:
-    probe = ("import os, resource\n"
-             "fds = sorted(int(fd) for fd in os.listdir('/proc/self/fd'))\n"  # the listing's own fd is the last
-             "stdio = [os.readlink(f'/proc/self/fd/{fd}') for fd in (0, 1, 2)]\n"
-             "raise RuntimeError(fds, stdio, os.getpgid(0) == os.getpid(), resource.getrlimit(resource.RLIMIT_CPU),\n"
-             "                   resource.getrlimit(resource.RLIMIT_CORE))\n")
+    probe = (
+        "import os, resource\n"
+        "fds = sorted(int(fd) for fd in os.listdir('/proc/self/fd'))\n"  # the listing's own fd is the last
+        "stdio = [os.readlink(f'/proc/self/fd/{fd}') for fd in (0, 1, 2)]\n"
+        "raise RuntimeError(fds, stdio, os.getpgid(0) == os.getpid(), resource.getrlimit(resource.RLIMIT_CPU),\n"
+        "                   resource.getrlimit(resource.RLIMIT_CORE))\n"
+    )
     async with Isolation(timeout=5.0) as isolation:
         for _ in range(2):  # a spare forked ahead, then (no spare yet) a candidate forked for its request
             refusal = await isolation.verdict(source("probe", probe), None)
             assert refusal is not None
-            assert refusal.message == ("/nowhere/probe.py:4: failed to import: RuntimeError: ([0, 1, 2, 3, 4], "
-                                       "['/dev/null', '/dev/null', '/dev/null'], True, (7, 8), (0, 0))")
+            assert refusal.message == (
+                "/nowhere/probe.py:4: failed to import: RuntimeError: ([0, 1, 2, 3, 4], "
+                "['/dev/null', '/dev/null', '/dev/null'], True, (7, 8), (0, 0))"
+            )

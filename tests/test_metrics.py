@@ -34,10 +34,12 @@ def test_the_exposition_is_the_one_of_prometheus_client(generate):
     histogram = FastHistogram("latency_seconds", "Latency.", ["route"], registry=ours)
     gauge = FastGauge("active", "Active.", ["kind"], registry=ours)
     plain = FastCounter("plain_total", "No labels.", registry=ours)
-    reference = (Counter("requests_total", "Requests.", ["method", "status"], registry=theirs),
-                 Histogram("latency_seconds", "Latency.", ["route"], registry=theirs),
-                 Gauge("active", "Active.", ["kind"], registry=theirs),
-                 Counter("plain_total", "No labels.", registry=theirs))
+    reference = (
+        Counter("requests_total", "Requests.", ["method", "status"], registry=theirs),
+        Histogram("latency_seconds", "Latency.", ["route"], registry=theirs),
+        Gauge("active", "Active.", ["kind"], registry=theirs),
+        Counter("plain_total", "No labels.", registry=theirs),
+    )
     for i, seconds in enumerate(DURATIONS):
         status = ("200", "500", "504")[i % 3]
         counter.labels("GET", status).inc()
@@ -109,15 +111,22 @@ async def test_metrics_count_every_request_execution_and_step_with_their_statuse
     assert value("workflow_duration_seconds_count", workflow_type="http", action="ok") == 8
     assert value("workflow_duration_seconds_bucket", workflow_type="http", action="slow", le="+Inf") == 1
     assert value("active_workflows", workflow_type="http") == 0
-    for module, status, count in [("step.validate", "success", 5), ("step.validate", "error", 3),
-                                  ("step.json_response", "success", 5), ("test.sleep", "timeout", 1)]:
+    for module, status, count in [
+        ("step.validate", "success", 5),
+        ("step.validate", "error", 3),
+        ("step.json_response", "success", 5),
+        ("test.sleep", "timeout", 1),
+    ]:
         assert value("module_operations_total", module=module, operation="execute", status=status) == count
     assert 'module="step.json_response",operation="execute",status="error"' not in text
     # Every counter child has its `_created` sample and every histogram child its cumulative buckets.
     assert value("http_requests_created", method="POST", path="/ok", status_code="201") > 0
     assert value("workflow_duration_seconds_created", workflow_type="http", action="ok") > 0
-    buckets = [float(line.rpartition(" ")[2]) for line in text.splitlines()
-               if line.startswith("http_request_duration_seconds_bucket{") and 'path="/ok"' in line]
+    buckets = [
+        float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line.startswith("http_request_duration_seconds_bucket{") and 'path="/ok"' in line
+    ]
     assert len(buckets) == 15 and buckets == sorted(buckets)
 
 

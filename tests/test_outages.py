@@ -35,9 +35,23 @@ class PrivateRedis:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.folder)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 10
         while not self._pong():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -94,7 +108,8 @@ async def health_is(replica: Replica, status: str, redis: str) -> bool:
 
 
 async def test_a_redis_outage_degrades_health_keeps_serving_and_replicas_catch_up_after(
-        start_replica: StartReplica, private_redis: PrivateRedis) -> None:
+    start_replica: StartReplica, private_redis: PrivateRedis
+) -> None:
     a, b = await start_replica("a"), await start_replica("b")
     for replica in (a, b):
         await until(lambda r=replica: listening(r))

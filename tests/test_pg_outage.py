@@ -87,8 +87,9 @@ def _run_as() -> list[str]:
     if os.geteuid() == user.pw_uid:
         return []
     if os.geteuid() != 0:
-        service_unavailable(f"a private PostgreSQL cluster must run as {PG_USER!r}: "
-                            f"run the tests as root or as {PG_USER}")
+        service_unavailable(
+            f"a private PostgreSQL cluster must run as {PG_USER!r}: run the tests as root or as {PG_USER}"
+        )
     runuser = shutil.which("runuser")
     if runuser is None:
         service_unavailable("runuser (util-linux) is missing: cannot start PostgreSQL as its own user")
@@ -104,9 +105,26 @@ def private_postgres() -> Iterator[PrivatePostgres]:
     os.chown(folder, user.pw_uid, user.pw_gid)
     pg = PrivatePostgres(folder, free_port(), as_user)
     try:
-        done = subprocess.run([*as_user, str(PG_BIN / "initdb"), "-D", str(folder / "data"), "-A", "trust",
-                               "-U", PG_USER, "--no-sync", "-E", "UTF8", "--locale=C"],
-                              check=False, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [
+                *as_user,
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(folder / "data"),
+                "-A",
+                "trust",
+                "-U",
+                PG_USER,
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed ({done.returncode}): {done.stderr}{done.stdout}")
         pg.start()
@@ -151,7 +169,8 @@ async def echo(server: Server, n: int) -> str:
 
 
 async def test_requests_are_served_and_their_executions_recorded_after_an_outage(
-        make_server: MakeServer, pg: PrivatePostgres) -> None:
+    make_server: MakeServer, pg: PrivatePostgres
+) -> None:
     server = await start_server(make_server, pg)
     engine = server.engine
     recorder = engine.recorder
@@ -193,7 +212,8 @@ async def _healthy(server: Server) -> bool:
 
 
 async def test_an_admin_component_write_during_the_outage_is_refused_and_changes_nothing(
-        make_server: MakeServer, pg: PrivatePostgres, tmp_path: Path) -> None:
+    make_server: MakeServer, pg: PrivatePostgres, tmp_path: Path
+) -> None:
     server = await start_server(make_server, pg)
     api = "/api/dynamic/components"
     response = await server.admin.post(api, headers=ADMIN, json={"id": "hello", "source": hello(1)})

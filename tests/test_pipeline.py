@@ -34,7 +34,10 @@ def http(name: str, path: str, body: str, extra: str = "") -> str:
 
 # --------------------------------------------------------------------------- data flow
 
-FLOW = "pipelines:" + http("flow", "/flow/{id}", """
+FLOW = "pipelines:" + http(
+    "flow",
+    "/flow/{id}",
+    """
       - {name: first, type: test.record, config: {output: {a: 1, x: first}}}
       - name: second
         type: step.set
@@ -52,7 +55,8 @@ FLOW = "pipelines:" + http("flow", "/flow/{id}", """
             started_at: "{{ .meta.started_at }}"
             id: "{{ .params.id }}"
             q: "{{ .query.q }}"
-""")
+""",
+)
 
 
 async def test_steps_run_in_order_and_each_output_is_merged_and_addressable(serve):
@@ -77,7 +81,12 @@ async def test_steps_run_in_order_and_each_output_is_merged_and_addressable(serv
 
 # --------------------------------------------------------------------------- step.conditional
 
-ROUTER = "pipelines:" + http("route", "/route", """
+ROUTER = (
+    "pipelines:"
+    + http(
+        "route",
+        "/route",
+        """
       - {name: start, type: test.record}
       - name: pick
         type: step.conditional
@@ -88,24 +97,34 @@ ROUTER = "pipelines:" + http("route", "/route", """
       - {name: fallback, type: test.record}
       - {name: after, type: test.record}
       - {name: finish, type: test.record}
-""") + http("tail", "/tail", """
+""",
+    )
+    + http(
+        "tail",
+        "/tail",
+        """
       - name: pick
         type: step.conditional
         config: {field: kind, routes: {a: last_a, b: last_b}}
       - {name: last_a, type: test.record}
       - {name: last_b, type: test.record}
-""")
+""",
+    )
+)
 
 
-@pytest.mark.parametrize(("path", "kind", "expected"), [
-    ("/route", "a", ["start", "on_a", "after", "finish"]),      # join: first step after ALL targets
-    ("/route", "b", ["start", "on_b", "finish"]),               # a target's own `next:` wins
-    ("/route", "c", ["start", "on_c", "after", "finish"]),      # never falls into `fallback`
-    ("/route", "zzz", ["start", "fallback", "after", "finish"]),  # default route
-    ("/route", None, ["start", "fallback", "after", "finish"]),   # missing field: default
-    ("/tail", "a", ["last_a"]),                                 # join past the end: the pipeline ends
-    ("/tail", "b", ["last_b"]),
-])
+@pytest.mark.parametrize(
+    ("path", "kind", "expected"),
+    [
+        ("/route", "a", ["start", "on_a", "after", "finish"]),  # join: first step after ALL targets
+        ("/route", "b", ["start", "on_b", "finish"]),  # a target's own `next:` wins
+        ("/route", "c", ["start", "on_c", "after", "finish"]),  # never falls into `fallback`
+        ("/route", "zzz", ["start", "fallback", "after", "finish"]),  # default route
+        ("/route", None, ["start", "fallback", "after", "finish"]),  # missing field: default
+        ("/tail", "a", ["last_a"]),  # join past the end: the pipeline ends
+        ("/tail", "b", ["last_b"]),
+    ],
+)
 async def test_conditional_jumps_and_joins_after_all_its_targets(serve, path, kind, expected):
     srv = await serve(ROUTER)
     response = await srv.client.post(path, json={} if kind is None else {"kind": kind})
@@ -123,21 +142,31 @@ async def test_conditional_without_match_or_default_is_an_error(serve):
     assert ran() == []
 
 
-@pytest.mark.parametrize(("field", "routes", "payload", "expected"), [
-    ("order.status", '{paid: hit, open: miss}', {"order": {"status": "paid"}}, "hit"),       # dot path
-    ('"{{ lower .kind }}"', '{big: hit, small: miss}', {"kind": "BIG"}, "hit"),             # template
-    ("order.ok", '{true: hit, false: miss}', {"order": {"ok": True}}, "hit"),               # YAML bool keys
-    ("order.ok", '{true: hit, false: miss}', {"order": {"ok": False}}, "miss"),
-    ('"{{ .ok }}"', '{"true": hit, "false": miss}', {"ok": False}, "miss"),                  # quoted keys
-    ("code", '{200: hit, 404: miss}', {"code": 404}, "miss"),                               # YAML int keys
-    ("items.1", '{x: miss, y: hit}', {"items": ["x", "y"]}, "hit"),                          # list index
-])
+@pytest.mark.parametrize(
+    ("field", "routes", "payload", "expected"),
+    [
+        ("order.status", "{paid: hit, open: miss}", {"order": {"status": "paid"}}, "hit"),  # dot path
+        ('"{{ lower .kind }}"', "{big: hit, small: miss}", {"kind": "BIG"}, "hit"),  # template
+        ("order.ok", "{true: hit, false: miss}", {"order": {"ok": True}}, "hit"),  # YAML bool keys
+        ("order.ok", "{true: hit, false: miss}", {"order": {"ok": False}}, "miss"),
+        ('"{{ .ok }}"', '{"true": hit, "false": miss}', {"ok": False}, "miss"),  # quoted keys
+        ("code", "{200: hit, 404: miss}", {"code": 404}, "miss"),  # YAML int keys
+        ("items.1", "{x: miss, y: hit}", {"items": ["x", "y"]}, "hit"),  # list index
+    ],
+)
 async def test_conditional_routes_on_dot_paths_templates_and_booleans(serve, field, routes, payload, expected):
-    srv = await serve("pipelines:" + http("r", "/r", f"""
+    srv = await serve(
+        "pipelines:"
+        + http(
+            "r",
+            "/r",
+            f"""
       - {{name: pick, type: step.conditional, config: {{field: {field}, routes: {routes}}}}}
       - {{name: hit, type: test.record}}
       - {{name: miss, type: test.record}}
-"""))
+""",
+        )
+    )
     response = await srv.client.post("/r", json=payload)
     assert response.status == 200, await response.text()
     assert ran() == [expected]
@@ -145,14 +174,27 @@ async def test_conditional_routes_on_dot_paths_templates_and_booleans(serve, fie
 
 # --------------------------------------------------------------------------- next:
 
-NEXT = "pipelines:" + http("hop", "/hop", """
+NEXT = (
+    "pipelines:"
+    + http(
+        "hop",
+        "/hop",
+        """
       - {name: a, type: test.record, next: c}
       - {name: b, type: test.record}
       - {name: c, type: test.record}
-""") + http("loop", "/loop", """
+""",
+    )
+    + http(
+        "loop",
+        "/loop",
+        """
       - {name: a, type: step.set, config: {values: {n: 1}}, next: b}
       - {name: b, type: step.set, config: {values: {n: 2}}, next: a}
-""", "\n    timeout: 60s")
+""",
+        "\n    timeout: 60s",
+    )
+)
 
 
 async def test_next_on_a_plain_step_skips_ahead(serve):
@@ -173,8 +215,12 @@ async def test_an_endless_next_loop_ends_with_an_error_not_a_hang(serve):
 
 # --------------------------------------------------------------------------- on_error
 
+
 def policy_config(policy: str) -> str:
-    return "pipelines:" + http("p", "/p", """
+    return "pipelines:" + http(
+        "p",
+        "/p",
+        """
       - {name: one, type: test.record, config: {output: {one: true}}}
       - {name: bad, type: test.fail}
       - {name: two, type: test.record, config: {output: {two: true}}}
@@ -182,15 +228,20 @@ def policy_config(policy: str) -> str:
       - {name: undo_one, type: test.record}
       - {name: undo_broken, type: test.boom}
       - {name: undo_last, type: test.record}
-""", f"\n    on_error: {policy}")
+""",
+        f"\n    on_error: {policy}",
+    )
 
 
-@pytest.mark.parametrize(("policy", "status", "expected"), [
-    ("stop", 500, ["one"]),
-    ("skip", 200, ["one", "two"]),
-    # reverse order; the failing compensation step neither stops the others nor hides the error
-    ("compensate", 500, ["one", "undo_last", "undo_one"]),
-])
+@pytest.mark.parametrize(
+    ("policy", "status", "expected"),
+    [
+        ("stop", 500, ["one"]),
+        ("skip", 200, ["one", "two"]),
+        # reverse order; the failing compensation step neither stops the others nor hides the error
+        ("compensate", 500, ["one", "undo_last", "undo_one"]),
+    ],
+)
 async def test_on_error_policies(serve, policy, status, expected):
     srv = await serve(policy_config(policy))
     response = await srv.client.post("/p")
@@ -202,20 +253,28 @@ async def test_on_error_policies(serve, policy, status, expected):
     else:
         assert body["step"] == "bad" and body["error"] == "failed on purpose"
     outcome = "success" if status == 200 else "error"
-    assert metric_value(await srv.metrics(), "workflow_executions_total",
-                        workflow_type="http", action="p", status=outcome) == 1
+    assert (
+        metric_value(await srv.metrics(), "workflow_executions_total", workflow_type="http", action="p", status=outcome)
+        == 1
+    )
 
 
-SKIPPED_ROUTER = "pipelines:" + http("s", "/s", """
+SKIPPED_ROUTER = "pipelines:" + http(
+    "s",
+    "/s",
+    """
       - {name: pick, type: step.conditional, config: {field: kind, routes: {a: on_a, b: on_b}}}
       - {name: on_a, type: test.record}
       - {name: on_b, type: test.record}
       - {name: after, type: test.record}
-""", "\n    on_error: skip")
+""",
+    "\n    on_error: skip",
+)
 
 
-@pytest.mark.parametrize(("kind", "expected", "route"), [("a", ["on_a", "after"], {"route": "a"}),
-                                                         ("zzz", ["after"], {})])
+@pytest.mark.parametrize(
+    ("kind", "expected", "route"), [("a", ["on_a", "after"], {"route": "a"}), ("zzz", ["after"], {})]
+)
 async def test_a_skipped_conditional_goes_to_its_join_not_into_a_branch(serve, kind, expected, route):
     srv = await serve(SKIPPED_ROUTER)
     response = await srv.client.post("/s", json={"kind": kind})
@@ -225,30 +284,67 @@ async def test_a_skipped_conditional_goes_to_its_join_not_into_a_branch(serve, k
 
 # --------------------------------------------------------------------------- failure statuses
 
-FAILURES = "pipelines:" + http("invalid", "/invalid", """
+FAILURES = (
+    "pipelines:"
+    + http(
+        "invalid",
+        "/invalid",
+        """
       - {name: check, type: step.validate, config: {required_fields: [name]}}
-""") + http("crash", "/crash", """
+""",
+    )
+    + http(
+        "crash",
+        "/crash",
+        """
       - {name: explode, type: test.boom}
-""") + http("slow", "/slow", """
+""",
+    )
+    + http(
+        "slow",
+        "/slow",
+        """
       - {name: nap, type: test.sleep, config: {seconds: 5}}
-""", "\n    timeout: 200ms") + http("slower", "/slower", """
+""",
+        "\n    timeout: 200ms",
+    )
+    + http(
+        "slower",
+        "/slower",
+        """
       - {name: nap, type: test.sleep, config: {seconds: 5}}
-""", "\n    timeout: 1s") + http("slow-step", "/slow-step", """
+""",
+        "\n    timeout: 1s",
+    )
+    + http(
+        "slow-step",
+        "/slow-step",
+        """
       - {name: nap, type: test.sleep, timeout: 100ms, config: {seconds: 5}}
       - {name: never, type: test.record}
-""") + http("gone", "/gone", """
+""",
+    )
+    + http(
+        "gone",
+        "/gone",
+        """
       - {name: vanished, type: step.gone}
-""")
+""",
+    )
+)
 
 
-@pytest.mark.parametrize(("path", "action", "status", "step", "outcome"), [
-    ("/invalid", "invalid", 400, "check", "error"),
-    ("/crash", "crash", 500, "explode", "error"),
-    ("/slow", "slow", 504, None, "timeout"),
-    ("/slower", "slower", 504, None, "timeout"),  # a deadline on a shared timer (server/deadlines.py)
-    ("/slow-step", "slow-step", 504, "nap", "timeout"),
-    ("/gone", "gone", 503, "vanished", "error"),
-])
+@pytest.mark.parametrize(
+    ("path", "action", "status", "step", "outcome"),
+    [
+        ("/invalid", "invalid", 400, "check", "error"),
+        ("/crash", "crash", 500, "explode", "error"),
+        ("/slow", "slow", 504, None, "timeout"),
+        ("/slower", "slower", 504, None, "timeout"),  # a deadline on a shared timer (server/deadlines.py)
+        ("/slow-step", "slow-step", 504, "nap", "timeout"),
+        ("/gone", "gone", 503, "vanished", "error"),
+    ],
+)
 async def test_each_failure_has_its_status_and_a_json_body(serve, path, action, status, step, outcome):
     srv = await serve(FAILURES, strict=False)
     start = time.monotonic()
@@ -266,8 +362,7 @@ async def test_each_failure_has_its_status_and_a_json_body(serve, path, action, 
     assert "Traceback" not in text and "secret-internal-detail" not in text
     assert ran() == []
     metrics = await srv.metrics()
-    assert metric_value(metrics, "workflow_executions_total", workflow_type="http", action=action,
-                        status=outcome) == 1
+    assert metric_value(metrics, "workflow_executions_total", workflow_type="http", action=action, status=outcome) == 1
     assert metric_value(metrics, "workflow_duration_seconds_count", workflow_type="http", action=action) == 1
     assert metric_value(metrics, "active_workflows", workflow_type="http") == 0
     if path == "/gone":
@@ -276,8 +371,10 @@ async def test_each_failure_has_its_status_and_a_json_body(serve, path, action, 
         assert 1.0 <= time.monotonic() - start < 1.5
         assert len(srv.engine.executor.deadlines) == 0
     if path.startswith("/slow"):  # cut by its own or the pipeline's deadline, the step timed out
-        assert metric_value(metrics, "module_operations_total", module="test.sleep", operation="execute",
-                            status="timeout") == 1
+        assert (
+            metric_value(metrics, "module_operations_total", module="test.sleep", operation="execute", status="timeout")
+            == 1
+        )
         assert 'status="cancelled"' not in metrics
 
 
@@ -285,9 +382,14 @@ async def test_a_step_exception_is_logged_server_side_with_its_step(serve, caplo
     srv = await serve(FAILURES, strict=False)
     with caplog.at_level(logging.ERROR, logger="workflow.step"):
         response = await srv.client.post("/crash")
-    assert (response.status, await response.json()) == (500, {
-        "error": "step 'explode' (test.boom) failed: RuntimeError", "step": "explode",
-        "execution_id": response.headers["X-Execution-ID"]})
+    assert (response.status, await response.json()) == (
+        500,
+        {
+            "error": "step 'explode' (test.boom) failed: RuntimeError",
+            "step": "explode",
+            "execution_id": response.headers["X-Execution-ID"],
+        },
+    )
     [record] = [r for r in caplog.records if r.name == "workflow.step" and r.exc_info]
     assert (record.pipeline, record.step) == ("crash", "explode")
     assert "secret-internal-detail" in str(record.exc_info[1])
@@ -302,9 +404,15 @@ async def test_a_step_type_removed_at_runtime_answers_503_naming_it(serve):
     del builder.steps["test.record"]
     srv.engine.swap(State(builder.build(), srv.engine.config))
     response = await srv.client.post("/rec")
-    assert (response.status, await response.json()) == (503, {
-        "error": "step type 'test.record' is not available", "step": "r", "type": "test.record",
-        "execution_id": response.headers["X-Execution-ID"]})
+    assert (response.status, await response.json()) == (
+        503,
+        {
+            "error": "step type 'test.record' is not available",
+            "step": "r",
+            "type": "test.record",
+            "execution_id": response.headers["X-Execution-ID"],
+        },
+    )
     srv.engine.swap(State(original, srv.engine.config))
     response = await srv.client.post("/rec")
     assert (response.status, await response.json()) == (200, {"params": {}, "query": {}})
@@ -312,11 +420,24 @@ async def test_a_step_type_removed_at_runtime_answers_503_naming_it(serve):
 
 # --------------------------------------------------------------------------- threads, cancellation, metrics
 
-SYNC = "pipelines:" + http("sync", "/sync", """
+SYNC = (
+    "pipelines:"
+    + http(
+        "sync",
+        "/sync",
+        """
       - {name: napper, type: test.sync_sleep, config: {seconds: 0.5}}
-""") + http("sleepy", "/sleepy", """
+""",
+    )
+    + http(
+        "sleepy",
+        "/sleepy",
+        """
       - {name: nap, type: test.sleep, config: {seconds: 10}}
-""", "\n    timeout: 60s")
+""",
+        "\n    timeout: 60s",
+    )
+)
 
 
 async def test_plain_def_steps_run_in_a_worker_thread_with_the_execution_context(serve):
@@ -360,10 +481,12 @@ async def test_a_client_that_disconnects_mid_pipeline_leaves_no_active_workflow(
     await asyncio.gather(request, return_exceptions=True)
     await until(lambda: equals(active(), 0))
     metrics = await srv.metrics()
-    assert metric_value(metrics, "workflow_executions_total", workflow_type="http", action="sleepy",
-                        status="error") == 1
-    assert metric_value(metrics, "workflow_executions_total", workflow_type="http", action="sleepy",
-                        status="success") == 0
+    assert (
+        metric_value(metrics, "workflow_executions_total", workflow_type="http", action="sleepy", status="error") == 1
+    )
+    assert (
+        metric_value(metrics, "workflow_executions_total", workflow_type="http", action="sleepy", status="success") == 0
+    )
 
 
 async def test_successes_are_counted_and_timed_per_pipeline(serve):
@@ -373,12 +496,15 @@ async def test_successes_are_counted_and_timed_per_pipeline(serve):
     assert (await srv.client.post("/other")).status == 200
     metrics = await srv.metrics()
     for action, count in (("flow", 2), ("other", 1)):
-        assert metric_value(metrics, "workflow_executions_total", workflow_type="http", action=action,
-                            status="success") == count
+        assert (
+            metric_value(metrics, "workflow_executions_total", workflow_type="http", action=action, status="success")
+            == count
+        )
     assert metric_value(metrics, "workflow_duration_seconds_count", workflow_type="http", action="flow") == 2
     assert metric_value(metrics, "workflow_duration_seconds_sum", workflow_type="http", action="flow") > 0
-    assert metric_value(metrics, "module_operations_total", module="step.set", operation="execute",
-                        status="success") == 5
+    assert (
+        metric_value(metrics, "module_operations_total", module="step.set", operation="execute", status="success") == 5
+    )
     assert metric_value(metrics, "active_workflows", workflow_type="http") == 0
 
 
@@ -443,20 +569,33 @@ async def test_unknown_execution_is_404(serve):
 
 # --------------------------------------------------------------------------- unit: the planned flow
 
+
 def _step(name: str, *, next: str | None = None, targets: tuple[str, ...] = ()) -> Step:
     return Step(name, "t.x", {}, compile_value({}), next, targets=targets)
 
 
-@pytest.mark.parametrize(("steps", "flow"), [
-    # plain fall-through, last step ends
-    ([_step("a"), _step("b")], [1, END]),
-    # router r -> x | y; x and y join at z; y's `next` wins; r itself (when skipped) goes to the join
-    ([_step("r", targets=("x", "y")), _step("x"), _step("y", next="x"), _step("z")], [3, 3, 1, END]),
-    # targets at the end join past it: the pipeline ends
-    ([_step("r", targets=("x", "y")), _step("x"), _step("y")], [END, END, END]),
-    # nested routers: an inner join landing on an outer sibling target climbs to the outer join
-    ([_step("c1", targets=("c2", "w")), _step("c2", targets=("p", "q")), _step("p"), _step("q"), _step("w"),
-      _step("end")], [5, 5, 5, 5, 5, END]),
-])
+@pytest.mark.parametrize(
+    ("steps", "flow"),
+    [
+        # plain fall-through, last step ends
+        ([_step("a"), _step("b")], [1, END]),
+        # router r -> x | y; x and y join at z; y's `next` wins; r itself (when skipped) goes to the join
+        ([_step("r", targets=("x", "y")), _step("x"), _step("y", next="x"), _step("z")], [3, 3, 1, END]),
+        # targets at the end join past it: the pipeline ends
+        ([_step("r", targets=("x", "y")), _step("x"), _step("y")], [END, END, END]),
+        # nested routers: an inner join landing on an outer sibling target climbs to the outer join
+        (
+            [
+                _step("c1", targets=("c2", "w")),
+                _step("c2", targets=("p", "q")),
+                _step("p"),
+                _step("q"),
+                _step("w"),
+                _step("end"),
+            ],
+            [5, 5, 5, 5, 5, END],
+        ),
+    ],
+)
 def test_plan_flow_joins_targets_after_the_last_one(steps, flow):
     assert list(plan_flow(tuple(steps))) == flow

@@ -14,14 +14,23 @@ from server.hooks import hookspecs
 from server.hooks.manager import DEFAULT_PLUGINS, ENTRY_POINT_GROUP, build_plugin_manager
 from server.hooks.registry import RegistryBuilder, StepType, build_registry
 
-BUILT_IN_TYPES = {"step.validate", "step.set", "step.log", "step.transform", "step.json_response",
-                  "step.http_call", "step.publish", "step.delegate", "step.conditional", "step.db_query",
-                  "step.db_exec"}
+BUILT_IN_TYPES = {
+    "step.validate",
+    "step.set",
+    "step.log",
+    "step.transform",
+    "step.json_response",
+    "step.http_call",
+    "step.publish",
+    "step.delegate",
+    "step.conditional",
+    "step.db_query",
+    "step.db_exec",
+}
 
 
 def _hookspecs():
-    return [f for name, f in inspect.getmembers(hookspecs, inspect.isfunction)
-            if hasattr(f, "workflow_spec")]
+    return [f for name, f in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(f, "workflow_spec")]
 
 
 def test_every_hook_is_documented():
@@ -36,8 +45,18 @@ def test_every_hook_is_documented():
 
 
 def test_public_api_is_what_plugin_authors_import():
-    assert set(server.__all__) == {"hookimpl", "Register", "Response", "RegistrationError", "Services", "StepContext",
-                                   "StepError", "StepResult", "ValidationError", "WorkflowError"}
+    assert set(server.__all__) == {
+        "hookimpl",
+        "Register",
+        "Response",
+        "RegistrationError",
+        "Services",
+        "StepContext",
+        "StepError",
+        "StepResult",
+        "ValidationError",
+        "WorkflowError",
+    }
     assert all(hasattr(server, name) for name in server.__all__)
 
 
@@ -58,13 +77,16 @@ def test_duplicate_step_type_names_both_providers():
     assert "step.same" in caught.value.message
 
 
-@pytest.mark.parametrize(("name", "fn", "needle"), [
-    ("Step.Upper", None, "dotted lower-case"),
-    ("nodot", None, "dotted lower-case"),
-    ("step.x", 42, "not callable"),
-    ("step.x", lambda: None, "exactly one argument"),
-    ("step.x", lambda a, b: None, "exactly one argument"),
-])
+@pytest.mark.parametrize(
+    ("name", "fn", "needle"),
+    [
+        ("Step.Upper", None, "dotted lower-case"),
+        ("nodot", None, "dotted lower-case"),
+        ("step.x", 42, "not callable"),
+        ("step.x", lambda: None, "exactly one argument"),
+        ("step.x", lambda a, b: None, "exactly one argument"),
+    ],
+)
 def test_bad_registrations_are_refused_with_the_reason(name, fn, needle):
     with pytest.raises(RegistrationError, match=needle):
         RegistryBuilder().step_registrar("p")(name, fn if fn is not None else _async_step)
@@ -99,7 +121,8 @@ def test_bad_endpoint_registrations_are_refused():
 
 
 def test_entry_point_plugins_are_loaded(tmp_path, monkeypatch):
-    (tmp_path / "wf_demo_plugin.py").write_text(textwrap.dedent("""
+    (tmp_path / "wf_demo_plugin.py").write_text(
+        textwrap.dedent("""
         from server import hookimpl
 
         async def shout(ctx):
@@ -108,7 +131,8 @@ def test_entry_point_plugins_are_loaded(tmp_path, monkeypatch):
         @hookimpl
         def register_steps(register):
             register("demo.shout", shout)
-    """))
+    """)
+    )
     dist = tmp_path / "wf_demo_plugin-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: wf-demo-plugin\nVersion: 1.0\n")

@@ -18,15 +18,33 @@ from aiohttp import web
 from tests.conftest import ROOT, free_port, metric_value
 
 
-async def _start(config: Path, tmp_path: Path, *extra: str,
-                 **env_vars: str) -> tuple[asyncio.subprocess.Process, int, int]:
+async def _start(
+    config: Path, tmp_path: Path, *extra: str, **env_vars: str
+) -> tuple[asyncio.subprocess.Process, int, int]:
     port, admin = free_port(), free_port()
-    env = {**os.environ, "WORKFLOW_LOG_FORMAT": "json", "WORKFLOW_DATA_DIR": str(tmp_path / "data"),
-           "WORKFLOW_COMPONENTS_DIR": str(tmp_path / "components"), **env_vars}
+    env = {
+        **os.environ,
+        "WORKFLOW_LOG_FORMAT": "json",
+        "WORKFLOW_DATA_DIR": str(tmp_path / "data"),
+        "WORKFLOW_COMPONENTS_DIR": str(tmp_path / "components"),
+        **env_vars,
+    }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server", "-config", str(config), "--addr", f"127.0.0.1:{port}",
-        "-admin-addr", f"127.0.0.1:{admin}", *extra, cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "server",
+        "-config",
+        str(config),
+        "--addr",
+        f"127.0.0.1:{port}",
+        "-admin-addr",
+        f"127.0.0.1:{admin}",
+        *extra,
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     async with aiohttp.ClientSession() as session:
         for _ in range(200):
             try:
@@ -46,8 +64,9 @@ async def _start(config: Path, tmp_path: Path, *extra: str,
 async def test_serves_the_order_example_and_exits_cleanly_on_sigterm(tmp_path):
     proc, port, admin = await _start(ROOT / "example" / "order-processing-pipeline.yaml", tmp_path)
     async with aiohttp.ClientSession() as session:
-        async with session.post(f"http://127.0.0.1:{port}/api/orders",
-                                json={"customer_id": "C-1", "total": 10}) as response:
+        async with session.post(
+            f"http://127.0.0.1:{port}/api/orders", json={"customer_id": "C-1", "total": 10}
+        ) as response:
             assert response.status == 201
             assert (await response.json())["status"] == "pending"
         async with session.get(f"http://127.0.0.1:{admin}/metrics") as response:
@@ -67,7 +86,8 @@ async def test_sigterm_lets_the_in_flight_request_finish(tmp_path, aiohttp_serve
     upstream.router.add_get("/slow", slow)
     backend = await aiohttp_server(upstream)
     config = tmp_path / "slow.yaml"
-    config.write_text(textwrap.dedent(f"""
+    config.write_text(
+        textwrap.dedent(f"""
         pipelines:
           slow:
             trigger: {{type: http, config: {{path: /slow, method: GET}}}}
@@ -78,7 +98,8 @@ async def test_sigterm_lets_the_in_flight_request_finish(tmp_path, aiohttp_serve
               - name: respond
                 type: step.json_response
                 config: {{body: "{{{{ .body }}}}"}}
-    """))
+    """)
+    )
     proc, port, _ = await _start(config, tmp_path)
     async with aiohttp.ClientSession() as session:
         request = asyncio.ensure_future(session.get(f"http://127.0.0.1:{port}/slow"))
@@ -95,12 +116,25 @@ async def test_sigterm_lets_the_in_flight_request_finish(tmp_path, aiohttp_serve
 
 async def test_missing_config_variable_stops_start_up_naming_it(tmp_path):
     config = tmp_path / "env.yaml"
-    config.write_text("pipelines:\n  p:\n    trigger: {type: manual}\n    steps:\n"
-                      "      - {name: s, type: step.set, config: {values: {k: '${WF_TEST_UNSET_VAR}'}}}\n")
+    config.write_text(
+        "pipelines:\n  p:\n    trigger: {type: manual}\n    steps:\n"
+        "      - {name: s, type: step.set, config: {values: {k: '${WF_TEST_UNSET_VAR}'}}}\n"
+    )
     env = {k: v for k, v in os.environ.items() if k != "WF_TEST_UNSET_VAR"}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server", "--config", str(config), "--addr", "127.0.0.1:0",
-        "--admin-addr", "127.0.0.1:0", cwd=ROOT, env=env, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "server",
+        "--config",
+        str(config),
+        "--addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        "127.0.0.1:0",
+        cwd=ROOT,
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+    )
     _, err = await asyncio.wait_for(proc.communicate(), 15)
     assert proc.returncode == 1
     assert f"{config}:5: environment variable WF_TEST_UNSET_VAR is not set" in err.decode()
@@ -150,9 +184,14 @@ def _blocking_config(tmp_path: Path) -> tuple[Path, Path]:
     component = tmp_path / "components" / "blocking.py"
     component.write_text(BLOCKING)
     config = tmp_path / "blocking.yaml"
-    config.write_text("pipelines:\n" + "".join(
-        f"  {name}:\n    trigger: {{type: http, config: {{path: /{name}, method: GET}}}}\n"
-        f"    steps:\n      - {{name: {name}, type: step.{name}}}\n" for name in ("nap", "spin", "hang")))
+    config.write_text(
+        "pipelines:\n"
+        + "".join(
+            f"  {name}:\n    trigger: {{type: http, config: {{path: /{name}, method: GET}}}}\n"
+            f"    steps:\n      - {{name: {name}, type: step.{name}}}\n"
+            for name in ("nap", "spin", "hang")
+        )
+    )
     return config, component
 
 
@@ -233,8 +272,9 @@ async def test_sigterm_ends_the_process_while_an_async_step_blocks_the_loop(tmp_
     # Cut short, not drained: the exit status says so, and the log says where the loop was stuck.
     assert proc.returncode == 1, err.decode()
     [line] = [line for line in _log_lines(err, "workflow.server") if line["level"] == "error"]
-    assert line["message"] == (f"shutdown did not finish within 3s (the loop's thread is at "
-                               f"{component}:{HANG_LINE} in hang): exiting now")
+    assert line["message"] == (
+        f"shutdown did not finish within 3s (the loop's thread is at {component}:{HANG_LINE} in hang): exiting now"
+    )
 
 
 async def test_a_startup_hook_blocking_the_loop_delays_readiness_and_is_reported(tmp_path):
@@ -242,8 +282,10 @@ async def test_a_startup_hook_blocking_the_loop_delays_readiness_and_is_reported
     component = tmp_path / "components" / "slow_start.py"
     component.write_text(SLOW_STARTUP)
     config = tmp_path / "startup.yaml"
-    config.write_text("pipelines:\n  p:\n    trigger: {type: http, config: {path: /p, method: GET}}\n"
-                      "    steps:\n      - {name: s, type: step.set, config: {values: {a: 1}}}\n")
+    config.write_text(
+        "pipelines:\n  p:\n    trigger: {type: http, config: {path: /p, method: GET}}\n"
+        "    steps:\n      - {name: s, type: step.set, config: {values: {a: 1}}}\n"
+    )
     proc, port, _ = await _start(config, tmp_path)
     async with aiohttp.ClientSession() as session:
         async with session.get(f"http://127.0.0.1:{port}/p") as response:

@@ -77,8 +77,7 @@ def component(version: int = 1, *, step: str = "step.hello", before: str = "", e
         "    HUB['logger'] = logger.name\n\n\n"
         "@hookimpl\n"
         "def shutdown(logger):\n"
-        "    HUB['events'].append(f'shutdown {VERSION}')\n"
-        + textwrap.dedent(extra)
+        "    HUB['events'].append(f'shutdown {VERSION}')\n" + textwrap.dedent(extra)
     )
 
 
@@ -133,8 +132,9 @@ async def test_add_edit_delete_and_re_add_without_restart(start, components, cap
     caplog.set_level(logging.WARNING, logger="workflow")
     server = await start()
     # At start-up a missing type is a warning; the server comes up and the pipeline answers 503 naming it.
-    assert any("unknown step type 'step.hello'" in r.getMessage() and r.levelno == logging.WARNING
-               for r in caplog.records)
+    assert any(
+        "unknown step type 'step.hello'" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records
+    )
     assert await get(server, "/readyz") == (200, {"status": "ready"})
     status, body = await get(server)
     assert status == 503 and "'step.hello'" in body["error"]
@@ -253,11 +253,17 @@ async def test_a_save_during_start_up_is_not_lost(start, components) -> None:
     HUB["importing"], HUB["release"] = threading.Event(), threading.Event()
     (components / "hello.py").write_text(component(1))
     # The body also runs in the candidate process first, where HUB is that process's own (empty) copy.
-    (components / "zzz.py").write_text(component(1, step="step.zzz", extra="""
+    (components / "zzz.py").write_text(
+        component(
+            1,
+            step="step.zzz",
+            extra="""
         if 'importing' in HUB:
             HUB['importing'].set()
             HUB['release'].wait(5)
-    """))
+    """,
+        )
+    )
     starting = asyncio.create_task(start())
     try:
         await until(HUB["importing"].is_set)
@@ -287,51 +293,77 @@ def register_steps(register):
 
 REFUSALS = {
     "syntax error": ("from server import hookimpl\n\ndef broken(:\n    pass\n", 3, "syntax error"),
-    "import error": ("from server import hookimpl\nimport workflow_no_such_module_xyz\n", 2,
-                     "failed to import: ModuleNotFoundError: No module named 'workflow_no_such_module_xyz'"),
+    "import error": (
+        "from server import hookimpl\nimport workflow_no_such_module_xyz\n",
+        2,
+        "failed to import: ModuleNotFoundError: No module named 'workflow_no_such_module_xyz'",
+    ),
     "error inside a function at import": (
         "from server import hookimpl\n\n\ndef settings():\n    return {}['missing']\n\n\nSETTINGS = settings()\n",
-        5, "failed to import: KeyError: 'missing'"),
+        5,
+        "failed to import: KeyError: 'missing'",
+    ),
     "exit at import": ("from server import hookimpl\nraise SystemExit(3)\n", 2, "failed to import: SystemExit: 3"),
     "hook signature": (
         "from server import hookimpl\n\n\nasync def hello(ctx):\n    return {}\n\n\n"
         "@hookimpl\ndef register_steps(register, extra):\n    register('step.hello', hello)\n",
-        8, "for hook 'register_steps'"),
+        8,
+        "for hook 'register_steps'",
+    ),
     "unknown hook name": (
         "from server import hookimpl" + HOOKS_TAIL + "\n\n@hookimpl\ndef register_step(register):\n    pass\n",
-        12, "unknown hook 'register_step'"),
+        12,
+        "unknown hook 'register_step'",
+    ),
     "no hooks": ("VALUE = 1\n", None, "defines no hook implementations"),
     "clash with a built-in": (
         "from server import hookimpl" + HOOKS_TAIL + "    register('step.set', hello)\n",
-        10, "step type 'step.set': already registered by plugins.core"),
+        10,
+        "step type 'step.set': already registered by plugins.core",
+    ),
     "bad contract": (
         "from server import hookimpl" + HOOKS_TAIL.replace("hello)", "hello, inputs={'name': 'strnig'})"),
-        9, "type 'strnig' is not one of"),
+        9,
+        "type 'strnig' is not one of",
+    ),
     "registration raises": (
         "from server import hookimpl\n\n\n@hookimpl\ndef register_steps(register):\n    raise ValueError('nope')\n",
-        6, "registration failed: ValueError: nope"),
+        6,
+        "registration failed: ValueError: nope",
+    ),
     "prepare refuses the config": (
         "from server import hookimpl\n\n\ndef prepare(config):\n    raise ValueError('bad config')\n"
         + HOOKS_TAIL.replace("hello)", "hello, prepare=prepare)"),
-        None, "the config does not compile with this version: "),
+        None,
+        "the config does not compile with this version: ",
+    ),
     "prepare crashes": (
         "from server import hookimpl\n\n\ndef prepare(config):\n    raise RuntimeError('prepare crashed')\n"
         + HOOKS_TAIL.replace("hello)", "hello, prepare=prepare)"),
-        5, "the config does not compile with this version: RuntimeError: prepare crashed"),
+        5,
+        "the config does not compile with this version: RuntimeError: prepare crashed",
+    ),
     "startup fails": (
-        "from server import hookimpl" + HOOKS_TAIL
+        "from server import hookimpl"
+        + HOOKS_TAIL
         + "\n\n@hookimpl\nasync def startup(services, logger):\n    raise RuntimeError('no database')\n",
-        14, "startup hook of component:hello failed: RuntimeError: no database"),
+        14,
+        "startup hook of component:hello failed: RuntimeError: no database",
+    ),
     "startup times out": (
-        "import asyncio\nfrom server import hookimpl" + HOOKS_TAIL
+        "import asyncio\nfrom server import hookimpl"
+        + HOOKS_TAIL
         + "\n\n@hookimpl\nasync def startup(services, logger):\n    await asyncio.sleep(30)\n",
-        None, "startup hook of component:hello did not finish within 0.2s"),
+        None,
+        "startup hook of component:hello did not finish within 0.2s",
+    ),
 }
 
 
 @pytest.mark.parametrize(("text", "line", "needle"), list(REFUSALS.values()), ids=list(REFUSALS))
-async def test_a_refused_version_never_replaces_the_one_in_service(start, components, caplog, text, line,
-                                                                    needle) -> None:
+async def test_a_refused_version_never_replaces_the_one_in_service(
+    start, components, caplog, text, line, needle
+) -> None:
     caplog.set_level(logging.INFO, logger="workflow")
     path = components / "hello.py"
     good = component(1)
@@ -350,8 +382,12 @@ async def test_a_refused_version_never_replaces_the_one_in_service(start, compon
     status, body = await health(server)
     assert (status, body["status"]) == (200, "degraded")
     checks = body["checks"]["components"]
-    assert (checks["status"], checks["failing"], checks["failing_ids"], checks["in_service"]) \
-        == ("degraded", 1, ["hello"], 1)
+    assert (checks["status"], checks["failing"], checks["failing_ids"], checks["in_service"]) == (
+        "degraded",
+        1,
+        ["hello"],
+        1,
+    )
     text_metrics = await server.metrics()
     assert dynamic(text_metrics, "reload", "error") == 1 and dynamic(text_metrics, "reload") == 0
     refused = [r for r in caplog.records if r.name == "workflow.reloader" and r.levelno == logging.ERROR]
@@ -365,26 +401,36 @@ async def test_a_refused_version_never_replaces_the_one_in_service(start, compon
 
 
 async def test_a_type_owned_by_another_component_is_refused_naming_both(start, components) -> None:
-    config = HELLO + """\
+    config = (
+        HELLO
+        + """\
   dup:
     trigger: {type: http, config: {path: /dup, method: GET}}
     steps:
       - {name: dup, type: step.dup}
 """
+    )
     (components / "a.py").write_text(component(1, step="step.dup"))
     server = await start(config)
     assert await serves(server, 1, "/dup")
     b = components / "b.py"
-    save(b, "from server import hookimpl\n\n\nasync def dup(ctx):\n    return {'version': 'b'}\n\n\n"
-            "@hookimpl\ndef register_steps(register):\n    register('step.dup', dup)\n")
+    save(
+        b,
+        "from server import hookimpl\n\n\nasync def dup(ctx):\n    return {'version': 'b'}\n\n\n"
+        "@hookimpl\ndef register_steps(register):\n    register('step.dup', dup)\n",
+    )
     failure = await until(lambda: manager(server).failures.get("b"))
     assert failure.error == f"{b}:10: step type 'step.dup': already registered by component:a"
     assert await serves(server, 1, "/dup")
     assert server.engine.registry.steps["step.dup"].provider == "component:a"
     # Once the owner leaves, the refused file gets its turn without being saved again.
     (components / "a.py").unlink()
-    await until(lambda: server.engine.registry.steps.get("step.dup") is not None
-                and server.engine.registry.steps["step.dup"].provider == "component:b")
+    await until(
+        lambda: (
+            server.engine.registry.steps.get("step.dup") is not None
+            and server.engine.registry.steps["step.dup"].provider == "component:b"
+        )
+    )
     assert "b" not in manager(server).failures
     response = await server.client.get("/dup")
     assert (await response.json())["version"] == "b"
@@ -396,10 +442,15 @@ async def test_a_type_owned_by_another_component_is_refused_naming_both(start, c
 async def test_in_flight_request_finishes_on_its_version_while_the_next_serves(start, components) -> None:
     HUB["entered"], HUB["gate"] = asyncio.Event(), asyncio.Event()
     path = components / "hello.py"
-    path.write_text(component(1, before="""
+    path.write_text(
+        component(
+            1,
+            before="""
         HUB['entered'].set()
         await HUB['gate'].wait()
-    """))
+    """,
+        )
+    )
     server = await start()
     slow = asyncio.create_task(server.client.get("/hello"))
     await asyncio.wait_for(HUB["entered"].wait(), 5)
@@ -422,10 +473,15 @@ async def test_drain_wait_is_bounded_by_the_drain_timeout(start, components, cap
     caplog.set_level(logging.WARNING, logger="workflow")
     HUB["entered"], HUB["gate"] = asyncio.Event(), asyncio.Event()
     path = components / "hello.py"
-    path.write_text(component(1, before="""
+    path.write_text(
+        component(
+            1,
+            before="""
         HUB['entered'].set()
         await HUB['gate'].wait()
-    """))
+    """,
+        )
+    )
     server = await start(drain_timeout=0.2)
     slow = asyncio.create_task(server.client.get("/hello"))
     await asyncio.wait_for(HUB["entered"].wait(), 5)
@@ -464,18 +520,22 @@ async def test_old_versions_become_garbage(start, components) -> None:
 
 async def test_broken_components_at_start_up_do_not_stop_the_server(start, components, caplog) -> None:
     caplog.set_level(logging.INFO, logger="workflow")
-    config = HELLO + """\
+    config = (
+        HELLO
+        + """\
   explode:
     trigger: {type: http, config: {path: /explode, method: GET}}
     steps:
       - {name: explode, type: step.explode}
 """
+    )
     (components / "broken.py").write_text("from server import hookimpl\n\ndef broken(:\n")
     (components / "exits.py").write_text("raise SystemExit(3)\n")
     (components / "explode.py").write_text(
         "from server import hookimpl\n\n\ndef prepare(config):\n    raise RuntimeError('boom')\n\n\n"
         "async def explode(ctx):\n    return {}\n\n\n"
-        "@hookimpl\ndef register_steps(register):\n    register('step.explode', explode, prepare=prepare)\n")
+        "@hookimpl\ndef register_steps(register):\n    register('step.explode', explode, prepare=prepare)\n"
+    )
     (components / "hello.py").write_text(component(1))
     server = await start(config)
     assert await serves(server, 1)
@@ -485,12 +545,12 @@ async def test_broken_components_at_start_up_do_not_stop_the_server(start, compo
     assert status == 200 and body["status"] == "degraded"
     assert body["checks"]["components"]["failing_ids"] == ["broken", "exits", "explode"]
     assert body["checks"]["components"]["in_service"] == 1
-    assert any("loaded 1 component(s)" in r.getMessage() and "(3 refused)" in r.getMessage()
-               for r in caplog.records)
+    assert any("loaded 1 component(s)" in r.getMessage() and "(3 refused)" in r.getMessage() for r in caplog.records)
 
 
 async def test_a_component_using_dataclasses_with_postponed_annotations_loads(start, components) -> None:
-    (components / "hello.py").write_text(textwrap.dedent("""\
+    (components / "hello.py").write_text(
+        textwrap.dedent("""\
         from __future__ import annotations
 
         from dataclasses import dataclass, field
@@ -513,7 +573,8 @@ async def test_a_component_using_dataclasses_with_postponed_annotations_loads(st
         @hookimpl
         def register_steps(register):
             register("step.hello", hello)
-    """))
+    """)
+    )
     server = await start()
     assert manager(server).failures == {}
     assert await serves(server, 7)
@@ -549,13 +610,17 @@ async def test_each_change_is_counted_and_logged_once(start, components, caplog)
     assert (dynamic(text, "register"), dynamic(text, "unregister")) == (2, 1)
     assert metric_value(text, "dynamic_components") == 0
     assert metric_value(text, "dynamic_component_reload_seconds_count") == 2
-    assert metric_value(text, "module_operations_total", module="step.hello", operation="execute",
-                        status="success") >= 2
+    assert (
+        metric_value(text, "module_operations_total", module="step.hello", operation="execute", status="success") >= 2
+    )
 
     lines = [r for r in caplog.records if r.name == "workflow.reloader"]
     assert [(r.levelname, r.getMessage().split()[0], getattr(r, "result", None)) for r in lines] == [
-        ("INFO", "load", "success"), ("INFO", "reload", "success"), ("ERROR", "reload", "error"),
-        ("INFO", "unregister", "success")]
+        ("INFO", "load", "success"),
+        ("INFO", "reload", "success"),
+        ("ERROR", "reload", "error"),
+        ("INFO", "unregister", "success"),
+    ]
     load, reload, refused, _ = lines
     for record in (load, reload):
         assert str(path) in record.getMessage() and record.sha256 in record.getMessage()
@@ -623,8 +688,7 @@ async def test_an_invalid_config_keeps_the_running_one_and_logs_every_error(star
     assert await value(server, "/a") == (200, "a1") and await value(server, "/c") == (200, "c1")
     text = await server.metrics()
     assert metric_value(text, "module_operations_total", module="config", operation="reload", status="error") >= 1
-    assert metric_value(text, "module_operations_total", module="config", operation="reload",
-                        status="success") == 0
+    assert metric_value(text, "module_operations_total", module="config", operation="reload", status="success") == 0
 
 
 async def test_reload_config_is_what_a_hangup_calls(start) -> None:
@@ -645,12 +709,17 @@ async def test_a_config_reload_survives_a_component_reload_around_it(start, comp
     (components / "hello.py").write_text(component(1))
     server = await start(config, watch=False)
     path = components / "hello.py"
-    path.write_text(component(2, extra="""
+    path.write_text(
+        component(
+            2,
+            extra="""
         @hookimpl
         async def startup(services, logger):
             HUB['entered'].set()
             await HUB['gate'].wait()
-    """))
+    """,
+        )
+    )
     swapping = asyncio.create_task(server.client.app[REPLICATOR].file_changed(path))
     await asyncio.wait_for(HUB["entered"].wait(), 5)
     server.engine.settings.config_path.write_text(CONFIG_V2 + HELLO.removeprefix("pipelines:\n"))
@@ -668,10 +737,12 @@ async def test_a_config_reload_survives_a_component_reload_around_it(start, comp
 def test_validate_loads_the_components_folder(tmp_path: Path, components: Path) -> None:
     (components / "greet_x.py").write_text(
         "from server import hookimpl\n\n\nasync def greet(ctx):\n    return {}\n\n\n"
-        "@hookimpl\ndef register_steps(register):\n    register('step.greet_x', greet)\n")
+        "@hookimpl\ndef register_steps(register):\n    register('step.greet_x', greet)\n"
+    )
     config = tmp_path / "greet.yaml"
-    config.write_text("pipelines:\n  greet:\n    trigger: {type: manual}\n    steps:\n"
-                      "      - {name: greet, type: step.greet_x}\n")
+    config.write_text(
+        "pipelines:\n  greet:\n    trigger: {type: manual}\n    steps:\n      - {name: greet, type: step.greet_x}\n"
+    )
     env = {"WORKFLOW_COMPONENTS_DIR": str(components)}
     result = run_cli("validate", str(config), env=env)
     assert (result.returncode, result.stdout, result.stderr) == (0, f"{config}: ok (1 pipelines)\n", "")
@@ -679,8 +750,10 @@ def test_validate_loads_the_components_folder(tmp_path: Path, components: Path) 
     broken = components / "broken.py"
     broken.write_text("from server import hookimpl\ndef broken(:\n")
     clash = components / "clash.py"
-    clash.write_text("from server import hookimpl\n\n\n@hookimpl\ndef register_steps(register):\n"
-                     "    register('step.set', lambda ctx: None)\n")
+    clash.write_text(
+        "from server import hookimpl\n\n\n@hookimpl\ndef register_steps(register):\n"
+        "    register('step.set', lambda ctx: None)\n"
+    )
     config.write_text(config.read_text() + "      - {name: other, type: step.unknown_x}\n")
     result = run_cli("validate", str(config), env=env)
     assert result.returncode == 1 and result.stdout == ""
@@ -696,15 +769,31 @@ async def test_sighup_reloads_the_config_of_the_real_process(tmp_path: Path) -> 
     config.write_text(CONFIG_V1)
     port, admin = free_port(), free_port()
     # No file watching: only the signal can make the new config take effect.
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("WORKFLOW_")},
-           "WORKFLOW_WATCH": "false", "WORKFLOW_LOG_FORMAT": "json", "WORKFLOW_DATA_DIR": str(tmp_path / "data"),
-           "WORKFLOW_COMPONENTS_DIR": str(tmp_path / "components")}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("WORKFLOW_")},
+        "WORKFLOW_WATCH": "false",
+        "WORKFLOW_LOG_FORMAT": "json",
+        "WORKFLOW_DATA_DIR": str(tmp_path / "data"),
+        "WORKFLOW_COMPONENTS_DIR": str(tmp_path / "components"),
+    }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server", "-config", str(config), "--addr", f"127.0.0.1:{port}",
-        "--admin-addr", f"127.0.0.1:{admin}", cwd=ROOT, env=env, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "server",
+        "-config",
+        str(config),
+        "--addr",
+        f"127.0.0.1:{port}",
+        "--admin-addr",
+        f"127.0.0.1:{admin}",
+        cwd=ROOT,
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as session:
+
             async def status(path: str) -> int | None:
                 try:
                     async with session.get(base + path) as response:
@@ -714,8 +803,13 @@ async def test_sighup_reloads_the_config_of_the_real_process(tmp_path: Path) -> 
 
             async def reloads(result: str) -> float:
                 async with session.get(base + "/metrics") as response:
-                    return metric_value(await response.text(), "module_operations_total", module="config",
-                                        operation="reload", status=result)
+                    return metric_value(
+                        await response.text(),
+                        "module_operations_total",
+                        module="config",
+                        operation="reload",
+                        status=result,
+                    )
 
             async def ready() -> bool:
                 return proc.returncode is not None or await status("/readyz") == 200
@@ -746,10 +840,15 @@ async def test_sighup_reloads_the_config_of_the_real_process(tmp_path: Path) -> 
 async def test_every_retired_version_stops_once_the_shared_execution_drains(start, components) -> None:
     HUB["entered"], HUB["gate"] = asyncio.Event(), asyncio.Event()
     path = components / "hello.py"
-    path.write_text(component(1, before="""
+    path.write_text(
+        component(
+            1,
+            before="""
         HUB['entered'].set()
         await HUB['gate'].wait()
-    """))
+    """,
+        )
+    )
     server = await start(drain_timeout=1.0)
     slow = asyncio.create_task(server.client.get("/hello"))
     await asyncio.wait_for(HUB["entered"].wait(), 5)
@@ -763,8 +862,9 @@ async def test_every_retired_version_stops_once_the_shared_execution_drains(star
     await until(lambda: {"shutdown 1", "shutdown 2"} <= set(HUB["events"]), timeout=0.5)
 
 
-async def test_a_request_still_sending_its_body_does_not_run_on_a_stopped_version(start, components,
-                                                                                  monkeypatch) -> None:
+async def test_a_request_still_sending_its_body_does_not_run_on_a_stopped_version(
+    start, components, monkeypatch
+) -> None:
     reading, body_done = asyncio.Event(), asyncio.Event()
     original = http_module.read_payload
 
@@ -783,8 +883,9 @@ async def test_a_request_still_sending_its_body_does_not_run_on_a_stopped_versio
         await body_done.wait()
         yield b"1}"
 
-    request = asyncio.create_task(server.client.post("/hello", data=body(),
-                                                     headers={"Content-Type": "application/json"}))
+    request = asyncio.create_task(
+        server.client.post("/hello", data=body(), headers={"Content-Type": "application/json"})
+    )
     await asyncio.wait_for(reading.wait(), 5)
     save(path, component(2))
     await until(lambda: in_service(server, 2))
@@ -795,4 +896,4 @@ async def test_a_request_still_sending_its_body_does_not_run_on_a_stopped_versio
     await until(lambda: "shutdown 1" in HUB["events"])
     events = HUB["events"]
     assert events.index("run 1") < events.index("shutdown 1")
-    assert "run 1" not in events[events.index("shutdown 1"):]
+    assert "run 1" not in events[events.index("shutdown 1") :]

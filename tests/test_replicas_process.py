@@ -40,16 +40,32 @@ class Replica:
         self.components.mkdir(parents=True)
         self.log = root / f"{name}.log"
         self.port, self.admin_port = free_port(), free_port()
-        self.env = {**env, "WORKFLOW_REPLICA_ID": name, "WORKFLOW_COMPONENTS_DIR": str(self.components),
-                    "WORKFLOW_DATA_DIR": str(self.data)}
+        self.env = {
+            **env,
+            "WORKFLOW_REPLICA_ID": name,
+            "WORKFLOW_COMPONENTS_DIR": str(self.components),
+            "WORKFLOW_DATA_DIR": str(self.data),
+        }
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
         with self.log.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "server", "-config", str(self.config),
-                "--addr", f"127.0.0.1:{self.port}", "--admin-addr", f"127.0.0.1:{self.admin_port}",
-                cwd=ROOT, env=self.env, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log)
+                sys.executable,
+                "-m",
+                "server",
+                "-config",
+                str(self.config),
+                "--addr",
+                f"127.0.0.1:{self.port}",
+                "--admin-addr",
+                f"127.0.0.1:{self.admin_port}",
+                cwd=ROOT,
+                env=self.env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
 
     def signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.returncode is None:
@@ -111,23 +127,37 @@ async def write(session: aiohttp.ClientSession, replica: Replica, method: str, p
 
 
 async def test_three_processes_converge_survive_a_kill_and_refill_empty_folders(
-        pg_schema_dsn: str, redis_addr: str, tmp_path: Path) -> None:
+    pg_schema_dsn: str, redis_addr: str, tmp_path: Path
+) -> None:
     schema = pg_schema_dsn.split("search_path=")[1].rstrip("'")
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WORKFLOW_", "JWT_"))}
-    env.update(WORKFLOW_DB_HOST="127.0.0.1", WORKFLOW_DB_NAME="test", WORKFLOW_DB_USER="postgres",
-               WORKFLOW_DB_SCHEMA=schema, WORKFLOW_DB_POOL_SIZE="3", WORKFLOW_REDIS_ADDR=redis_addr,
-               JWT_SECRET=SECRET, WORKFLOW_LOG_LEVEL="warning", WORKFLOW_LOG_FORMAT="text",
-               WORKFLOW_RECONCILE_INTERVAL="60s", WORKFLOW_SHUTDOWN_TIMEOUT="5s", WORKFLOW_DRAIN_TIMEOUT="5s",
-               WORKFLOW_COMPONENTS_DEBOUNCE="10ms")
+    env.update(
+        WORKFLOW_DB_HOST="127.0.0.1",
+        WORKFLOW_DB_NAME="test",
+        WORKFLOW_DB_USER="postgres",
+        WORKFLOW_DB_SCHEMA=schema,
+        WORKFLOW_DB_POOL_SIZE="3",
+        WORKFLOW_REDIS_ADDR=redis_addr,
+        JWT_SECRET=SECRET,
+        WORKFLOW_LOG_LEVEL="warning",
+        WORKFLOW_LOG_FORMAT="text",
+        WORKFLOW_RECONCILE_INTERVAL="60s",
+        WORKFLOW_SHUTDOWN_TIMEOUT="5s",
+        WORKFLOW_DRAIN_TIMEOUT="5s",
+        WORKFLOW_COMPONENTS_DEBOUNCE="10ms",
+    )
     replicas = [Replica(f"r{i}", tmp_path, config, env) for i in (1, 2, 3)]
     r1, r2, r3 = replicas
 
     async def all_serve(session: aiohttp.ClientSession, expected: int, among: list[Replica]) -> None:
         for replica in among:
-            await until(lambda r=replica: equals(version(session, r), expected),
-                        f"{replica.name} serves version {expected}", among)
+            await until(
+                lambda r=replica: equals(version(session, r), expected),
+                f"{replica.name} serves version {expected}",
+                among,
+            )
 
     try:
         async with aiohttp.ClientSession() as session:
@@ -149,8 +179,12 @@ async def test_three_processes_converge_survive_a_kill_and_refill_empty_folders(
             assert await write(session, r1, "PUT", "/hello", {"source": hello(3)}) == 3
             await all_serve(session, 3, [r1, r2])
             await r3.start()
-            await until(lambda: equals(_get(session, r3.url("/readyz")), (200, {"status": "ready"})),
-                        "r3 ready again", replicas, 20)
+            await until(
+                lambda: equals(_get(session, r3.url("/readyz")), (200, {"status": "ready"})),
+                "r3 ready again",
+                replicas,
+                20,
+            )
             assert await version(session, r3) == 3  # ready means reconciled: the store's version serves
             assert (r3.components / "hello.py").read_text() == hello(3)
 
@@ -165,8 +199,12 @@ async def test_three_processes_converge_survive_a_kill_and_refill_empty_folders(
                 shutil.rmtree(replica.data, ignore_errors=True)
             await asyncio.gather(*(r.start() for r in replicas))
             for replica in replicas:
-                await until(lambda r=replica: equals(_get(session, r.url("/readyz")), (200, {"status": "ready"})),
-                            f"{replica.name} ready after the restart", replicas, 20)
+                await until(
+                    lambda r=replica: equals(_get(session, r.url("/readyz")), (200, {"status": "ready"})),
+                    f"{replica.name} ready after the restart",
+                    replicas,
+                    20,
+                )
                 assert await version(session, replica) == 3
                 assert (replica.components / "hello.py").read_text() == hello(3)
                 assert not (replica.data / "conflicts").exists()
@@ -192,8 +230,9 @@ async def test_three_processes_converge_survive_a_kill_and_refill_empty_folders(
 
 async def _get_admin(session: aiohttp.ClientSession, replica: Replica, path: str) -> tuple[int, Any]:
     try:
-        async with session.get(replica.admin_url(path), headers=ADMIN,
-                               timeout=aiohttp.ClientTimeout(total=3)) as response:
+        async with session.get(
+            replica.admin_url(path), headers=ADMIN, timeout=aiohttp.ClientTimeout(total=3)
+        ) as response:
             return response.status, await response.json(content_type=None)
     except (TimeoutError, aiohttp.ClientError, ValueError):
         return 0, None

@@ -78,8 +78,9 @@ async def test_a_replica_that_missed_changes_catches_up_when_it_starts(start_rep
     assert await b.version() == 2 and (b.folder / "hello.py").read_text() == hello(2)
 
 
-async def test_folder_only_components_are_uploaded_and_the_store_wins_conflicts(start_replica: StartReplica,
-                                                                                tmp_path: Path) -> None:
+async def test_folder_only_components_are_uploaded_and_the_store_wins_conflicts(
+    start_replica: StartReplica, tmp_path: Path
+) -> None:
     (tmp_path / "a" / "components").mkdir(parents=True)
     (tmp_path / "a" / "components" / "hello.py").write_text(hello(1))
     a = await start_replica("a")
@@ -172,22 +173,31 @@ async def _replica_status(replica: Replica, name: str, status: str) -> bool:
 
 
 def test_replication_settings_come_from_the_environment() -> None:
-    settings = from_environment({"WORKFLOW_REDIS_ADDR": "10.0.0.5:6380", "WORKFLOW_ADDR": ":9000",
-                                 "WORKFLOW_DB_HOST": "db:5433", "WORKFLOW_DB_SCHEMA": "team_a",
-                                 "WORKFLOW_RECONCILE_INTERVAL": "5s"})
+    settings = from_environment(
+        {
+            "WORKFLOW_REDIS_ADDR": "10.0.0.5:6380",
+            "WORKFLOW_ADDR": ":9000",
+            "WORKFLOW_DB_HOST": "db:5433",
+            "WORKFLOW_DB_SCHEMA": "team_a",
+            "WORKFLOW_RECONCILE_INTERVAL": "5s",
+        }
+    )
     assert settings.redis_addr == "redis://10.0.0.5:6380" and settings.reconcile_interval == 5.0
     assert settings.replica_id.endswith(":9000")
     assert "options='-c search_path=team_a'" in settings.db.dsn()
     named = from_environment({"WORKFLOW_REDIS_ADDR": "rediss://u:p@cache:6379/2", "WORKFLOW_REPLICA_ID": "pod-7"})
     assert named.redis_addr == "rediss://u:p@cache:6379/2" and named.replica_id == "pod-7" and named.db is None
-    for env, name in (({"WORKFLOW_REDIS_ADDR": "cache"}, "WORKFLOW_REDIS_ADDR"),
-                      ({"WORKFLOW_DB_HOST": "db", "WORKFLOW_DB_SCHEMA": "a;drop"}, "WORKFLOW_DB_SCHEMA")):
+    for env, name in (
+        ({"WORKFLOW_REDIS_ADDR": "cache"}, "WORKFLOW_REDIS_ADDR"),
+        ({"WORKFLOW_DB_HOST": "db", "WORKFLOW_DB_SCHEMA": "a;drop"}, "WORKFLOW_DB_SCHEMA"),
+    ):
         with pytest.raises(SettingsError, match=name):
             from_environment(env)
 
 
-async def test_malformed_and_own_events_are_ignored(start_replica: StartReplica, redis_addr: str,
-                                                    caplog: pytest.LogCaptureFixture) -> None:
+async def test_malformed_and_own_events_are_ignored(
+    start_replica: StartReplica, redis_addr: str, caplog: pytest.LogCaptureFixture
+) -> None:
     a, b = await start_replica("a"), await start_replica("b")
     await until(lambda: listening(a))
     await until(lambda: listening(b))
@@ -206,7 +216,8 @@ async def test_malformed_and_own_events_are_ignored(start_replica: StartReplica,
 
 
 async def test_a_broken_file_on_one_replica_is_neither_uploaded_nor_spread_as_a_deletion(
-        start_replica: StartReplica) -> None:
+    start_replica: StartReplica,
+) -> None:
     a, b = await _two_serving_hello(start_replica)
     await stop(b)
     (b.folder / "hello.py").write_text(hello(2) + "\ndef broken(:\n")  # edited while b was down, badly
@@ -245,7 +256,8 @@ def _remove_component_files(folder: Path) -> None:
 
 
 async def test_files_removed_while_one_replica_was_stopped_are_restored_not_deleted(
-        start_replica: StartReplica) -> None:
+    start_replica: StartReplica,
+) -> None:
     a, b = await _two_serving_hello(start_replica)
     await stop(b)
     _remove_component_files(b.folder)

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import ROOT, MakeServer
 
-SLOW_START = '''
+SLOW_START = """
 import asyncio
 from server import hookimpl
 
@@ -31,7 +31,7 @@ def register_steps(register):
 @hookimpl
 async def startup(services, logger):
     await asyncio.sleep(2.5)
-'''
+"""
 
 CONFIG = """
 pipelines:
@@ -44,8 +44,12 @@ pipelines:
 
 def _env(tmp_path: Path) -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("WORKFLOW_")}
-    return {**clean, "WORKFLOW_LOG_FORMAT": "json", "WORKFLOW_DATA_DIR": str(tmp_path / "data"),
-            "WORKFLOW_COMPONENTS_DIR": str(tmp_path / "components")}
+    return {
+        **clean,
+        "WORKFLOW_LOG_FORMAT": "json",
+        "WORKFLOW_DATA_DIR": str(tmp_path / "data"),
+        "WORKFLOW_COMPONENTS_DIR": str(tmp_path / "components"),
+    }
 
 
 def test_a_port_in_use_is_one_line_and_exit_1_before_anything_is_touched(tmp_path: Path) -> None:
@@ -56,12 +60,27 @@ def test_a_port_in_use_is_one_line_and_exit_1_before_anything_is_touched(tmp_pat
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "server", "-config", str(config), "--addr", f"127.0.0.1:{port}",
-             "--admin-addr", "127.0.0.1:0"],
-            cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=60)
+            [
+                sys.executable,
+                "-m",
+                "server",
+                "-config",
+                str(config),
+                "--addr",
+                f"127.0.0.1:{port}",
+                "--admin-addr",
+                "127.0.0.1:0",
+            ],
+            cwd=ROOT,
+            env=_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert result.returncode == 1
-    assert result.stderr.splitlines()[-1] == (f"workflow-server: cannot listen on 127.0.0.1:{port} "
-                                              "(main listener): Address already in use")
+    assert result.stderr.splitlines()[-1] == (
+        f"workflow-server: cannot listen on 127.0.0.1:{port} (main listener): Address already in use"
+    )
     assert "Traceback" not in result.stderr
     # The store was never opened and the components folder never read or created.
     assert not (tmp_path / "data").exists() and not (tmp_path / "components").exists()
@@ -77,9 +96,20 @@ async def test_livez_answers_while_the_components_start_and_readyz_waits_for_the
         port = probe.getsockname()[1]
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server", "-config", str(config), "--addr", f"127.0.0.1:{port}",
-        "--admin-addr", "127.0.0.1:0", cwd=ROOT, env=_env(tmp_path),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "server",
+        "-config",
+        str(config),
+        "--addr",
+        f"127.0.0.1:{port}",
+        "--admin-addr",
+        "127.0.0.1:0",
+        cwd=ROOT,
+        env=_env(tmp_path),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
     seen: list[tuple[int, int, int]] = []
     try:
         async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as session:
@@ -105,7 +135,8 @@ async def test_livez_answers_while_the_components_start_and_readyz_waits_for_the
 
 @pytest.mark.parametrize("example", ["chat-triage-pipeline.yaml", "order-pricing-pipeline.yaml"])
 async def test_the_shipped_examples_start_without_unknown_step_type_warnings(
-        make_server: MakeServer, example: str, caplog: pytest.LogCaptureFixture) -> None:
+    make_server: MakeServer, example: str, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="workflow")
     text = (ROOT / "example" / example).read_text()
     server = await make_server(text, components_dir=ROOT / "components", watch=False)
@@ -116,7 +147,13 @@ async def test_the_shipped_examples_start_without_unknown_step_type_warnings(
 def test_validate_still_reports_a_step_type_nothing_provides(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(textwrap.dedent(CONFIG))
-    result = subprocess.run([sys.executable, "-m", "server", "validate", str(config)], cwd=ROOT,
-                            env=_env(tmp_path), capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "validate", str(config)],
+        cwd=ROOT,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert f"{config}:6: pipeline 'slow', step 's': unknown step type 'step.slow'" in result.stderr

@@ -26,9 +26,19 @@ def http(name: str, path: str, steps: str) -> str:
 
 # --------------------------------------------------------------------------- step.validate
 
-VALIDATE = "pipelines:" + http("fields", "/fields", """
+VALIDATE = (
+    "pipelines:"
+    + http(
+        "fields",
+        "/fields",
+        """
       - {name: check, type: step.validate, config: {required_fields: [customer.id, total]}}
-""") + http("schema", "/schema", """
+""",
+    )
+    + http(
+        "schema",
+        "/schema",
+        """
       - name: check
         type: step.validate
         config:
@@ -40,15 +50,20 @@ VALIDATE = "pipelines:" + http("fields", "/fields", """
               customer: {type: object, required: [id], properties: {id: {type: integer}}}
               total: {type: number, minimum: 0}
               items: {type: array, items: {type: object, required: [sku]}}
-""")
+""",
+    )
+)
 
 
-@pytest.mark.parametrize(("payload", "missing"), [
-    ({"customer": {"id": 1}, "total": 0}, None),   # 0 is a value, not a missing field
-    ({"total": 5}, ["customer.id"]),
-    ({"customer": {"id": ""}}, ["customer.id", "total"]),
-    ({"customer": "flat", "total": 1}, ["customer.id"]),
-])
+@pytest.mark.parametrize(
+    ("payload", "missing"),
+    [
+        ({"customer": {"id": 1}, "total": 0}, None),  # 0 is a value, not a missing field
+        ({"total": 5}, ["customer.id"]),
+        ({"customer": {"id": ""}}, ["customer.id", "total"]),
+        ({"customer": "flat", "total": 1}, ["customer.id"]),
+    ],
+)
 async def test_validate_required_fields_with_nested_dot_paths(serve, payload, missing):
     srv = await serve(VALIDATE)
     response = await srv.client.post("/fields", json=payload)
@@ -61,13 +76,16 @@ async def test_validate_required_fields_with_nested_dot_paths(serve, payload, mi
     assert all(name in body["error"] for name in missing)
 
 
-@pytest.mark.parametrize(("payload", "field", "needle"), [
-    ({"customer": {"id": 1}, "total": 2.5, "items": [{"sku": "a"}]}, None, None),
-    ({"customer": {"id": "x"}, "total": 1}, "customer/id", "is not of type 'integer'"),
-    ({"customer": {"id": 1}}, None, "'total' is a required property"),
-    ({"customer": {"id": 1}, "total": -1}, "total", "minimum"),
-    ({"customer": {"id": 1}, "total": 1, "items": [{"sku": "a"}, {}]}, "items/1", "'sku' is a required property"),
-])
+@pytest.mark.parametrize(
+    ("payload", "field", "needle"),
+    [
+        ({"customer": {"id": 1}, "total": 2.5, "items": [{"sku": "a"}]}, None, None),
+        ({"customer": {"id": "x"}, "total": 1}, "customer/id", "is not of type 'integer'"),
+        ({"customer": {"id": 1}}, None, "'total' is a required property"),
+        ({"customer": {"id": 1}, "total": -1}, "total", "minimum"),
+        ({"customer": {"id": 1}, "total": 1, "items": [{"sku": "a"}, {}]}, "items/1", "'sku' is a required property"),
+    ],
+)
 async def test_validate_json_schema_names_the_failing_field(serve, payload, field, needle):
     srv = await serve(VALIDATE)
     response = await srv.client.post("/schema", json=payload)
@@ -82,7 +100,12 @@ async def test_validate_json_schema_names_the_failing_field(serve, payload, fiel
 
 # --------------------------------------------------------------------------- step.set and step.log
 
-SET_LOG = "pipelines:" + http("set", "/set", """
+SET_LOG = (
+    "pipelines:"
+    + http(
+        "set",
+        "/set",
+        """
       - name: values
         type: step.set
         config:
@@ -96,10 +119,17 @@ SET_LOG = "pipelines:" + http("set", "/set", """
             shout: "{{ .name | upper }}"
             literal: 5
             nested: {inner: "{{ .n }}", list: ["{{ .flag }}", x]}
-""") + http("log", "/log", """
+""",
+    )
+    + http(
+        "log",
+        "/log",
+        """
       - {name: say, type: step.log, config: {message: "hello {{ .name }} #{{ .n }}"}}
       - {name: warn, type: step.log, config: {message: "careful {{ .name }}", level: warning}}
-""")
+""",
+    )
+)
 
 
 async def test_set_renders_values_keeping_their_types(serve):
@@ -117,14 +147,22 @@ async def test_log_writes_the_rendered_message_at_its_level(serve, caplog):
     with caplog.at_level(logging.DEBUG, logger="workflow.step"):
         response = await srv.client.post("/log", json={"name": "Ada", "n": 7})
     assert (response.status, await response.json()) == (200, {"name": "Ada", "n": 7, "params": {}, "query": {}})
-    lines = [(r.levelno, r.getMessage(), getattr(r, "pipeline", None), getattr(r, "step", None))
-             for r in caplog.records if r.name == "workflow.step"]
+    lines = [
+        (r.levelno, r.getMessage(), getattr(r, "pipeline", None), getattr(r, "step", None))
+        for r in caplog.records
+        if r.name == "workflow.step"
+    ]
     assert lines == [(logging.INFO, "hello Ada #7", "log", "say"), (logging.WARNING, "careful Ada", "log", "warn")]
 
 
 # --------------------------------------------------------------------------- step.transform
 
-TRANSFORM = "pipelines:" + http("shape", "/shape", """
+TRANSFORM = (
+    "pipelines:"
+    + http(
+        "shape",
+        "/shape",
+        """
       - name: shape
         type: step.transform
         config:
@@ -132,20 +170,44 @@ TRANSFORM = "pipelines:" + http("shape", "/shape", """
           map: {from: items, to: skus, fields: {id: sku, n: qty}}
           filter: {from: items, to: large, where: {size: L, color: red}}
           convert: {count: int, ratio: float, active: bool, code: str, rounded: int}
-""") + http("convert", "/convert", """
+""",
+    )
+    + http(
+        "convert",
+        "/convert",
+        """
       - {name: conv, type: step.transform, config: {convert: {v: KIND}}}
-""") + http("listy", "/listy", """
+""",
+    )
+    + http(
+        "listy",
+        "/listy",
+        """
       - {name: pick, type: step.transform, config: {filter: {from: items, where: {size: L}}}}
-""")
+""",
+    )
+)
 
 
 async def test_transform_extracts_maps_filters_and_converts(serve):
     srv = await serve(TRANSFORM.replace("KIND", "int"))
-    items = [{"sku": "A", "size": "L", "color": "red", "qty": 2}, {"sku": "B", "size": "S", "color": "red", "qty": 1},
-             {"sku": "C", "size": "L", "color": "blue", "qty": 5}]
-    response = await srv.client.post("/shape", json={
-        "customer": {"address": {"city": "Oslo"}}, "items": items,
-        "count": "3", "ratio": "0.5", "active": "yes", "code": 7, "rounded": "3.9"})
+    items = [
+        {"sku": "A", "size": "L", "color": "red", "qty": 2},
+        {"sku": "B", "size": "S", "color": "red", "qty": 1},
+        {"sku": "C", "size": "L", "color": "blue", "qty": 5},
+    ]
+    response = await srv.client.post(
+        "/shape",
+        json={
+            "customer": {"address": {"city": "Oslo"}},
+            "items": items,
+            "count": "3",
+            "ratio": "0.5",
+            "active": "yes",
+            "code": 7,
+            "rounded": "3.9",
+        },
+    )
     data = await response.json()
     assert response.status == 200, data
     assert (data["city"], data["first_sku"], data["phone"]) == ("Oslo", "A", None)
@@ -154,14 +216,17 @@ async def test_transform_extracts_maps_filters_and_converts(serve):
     assert (data["count"], data["ratio"], data["active"], data["code"], data["rounded"]) == (3, 0.5, True, "7", 3)
 
 
-@pytest.mark.parametrize(("kind", "raw"), [
-    ("int", '"abc"'),
-    ("float", '"1,5"'),
-    ("bool", '"maybe"'),
-    ("int", '"1.5e400"'),   # int(inf) overflows
-    ("int", "Infinity"),    # Python's JSON parser accepts it
-    ("int", "[1]"),
-])
+@pytest.mark.parametrize(
+    ("kind", "raw"),
+    [
+        ("int", '"abc"'),
+        ("float", '"1,5"'),
+        ("bool", '"maybe"'),
+        ("int", '"1.5e400"'),  # int(inf) overflows
+        ("int", "Infinity"),  # Python's JSON parser accepts it
+        ("int", "[1]"),
+    ],
+)
 async def test_a_bad_conversion_is_400_naming_the_field(serve, kind, raw):
     srv = await serve(TRANSFORM.replace("KIND", kind))
     response = await srv.client.post("/convert", data=f'{{"v": {raw}}}', headers={"Content-Type": "application/json"})
@@ -177,10 +242,20 @@ async def test_filtering_something_that_is_not_a_list_is_400(serve):
     assert (await response.json())["field"] == "items"
 
 
-@pytest.mark.parametrize(("value", "kind", "expected"), [
-    ("42", "int", 42), ("4.7", "int", 4), (True, "int", 1), ("2.5", "float", 2.5), (3, "str", "3"),
-    ("off", "bool", False), ("Y", "bool", True), (None, "int", None), (False, "bool", False),
-])
+@pytest.mark.parametrize(
+    ("value", "kind", "expected"),
+    [
+        ("42", "int", 42),
+        ("4.7", "int", 4),
+        (True, "int", 1),
+        ("2.5", "float", 2.5),
+        (3, "str", "3"),
+        ("off", "bool", False),
+        ("Y", "bool", True),
+        (None, "int", None),
+        (False, "bool", False),
+    ],
+)
 def test_convert_rules(value, kind, expected):
     result = _convert("v", value, kind)
     assert result == expected and type(result) is type(expected)
@@ -193,7 +268,12 @@ def test_convert_refuses_overflow_as_bad_input():
 
 # --------------------------------------------------------------------------- step.json_response
 
-RESPOND = "pipelines:" + http("respond", "/respond", """
+RESPOND = (
+    "pipelines:"
+    + http(
+        "respond",
+        "/respond",
+        """
       - {name: prep, type: step.set, config: {values: {total: "{{ .amount }}"}}}
       - name: answer
         type: step.json_response
@@ -202,12 +282,24 @@ RESPOND = "pipelines:" + http("respond", "/respond", """
           headers: {X-Order: "o-{{ .id }}"}
           body: {id: "{{ .id }}", total: "{{ .total }}", fixed: [1, 2]}
       - {name: later, type: test.record}
-""") + http("respond-data", "/respond-data", """
+""",
+    )
+    + http(
+        "respond-data",
+        "/respond-data",
+        """
       - {name: answer, type: step.json_response, config: {status: "{{ .code }}"}}
       - {name: later, type: test.record}
-""") + http("respond-typed", "/respond-typed", """
+""",
+    )
+    + http(
+        "respond-typed",
+        "/respond-typed",
+        """
       - {name: answer, type: step.json_response, config: {headers: {Content-Type: application/problem+json}}}
-""")
+""",
+    )
+)
 
 
 async def test_json_response_answers_and_ends_the_pipeline(serve):
@@ -236,11 +328,18 @@ async def test_json_response_may_set_its_own_content_type(serve):
 
 # --------------------------------------------------------------------------- step.http_call
 
+
 async def upstream_app() -> web.Application:
     async def echo(request: web.Request) -> web.Response:
         body = await request.json() if request.can_read_body else None
-        return web.json_response({"method": request.method, "query": dict(request.query),
-                                  "token": request.headers.get("X-Token"), "body": body})
+        return web.json_response(
+            {
+                "method": request.method,
+                "query": dict(request.query),
+                "token": request.headers.get("X-Token"),
+                "body": body,
+            }
+        )
 
     async def status(request: web.Request) -> web.Response:
         code = int(request.match_info["code"])
@@ -261,7 +360,12 @@ async def upstream_app() -> web.Application:
     return app
 
 
-HTTP_CALL = "pipelines:" + http("get", "/get", """
+HTTP_CALL = (
+    "pipelines:"
+    + http(
+        "get",
+        "/get",
+        """
       - name: call
         type: step.http_call
         config:
@@ -271,21 +375,53 @@ HTTP_CALL = "pipelines:" + http("get", "/get", """
       - name: pick
         type: step.set
         config: {values: {echoed: "{{ .steps.call.body.query.q }}", code: "{{ .steps.call.status_code }}"}}
-""") + http("post", "/post", """
+""",
+    )
+    + http(
+        "post",
+        "/post",
+        """
       - name: call
         type: step.http_call
         config: {url: UPSTREAM/echo, method: POST, body: {order: "{{ .order }}", fixed: 1}}
-""") + http("strict", "/strict", """
+""",
+    )
+    + http(
+        "strict",
+        "/strict",
+        """
       - {name: call, type: step.http_call, config: {url: "UPSTREAM/status/{{ .code }}"}}
-""") + http("lenient", "/lenient", """
+""",
+    )
+    + http(
+        "lenient",
+        "/lenient",
+        """
       - {name: call, type: step.http_call, config: {url: "UPSTREAM/status/{{ .code }}", fail_on_error: false}}
-""") + http("slow", "/slow", """
+""",
+    )
+    + http(
+        "slow",
+        "/slow",
+        """
       - {name: call, type: step.http_call, config: {url: UPSTREAM/slow, timeout: 0.2}}
-""") + http("text", "/text", """
+""",
+    )
+    + http(
+        "text",
+        "/text",
+        """
       - {name: call, type: step.http_call, config: {url: UPSTREAM/text}}
-""") + http("refused", "/refused", """
+""",
+    )
+    + http(
+        "refused",
+        "/refused",
+        """
       - {name: call, type: step.http_call, config: {url: "http://127.0.0.1:1/nothing"}}
-""")
+""",
+    )
+)
 
 
 @pytest.fixture
@@ -316,13 +452,16 @@ async def test_http_call_keeps_a_non_json_body_as_text(upstream_server):
     assert data["body"] == "plain words"
 
 
-@pytest.mark.parametrize(("path", "code", "status"), [
-    ("/strict", 404, 502),
-    ("/strict", 500, 502),
-    ("/strict", 201, 200),
-    ("/lenient", 404, 200),
-    ("/lenient", 503, 200),
-])
+@pytest.mark.parametrize(
+    ("path", "code", "status"),
+    [
+        ("/strict", 404, 502),
+        ("/strict", 500, 502),
+        ("/strict", 201, 200),
+        ("/lenient", 404, 200),
+        ("/lenient", 503, 200),
+    ],
+)
 async def test_http_call_error_statuses_fail_unless_told_not_to(upstream_server, path, code, status):
     response = await upstream_server.client.post(path, json={"code": code})
     body = await response.json()
@@ -344,11 +483,23 @@ async def test_http_call_timeouts_and_connection_failures(upstream_server, path,
 
 # --------------------------------------------------------------------------- step.publish
 
-PUBLISH = "pipelines:" + http("announce", "/announce", """
+PUBLISH = (
+    "pipelines:"
+    + http(
+        "announce",
+        "/announce",
+        """
       - {name: pub, type: step.publish, config: {topic: orders.created, payload: {id: "{{ .id }}", source: web}}}
-""") + http("announce-all", "/announce-all", """
+""",
+    )
+    + http(
+        "announce-all",
+        "/announce-all",
+        """
       - {name: pub, type: step.publish, config: {topic: orders.created}}
-""") + """
+""",
+    )
+    + """
   listener:
     trigger: {type: event, config: {topic: orders.created}}
     steps:
@@ -358,6 +509,7 @@ PUBLISH = "pipelines:" + http("announce", "/announce", """
     steps:
       - {name: wrong, type: test.record}
 """
+)
 
 
 async def test_publish_runs_the_pipelines_listening_on_the_topic(serve):
@@ -378,24 +530,55 @@ async def test_publish_without_payload_sends_the_data(serve):
 
 
 async def _counted(srv, action: str) -> bool:
-    return metric_value(await srv.metrics(), "workflow_executions_total", workflow_type="event",
-                        action=action, status="success") == 1
+    return (
+        metric_value(
+            await srv.metrics(), "workflow_executions_total", workflow_type="event", action=action, status="success"
+        )
+        == 1
+    )
 
 
 # --------------------------------------------------------------------------- step.delegate
 
-DELEGATE = "pipelines:" + http("main", "/delegate", """
+DELEGATE = (
+    "pipelines:"
+    + http(
+        "main",
+        "/delegate",
+        """
       - {name: sub, type: step.delegate, config: {pipeline: helper, input: {n: "{{ .n }}"}}}
       - {name: after, type: step.set, config: {values: {after: "{{ .greeting }}"}}}
-""") + http("keyed", "/delegate-keyed", """
+""",
+    )
+    + http(
+        "keyed",
+        "/delegate-keyed",
+        """
       - {name: sub, type: step.delegate, config: {pipeline: helper, input: {n: "{{ .n }}"}, output: helped}}
-""") + http("to-responder", "/delegate-responder", """
+""",
+    )
+    + http(
+        "to-responder",
+        "/delegate-responder",
+        """
       - {name: sub, type: step.delegate, config: {pipeline: responder, output: answer}}
-""") + http("to-failing", "/delegate-failing", """
+""",
+    )
+    + http(
+        "to-failing",
+        "/delegate-failing",
+        """
       - {name: sub, type: step.delegate, config: {pipeline: failing}}
-""") + http("forever", "/recurse", """
+""",
+    )
+    + http(
+        "forever",
+        "/recurse",
+        """
       - {name: again, type: step.delegate, config: {pipeline: forever}}
-""") + """
+""",
+    )
+    + """
   helper:
     trigger: {type: manual}
     steps:
@@ -409,13 +592,17 @@ DELEGATE = "pipelines:" + http("main", "/delegate", """
     steps:
       - {name: check, type: step.validate, config: {required_fields: [nothing_here]}}
 """
+)
 
 
-@pytest.mark.parametrize(("path", "expected"), [
-    ("/delegate", {"n": 3, "greeting": "hi 3", "from_trigger": 3, "after": "hi 3"}),
-    ("/delegate-keyed", {"n": 3, "helped": {"n": 3, "greeting": "hi 3", "from_trigger": 3}}),
-    ("/delegate-responder", {"n": 3, "answer": {"answered": True}}),
-])
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/delegate", {"n": 3, "greeting": "hi 3", "from_trigger": 3, "after": "hi 3"}),
+        ("/delegate-keyed", {"n": 3, "helped": {"n": 3, "greeting": "hi 3", "from_trigger": 3}}),
+        ("/delegate-responder", {"n": 3, "answer": {"answered": True}}),
+    ],
+)
 async def test_delegate_runs_another_pipeline_and_takes_its_result(serve, path, expected):
     srv = await serve(DELEGATE)
     response = await srv.client.post(path, json={"n": 3})
@@ -443,5 +630,6 @@ async def test_delegation_recursion_is_stopped(serve):
     metrics = await srv.metrics()
     assert metric_value(metrics, "active_workflows", workflow_type="http") == 0
     # every level of the recursion finished, each counted as a failure
-    assert metric_value(metrics, "workflow_executions_total", workflow_type="http", action="forever",
-                        status="error") == 9
+    assert (
+        metric_value(metrics, "workflow_executions_total", workflow_type="http", action="forever", status="error") == 9
+    )

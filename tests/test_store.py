@@ -66,26 +66,53 @@ async def store(new_store: Callable[[], Store]) -> Store:
     return opened
 
 
-def row(id: str, *, pipeline: str = "orders", status: str = "success", at: datetime = T0, steps: int = 2,
-        result: Any = None) -> ExecutionRow:
+def row(
+    id: str, *, pipeline: str = "orders", status: str = "success", at: datetime = T0, steps: int = 2, result: Any = None
+) -> ExecutionRow:
     """An execution with `steps` steps, the last one failed when the status is not success."""
     failed = status != "success"
     return ExecutionRow(
-        id, pipeline, "http", status, at, 12.5, {"error": "boom", "step": f"s{steps - 1}"} if failed else None,
+        id,
+        pipeline,
+        "http",
+        status,
+        at,
+        12.5,
+        {"error": "boom", "step": f"s{steps - 1}"} if failed else None,
         None if failed else (result if result is not None else {"id": id, "items": [1, 2.5, "é"]}),
-        tuple(StepRow(f"s{i}", "step.set", "error" if failed and i == steps - 1 else "success", 1.25 * i,
-                      "boom" if failed and i == steps - 1 else None) for i in range(steps)))
+        tuple(
+            StepRow(
+                f"s{i}",
+                "step.set",
+                "error" if failed and i == steps - 1 else "success",
+                1.25 * i,
+                "boom" if failed and i == steps - 1 else None,
+            )
+            for i in range(steps)
+        ),
+    )
 
 
 def outcome(id: str, *, failed: bool = False, at: str = "2026-01-01T12:00:00.250Z") -> Outcome:
     """A finished execution as the executor leaves it: three steps, the last one failed when `failed`."""
-    return Outcome(id, "orders", "http", status="error" if failed else "success", data={"x": 1},
-                   response=None if failed else Response(201, {"id": id, "ok": True}),
-                   error=StepError("bad", step="s2") if failed else None, started_at=at, duration=0.0125,
-                   steps=[StepRecord("s0", "step.set", "success", 0.001),
-                          StepRecord("s1", "step.set", "success", 0.0025),
-                          StepRecord("s2", "step.fail", "error", 0.003, "bad") if failed else
-                          StepRecord("s2", "step.json_response", "success", 0.003)])
+    return Outcome(
+        id,
+        "orders",
+        "http",
+        status="error" if failed else "success",
+        data={"x": 1},
+        response=None if failed else Response(201, {"id": id, "ok": True}),
+        error=StepError("bad", step="s2") if failed else None,
+        started_at=at,
+        duration=0.0125,
+        steps=[
+            StepRecord("s0", "step.set", "success", 0.001),
+            StepRecord("s1", "step.set", "success", 0.0025),
+            StepRecord("s2", "step.fail", "error", 0.003, "bad")
+            if failed
+            else StepRecord("s2", "step.json_response", "success", 0.003),
+        ],
+    )
 
 
 async def fetch(store: Store, id: str) -> ExecutionRow:
@@ -107,6 +134,7 @@ async def all_ids(store: Store, **filters: Any) -> list[str]:
 
 
 # --- migrations ---------------------------------------------------------------------------------------------
+
 
 async def test_migrations_are_idempotent(new_store: Callable[[], Store]) -> None:
     first = new_store()
@@ -138,6 +166,7 @@ def test_migration_lists_match_and_newer_schemas_are_tolerated(caplog: pytest.Lo
 
 # --- executions ---------------------------------------------------------------------------------------------
 
+
 async def test_execution_round_trip(store: Store) -> None:
     ok, failed = row("ok", result={"nested": {"list": [1, None, True]}, "text": "ünï 😀"}), row("bad", status="error")
     await store.record_executions([ok, failed])
@@ -158,8 +187,11 @@ async def test_recording_again_replaces_the_execution_and_its_steps(store: Store
 
 
 async def test_values_json_cannot_hold_are_stored_anyway(store: Store) -> None:
-    odd = replace(row("odd"), result={"nan": float("nan"), "nul": "a\x00b", "half": "x\ud800", "when": T0, 1: {2}},
-                  steps=(StepRow("s\x00", "t", "error", float("inf"), "bad \x00 byte"),))
+    odd = replace(
+        row("odd"),
+        result={"nan": float("nan"), "nul": "a\x00b", "half": "x\ud800", "when": T0, 1: {2}},
+        steps=(StepRow("s\x00", "t", "error", float("inf"), "bad \x00 byte"),),
+    )
     await store.record_executions([odd])
     stored = await fetch(store, "odd")
     assert stored.result == {"nan": None, "nul": "a\ufffdb", "half": "x?", "when": str(T0), "1": "{2}"}
@@ -170,8 +202,14 @@ async def test_outcomes_are_stored_as_execution_row_reads_them(store: Store) -> 
     plain = outcome("plain")
     plain.response = None  # no step answered: the result is the final data
     unstamped = Outcome("unstamped", "p", "manual")  # never ran far enough to get a start time
-    done = [outcome("ok"), outcome("bad", failed=True), plain, outcome("twice"), row("a-row"),
-            outcome("twice", failed=True)]
+    done = [
+        outcome("ok"),
+        outcome("bad", failed=True),
+        plain,
+        outcome("twice"),
+        row("a-row"),
+        outcome("twice", failed=True),
+    ]
     await store.record_executions([*done, unstamped])
     for item in done[:3] + done[5:]:
         assert await store.get_execution(item.execution_id) == execution_row(item)  # the last "twice" won
@@ -202,7 +240,8 @@ async def test_sqlite_keeps_steps_as_one_json_column(tmp_path: Any) -> None:
     with closing(sqlite3.connect(tmp_path / "workflow.db")) as db:
         # The layout SQL readers rely on: one [name, type, status, duration_ms, error] array per step.
         assert db.execute("SELECT steps FROM executions").fetchall() == [
-            ('[["s0","step.set","success",0.0,null],["s1","step.set","error",1.25,"boom"]]',)]
+            ('[["s0","step.set","success",0.0,null],["s1","step.set","error",1.25,"boom"]]',)
+        ]
         assert "execution_steps" not in {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
         # A new file gets big pages (cheaper random-id inserts) and WAL.
         assert db.execute("PRAGMA page_size").fetchone()[0] == 16384
@@ -210,9 +249,14 @@ async def test_sqlite_keeps_steps_as_one_json_column(tmp_path: Any) -> None:
 
 
 async def test_list_filters(store: Store) -> None:
-    await store.record_executions([
-        row("a", at=T0), row("b", at=T0 + timedelta(minutes=1), status="error"),
-        row("c", at=T0 + timedelta(minutes=2), pipeline="billing"), row("d", at=T0 + timedelta(minutes=3))])
+    await store.record_executions(
+        [
+            row("a", at=T0),
+            row("b", at=T0 + timedelta(minutes=1), status="error"),
+            row("c", at=T0 + timedelta(minutes=2), pipeline="billing"),
+            row("d", at=T0 + timedelta(minutes=3)),
+        ]
+    )
     assert await all_ids(store) == ["d", "c", "b", "a"]
     assert await all_ids(store, pipeline="orders") == ["d", "b", "a"]
     assert await all_ids(store, status="error") == ["b"]
@@ -244,8 +288,9 @@ async def test_pagination_has_no_gaps_or_repeats(store: Store) -> None:
 async def test_prune_deletes_old_executions_with_their_steps(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sql, "PRUNE_CHUNK", 2)  # several chunks with few rows
     monkeypatch.setattr(sql, "PRUNE", sql.PRUNE.replace("LIMIT 5000", "LIMIT 2"))
-    await store.record_executions([row(f"old{i}", at=T0 - timedelta(days=i + 1)) for i in range(5)]
-                                  + [row("new", at=T0)])
+    await store.record_executions(
+        [row(f"old{i}", at=T0 - timedelta(days=i + 1)) for i in range(5)] + [row("new", at=T0)]
+    )
     assert await store.prune_executions(T0) == 5
     assert await all_ids(store) == ["new"]
     assert await store.prune_executions(T0) == 0
@@ -254,6 +299,7 @@ async def test_prune_deletes_old_executions_with_their_steps(store: Store, monke
 
 
 # --- components and audit ----------------------------------------------------------------------------------
+
 
 async def test_component_versions_and_soft_delete(store: Store) -> None:
     first = await store.put_component("greet", "v1", "sha1", "alice")
@@ -270,8 +316,10 @@ async def test_component_versions_and_soft_delete(store: Store) -> None:
     assert await store.get_component("greet") == deleted
     assert [c.id for c in await store.list_components()] == ["audit_me"]
     assert [c.id for c in await store.list_components(include_deleted=True)] == ["audit_me", "greet"]
-    assert await store.component_versions() == [ComponentVersion("audit_me", "shax", 1, False),
-                                                ComponentVersion("greet", "sha2", 3, True)]
+    assert await store.component_versions() == [
+        ComponentVersion("audit_me", "shax", 1, False),
+        ComponentVersion("greet", "sha2", 3, True),
+    ]
     again = await store.put_component("greet", "v3", "sha3", "dave")
     assert (again.version, again.deleted, again.source) == (4, False, "v3")
     assert (await store.component_versions())[1] == ComponentVersion("greet", "sha3", 4, False)
@@ -291,7 +339,8 @@ async def test_audit_log(store: Store) -> None:
     assert [(e.who, e.action, e.target, e.client_address, e.detail) for e in entries] == [
         ("bob", "token.refused", None, "::1", {"reason": "expired"}),
         ("bob", "component.delete", "greet", None, None),
-        ("alice", "component.put", "greet", "10.0.0.1", {"version": 1})]
+        ("alice", "component.put", "greet", "10.0.0.1", {"version": 1}),
+    ]
     assert entries[0].id > entries[1].id and entries[0].at.tzinfo == UTC
     assert [e.action for e in await store.list_audit(target="greet", limit=1)] == ["component.delete"]
 
@@ -304,7 +353,9 @@ async def test_replica_reports_replace_earlier_ones_and_age_out(store: Store) ->
     before = datetime.now(UTC) - timedelta(minutes=1)
     rows = await store.list_replicas(since=before)
     assert [(r.replica, r.component, r.version, r.status, r.error) for r in rows] == [
-        ("r1", "greet", 3, "serving", None), ("r2", "greet", 2, "error", "line 3: boom")]
+        ("r1", "greet", 3, "serving", None),
+        ("r2", "greet", 2, "error", "line 3: boom"),
+    ]
     assert all(r.reported_at is not None and r.reported_at >= before for r in rows)
     assert await store.list_replicas(since=datetime.now(UTC) + timedelta(minutes=1)) == []
     await store.report_replica("r2", [])
@@ -322,11 +373,18 @@ async def test_ping_and_close(new_store: Callable[[], Store]) -> None:
 
 # --- recorder ----------------------------------------------------------------------------------------------
 
+
 class Wrapper:
     """A store stand-in around a real one: counts batches, fails on demand."""
 
-    def __init__(self, store: Store, *, down: bool = False, refuse: Callable[[sql.Record], bool] | None = None,
-                 read_only: bool = False) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        down: bool = False,
+        refuse: Callable[[sql.Record], bool] | None = None,
+        read_only: bool = False,
+    ) -> None:
         self.store, self.down, self.refuse, self.read_only = store, down, refuse, read_only
         self.batches: list[int] = []
         self.gate: asyncio.Event | None = None
@@ -448,8 +506,7 @@ async def test_recorder_add_never_waits_for_the_store(store: Store) -> None:
     assert recorder.flushed == 20_001
 
 
-async def test_recorder_discards_only_rows_the_database_refuses(store: Store,
-                                                                  caplog: pytest.LogCaptureFixture) -> None:
+async def test_recorder_discards_only_rows_the_database_refuses(store: Store, caplog: pytest.LogCaptureFixture) -> None:
     recorder = Recorder(Wrapper(store, refuse=lambda r: r.id == "poison"), batch=10, interval=60)
     for id in ("a", "poison", "b", "c"):
         recorder.add(row(id))
@@ -462,6 +519,7 @@ async def test_recorder_discards_only_rows_the_database_refuses(store: Store,
 
 async def test_recorder_takes_outcomes_and_names_one_refused(store: Store, caplog: pytest.LogCaptureFixture) -> None:
     recorder = Recorder(Wrapper(store, refuse=lambda r: r.id == "poison"), batch=10, interval=60)
+
     class Broken(StepError):
         def to_json(self) -> dict[str, Any]:
             raise RuntimeError("a defect")
@@ -496,8 +554,9 @@ async def test_postgres_recovers_when_its_connections_are_killed(postgres_dsn: s
     await store.open()
     try:
         await asyncio.gather(*(store.ping() for _ in range(3)))  # fill the pool with connections to kill
-        pg_admin(postgres_dsn,
-               f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{name}'")
+        pg_admin(
+            postgres_dsn, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{name}'"
+        )
         recorder = Recorder(store, interval=0.01)
         recorder.add(row("after-restart"))
         await recorder.stop(5)
@@ -510,6 +569,7 @@ async def test_postgres_recovers_when_its_connections_are_killed(postgres_dsn: s
 
 
 # --- retention, wiring, conversions ------------------------------------------------------------------------
+
 
 async def test_retention_prunes_past_history_days(store: Store) -> None:
     now = datetime.now(UTC)
@@ -543,13 +603,27 @@ async def test_running_store_records_until_it_stops(settings: Settings) -> None:
 
 
 def test_execution_row_from_an_outcome() -> None:
-    outcome = Outcome("id1", "orders", "http", status="error", error=StepError("bad", step="s1"),
-                      steps=[StepRecord("s0", "step.set", "success", 0.002),
-                             StepRecord("s1", "step.fail", "error", 0.5, "bad")],
-                      started_at="2026-01-01T12:00:00.000Z", duration=0.75)
+    outcome = Outcome(
+        "id1",
+        "orders",
+        "http",
+        status="error",
+        error=StepError("bad", step="s1"),
+        steps=[StepRecord("s0", "step.set", "success", 0.002), StepRecord("s1", "step.fail", "error", 0.5, "bad")],
+        started_at="2026-01-01T12:00:00.000Z",
+        duration=0.75,
+    )
     assert execution_row(outcome) == ExecutionRow(
-        "id1", "orders", "http", "error", T0, 750.0, {"error": "bad", "step": "s1"}, None,
-        (StepRow("s0", "step.set", "success", 2.0), StepRow("s1", "step.fail", "error", 500.0, "bad")))
+        "id1",
+        "orders",
+        "http",
+        "error",
+        T0,
+        750.0,
+        {"error": "bad", "step": "s1"},
+        None,
+        (StepRow("s0", "step.set", "success", 2.0), StepRow("s1", "step.fail", "error", 500.0, "bad")),
+    )
     assert execution_row(Outcome("id2", "p", "manual", data={"x": 1})).result == {"x": 1}
 
 

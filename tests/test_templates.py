@@ -69,6 +69,7 @@ def assert_same(actual: Any, expected: Any) -> None:
 
 # --- reading values -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("template", "expected"),
     [
@@ -101,8 +102,10 @@ def test_whole_value_keeps_type(template: str, expected: Any) -> None:
     assert_same(render(template), expected)
 
 
-@pytest.mark.parametrize(("template", "root"), [("{{ . }}", DATA), ("{{ .steps }}", STEPS),
-                                                 ("{{ .trigger }}", TRIGGER), ("{{ .meta }}", META)])
+@pytest.mark.parametrize(
+    ("template", "root"),
+    [("{{ . }}", DATA), ("{{ .steps }}", STEPS), ("{{ .trigger }}", TRIGGER), ("{{ .meta }}", META)],
+)
 def test_bare_roots_return_the_mapping_itself(template: str, root: dict[str, Any]) -> None:
     assert render(template) is root
 
@@ -126,11 +129,31 @@ def test_compiled_once_rendered_against_many_scopes() -> None:
 
 
 MISSING_PATHS = [
-    ".nope", ".nope.deeper", ".name.x", ".name.0", ".n.x", ".none.x", ".items.5", ".items.x",
-    ".items.0.nope", ".obj.b.9", ".tup.2", ".steps.nope.x", ".trigger.nope", ".meta.nope",
+    ".nope",
+    ".nope.deeper",
+    ".name.x",
+    ".name.0",
+    ".n.x",
+    ".none.x",
+    ".items.5",
+    ".items.x",
+    ".items.0.nope",
+    ".obj.b.9",
+    ".tup.2",
+    ".steps.nope.x",
+    ".trigger.nope",
+    ".meta.nope",
     # no attribute access on anything
-    ".__class__", ".opaque.value", ".opaque.__class__", ".opaque.0", ".name.__class__.__name__",
-    ".items.__len__", ".obj.__class__", ".obj.keys", ".n.real", ".__class__.__mro__",
+    ".__class__",
+    ".opaque.value",
+    ".opaque.__class__",
+    ".opaque.0",
+    ".name.__class__.__name__",
+    ".items.__len__",
+    ".obj.__class__",
+    ".obj.keys",
+    ".n.real",
+    ".__class__.__mro__",
 ]
 
 
@@ -147,6 +170,7 @@ def test_dunder_names_are_plain_keys() -> None:
 
 
 # --- mixed text ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("template", "expected"),
@@ -180,6 +204,7 @@ def test_mixed_json_keeps_non_ascii() -> None:
 
 # --- functions ----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("template", "expected"),
     [
@@ -187,13 +212,13 @@ def test_mixed_json_keeps_non_ascii() -> None:
         ("{{ .Mixed | lower }}", "mixed"),
         ("{{ upper .name }}", "ADA"),
         ("{{ .name | upper }}", "ADA"),
-        ("{{ default \"anon\" .nope }}", "anon"),
-        ("{{ .nope | default \"anon\" }}", "anon"),
-        ("{{ default \"anon\" .none }}", "anon"),
-        ("{{ default \"anon\" .empty }}", "anon"),
-        ("{{ .empty | default \"anon\" }}", "anon"),
-        ("{{ default \"anon\" .name }}", "Ada"),
-        ("{{ .name | default \"anon\" }}", "Ada"),
+        ('{{ default "anon" .nope }}', "anon"),
+        ('{{ .nope | default "anon" }}', "anon"),
+        ('{{ default "anon" .none }}', "anon"),
+        ('{{ default "anon" .empty }}', "anon"),
+        ('{{ .empty | default "anon" }}', "anon"),
+        ('{{ default "anon" .name }}', "Ada"),
+        ('{{ .name | default "anon" }}', "Ada"),
         ("{{ default 5 .nope }}", 5),
         ("{{ default 5 .n }}", 3),
         ("{{ default 9 .zero }}", 0),
@@ -207,13 +232,13 @@ def test_mixed_json_keeps_non_ascii() -> None:
         ("{{ json .nope }}", "null"),
         ("{{ .items | json }}", '[{"sku":"A1"},{"sku":"B2"}]'),
         # chained pipes and calls feeding pipes
-        ("{{ .nope | default \"anon\" | upper }}", "ANON"),
-        ("{{ .name | default \"anon\" | upper }}", "ADA"),
+        ('{{ .nope | default "anon" | upper }}', "ANON"),
+        ('{{ .name | default "anon" | upper }}', "ADA"),
         ("{{ .name | lower | upper }}", "ADA"),
-        ("{{ default \"anon\" .nope | upper }}", "ANON"),
+        ('{{ default "anon" .nope | upper }}', "ANON"),
         ("{{ .obj.a | json | upper }}", "1"),
         # parenthesised sub-expressions
-        ("{{ upper (default \"anon\" .nope) }}", "ANON"),
+        ('{{ upper (default "anon" .nope) }}', "ANON"),
         ("{{ default (lower .Mixed) .nope }}", "mixed"),
         ("{{ (lower .Mixed) }}", "mixed"),
         ("{{ (.name) }}", "Ada"),
@@ -221,7 +246,7 @@ def test_mixed_json_keeps_non_ascii() -> None:
         ("{{ upper (lower (upper .name)) }}", "ADA"),
         ("{{ (.name | lower) | upper }}", "ADA"),
         ("{{ .nope | default (.name | lower) }}", "ada"),
-        ("Hello {{ .nope | default \"anon\" | upper }}!", "Hello ANON!"),
+        ('Hello {{ .nope | default "anon" | upper }}!', "Hello ANON!"),
         ("{{ default 5 .nope }}!", "5!"),
     ],
 )
@@ -274,6 +299,7 @@ def test_now_is_rfc3339_utc() -> None:
 
 # --- literals -----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("template", "expected"),
     [
@@ -308,6 +334,7 @@ def test_null_literals(template: str) -> None:
 
 # --- errors -------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("template", "problem", "quoted"),
     [
@@ -318,7 +345,7 @@ def test_null_literals(template: str) -> None:
         ("{{}}", "empty action", "{{}}"),
         ("{{ lowr .name }}", 'unknown function "lowr"', "{{ lowr .name }}"),
         ("x {{ .name | lowr }}", 'unknown function "lowr"', "{{ .name | lowr }}"),
-        ("{{ eval \"1+1\" }}", 'unknown function "eval"', '{{ eval "1+1" }}'),
+        ('{{ eval "1+1" }}', 'unknown function "eval"', '{{ eval "1+1" }}'),
         ("{{ __import__ }}", 'unknown function "__import__"', "{{ __import__ }}"),
         ("{{ upper (len .items) }}", 'unknown function "len"', "{{ upper (len .items) }}"),
         ("{{ .x | lower.__globals__ }}", 'bad token "lower.__globals__"', "{{ .x | lower.__globals__ }}"),
@@ -331,7 +358,7 @@ def test_null_literals(template: str) -> None:
         ("{{ 12ab }}", 'bad token "12ab"', "{{ 12ab }}"),
         ('{{ "a"b }}', "bad token", '{{ "a"b }}'),
         ("{{ $x }}", 'unexpected character "$"', "{{ $x }}"),
-        ("{{ 'x' }}", "unexpected character \"'\"", "{{ 'x' }}"),
+        ("{{ 'x' }}", 'unexpected character "\'"', "{{ 'x' }}"),
         ("{{ .a } }}", 'unexpected character "}"', "{{ .a } }}"),
         ("{{ .a + 1 }}", 'unexpected character "+"', "{{ .a + 1 }}"),
         ("{{ lower }}", 'wrong number of arguments for "lower": want 1, got 0', "{{ lower }}"),
@@ -392,10 +419,25 @@ def test_nested_errors_name_the_key_path(value: Any, message: str) -> None:
 
 # --- constants and structure --------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "value",
-    ["plain", "", "a }} b", "{ .a }", "{ {.a} }", 5, 1.5, None, True, b"bytes",
-     {"a": 1, "b": [1, "x"]}, [1, 2], (1, "x"), {"{{ .name }}": "keys are not templated"}],
+    [
+        "plain",
+        "",
+        "a }} b",
+        "{ .a }",
+        "{ {.a} }",
+        5,
+        1.5,
+        None,
+        True,
+        b"bytes",
+        {"a": 1, "b": [1, "x"]},
+        [1, 2],
+        (1, "x"),
+        {"{{ .name }}": "keys are not templated"},
+    ],
 )
 def test_constants_render_as_the_same_object(value: Any) -> None:
     compiled = compile_value(value)
@@ -435,14 +477,22 @@ def test_renderable_protocol_and_flags() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("{{ .a }}", True), ("x {{ .a }} y", True), ("{{", True), ("plain", False), ("}}", False),
-     ("{ {", False), ("", False)],
+    [
+        ("{{ .a }}", True),
+        ("x {{ .a }} y", True),
+        ("{{", True),
+        ("plain", False),
+        ("}}", False),
+        ("{ {", False),
+        ("", False),
+    ],
 )
 def test_has_template(text: str, expected: bool) -> None:
     assert has_template(text) is expected
 
 
 # --- no evaluation ------------------------------------------------------------------------------
+
 
 def test_no_eval_or_exec(monkeypatch: pytest.MonkeyPatch) -> None:
     def forbidden(*args: Any, **kwargs: Any) -> None:
@@ -457,9 +507,16 @@ def test_no_eval_or_exec(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(
     "template",
-    ["{{ .__class__ }}", "{{ .opaque.__class__ }}", "{{ .opaque.__dict__ }}", "{{ .name.__class__ }}",
-     "{{ .x | lower.__globals__ }}", "{{ lower.__globals__ }}", "{{ .__globals__ | lower }}",
-     "{{ .items.0.__class__.__init__.__globals__ }}"],
+    [
+        "{{ .__class__ }}",
+        "{{ .opaque.__class__ }}",
+        "{{ .opaque.__dict__ }}",
+        "{{ .name.__class__ }}",
+        "{{ .x | lower.__globals__ }}",
+        "{{ lower.__globals__ }}",
+        "{{ .__globals__ | lower }}",
+        "{{ .items.0.__class__.__init__.__globals__ }}",
+    ],
 )
 def test_attribute_probes_are_errors_or_missing(template: str) -> None:
     Opaque.touched = False

@@ -17,10 +17,15 @@ _PAGE = resources.files(__package__).joinpath("index.html").read_bytes()
 
 async def admin_page(request: web.Request) -> web.Response:
     """The admin UI; it holds no data itself and calls the API with the token the user pastes."""
-    return web.Response(body=_PAGE, content_type="text/html",
-                        headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
-                                 "Content-Security-Policy": "default-src 'self'; style-src 'unsafe-inline'; "
-                                                            "script-src 'unsafe-inline'"})
+    return web.Response(
+        body=_PAGE,
+        content_type="text/html",
+        headers={
+            "Cache-Control": "no-store",
+            "X-Frame-Options": "DENY",
+            "Content-Security-Policy": "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'",
+        },
+    )
 
 
 def setup_admin(app: web.Application, authenticator: Authenticator) -> None:

@@ -41,8 +41,11 @@ class Authenticator:
         self.issuer, self.audience = settings.jwt_issuer, settings.jwt_audience
         self.disabled_reason = None
         if self.secret is None and self.jwks is None:
-            self.disabled_reason = (f"JWT_SECRET is shorter than {MIN_SECRET_BYTES} bytes" if secret else
-                                    "neither JWT_SECRET nor JWT_JWKS_URL is set")
+            self.disabled_reason = (
+                f"JWT_SECRET is shorter than {MIN_SECRET_BYTES} bytes"
+                if secret
+                else "neither JWT_SECRET nor JWT_JWKS_URL is set"
+            )
             log.warning("admin API disabled: %s; every admin call answers 503", self.disabled_reason)
 
     async def identify(self, request: web.Request) -> Identity:
@@ -68,8 +71,14 @@ class Authenticator:
                 algorithms = ASYMMETRIC
             else:
                 raise Unauthorized(f"tokens signed with {header.get('alg')!r} are not accepted")
-            return jwt.decode(token, key, algorithms=algorithms, issuer=self.issuer, audience=self.audience,
-                              options={"require": ["exp"], "verify_aud": self.audience is not None})
+            return jwt.decode(
+                token,
+                key,
+                algorithms=algorithms,
+                issuer=self.issuer,
+                audience=self.audience,
+                options={"require": ["exp"], "verify_aud": self.audience is not None},
+            )
         except jwt.ExpiredSignatureError:
             raise Unauthorized("the token has expired") from None
         except jwt.PyJWKClientError as exc:

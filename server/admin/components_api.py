@@ -89,8 +89,7 @@ async def _install(request: web.Request, cid: str, text: str, *, action: str) ->
     settings = request.app[ENGINE].settings
     if settings.component_imports is not None:
         check_imports(text, f"{cid}.py", settings.component_imports)
-    return await request.app[REPLICATOR].put(cid, text, who=_who(request), client=request.remote or "",
-                                             action=action)
+    return await request.app[REPLICATOR].put(cid, text, who=_who(request), client=request.remote or "", action=action)
 
 
 async def _precheck(request: web.Request, cid: str, text: str) -> None:
@@ -122,8 +121,15 @@ async def _replicas(request: web.Request) -> dict[str, list[dict[str, Any]]]:
     found: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         found.setdefault(row.component, []).append(
-            {"replica": row.replica, "version": row.version, "sha256": row.sha256, "status": row.status,
-             "error": row.error, "reported_at": row.reported_at.isoformat() if row.reported_at else None})
+            {
+                "replica": row.replica,
+                "version": row.version,
+                "sha256": row.sha256,
+                "status": row.status,
+                "error": row.error,
+                "reported_at": row.reported_at.isoformat() if row.reported_at else None,
+            }
+        )
     return found
 
 
@@ -132,12 +138,20 @@ def _describe(request: web.Request, cid: str, replicas: dict[str, list[dict[str,
     component, failure = manager.components.get(cid), manager.failures.get(cid)
     body: dict[str, Any] = {"id": cid, "status": "serving" if component else "error"}
     if component is not None:
-        body.update(sha256=component.sha256, version=component.version, loaded_at=component.loaded_at,
-                    path=component.path, step_types=sorted(component.steps),
-                    endpoints=[f"{e.method} {e.path}" for e in component.endpoints],
-                    in_flight=request.app[ENGINE].in_flight(component.steps.values()))
-    body["last_error"] = None if failure is None else {
-        "error": failure.error, "line": failure.line, "sha256": failure.sha256, "at": failure.at}
+        body.update(
+            sha256=component.sha256,
+            version=component.version,
+            loaded_at=component.loaded_at,
+            path=component.path,
+            step_types=sorted(component.steps),
+            endpoints=[f"{e.method} {e.path}" for e in component.endpoints],
+            in_flight=request.app[ENGINE].in_flight(component.steps.values()),
+        )
+    body["last_error"] = (
+        None
+        if failure is None
+        else {"error": failure.error, "line": failure.line, "sha256": failure.sha256, "at": failure.at}
+    )
     body["replicas"] = replicas.get(cid, [])
     return body
 

@@ -28,5 +28,8 @@ def check_imports(source: str, path: str, allowed: frozenset[str]) -> None:
         for name in names:
             top = name.split(".", 1)[0]
             if top not in allowed:
-                raise ComponentError(f"import of {name!r} is not allowed by the import policy "
-                                     f"(allowed: {', '.join(sorted(allowed))})", file=path, line=node.lineno)
+                raise ComponentError(
+                    f"import of {name!r} is not allowed by the import policy (allowed: {', '.join(sorted(allowed))})",
+                    file=path,
+                    line=node.lineno,
+                )

@@ -25,8 +25,13 @@ async def list_executions(request: web.Request) -> web.Response:
         raise BadRequest(f"status must be one of {', '.join(STATUSES)}", field="status")
     try:
         rows, cursor = await request.app[STORE].list_executions(
-            pipeline=query.get("pipeline") or None, status=status, since=_time(query, "since"),
-            until=_time(query, "until"), limit=_limit(query), before=query.get("before") or None)
+            pipeline=query.get("pipeline") or None,
+            status=status,
+            since=_time(query, "since"),
+            until=_time(query, "until"),
+            limit=_limit(query),
+            before=query.get("before") or None,
+        )
     except InvalidCursor:
         raise BadRequest("'before' is not a cursor this server handed out", field="before") from None
     body: dict[str, Any] = {"executions": [_execution(row, steps=False) for row in rows], "next": None}
@@ -51,25 +56,51 @@ async def list_pipelines(request: web.Request) -> web.Response:
         steps = []
         for step in (*pipeline.steps, *pipeline.compensation):
             provider = state.registry.steps.get(step.type)
-            steps.append({"name": step.name, "type": step.type, "available": provider is not None,
-                          "provider": provider.provider if provider else None,
-                          "compensation": step in pipeline.compensation})
+            steps.append(
+                {
+                    "name": step.name,
+                    "type": step.type,
+                    "available": provider is not None,
+                    "provider": provider.provider if provider else None,
+                    "compensation": step in pipeline.compensation,
+                }
+            )
         trigger = pipeline.trigger
-        pipelines.append({"name": pipeline.name, "trigger": {"type": trigger.type, "config": dict(trigger.config)},
-                          "on_error": pipeline.on_error, "timeout_seconds": pipeline.timeout,
-                          "available": all(s["available"] for s in steps), "steps": steps})
+        pipelines.append(
+            {
+                "name": pipeline.name,
+                "trigger": {"type": trigger.type, "config": dict(trigger.config)},
+                "on_error": pipeline.on_error,
+                "timeout_seconds": pipeline.timeout,
+                "available": all(s["available"] for s in steps),
+                "steps": steps,
+            }
+        )
     return json_response({"pipelines": pipelines, "source": state.config.source})
 
 
 def _execution(row: ExecutionRow, *, steps: bool) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "id": row.id, "pipeline": row.pipeline, "workflow_type": row.workflow_type, "status": row.status,
-        "started_at": row.started_at.isoformat(), "duration_ms": round(row.duration_ms, 3), "error": row.error,
+        "id": row.id,
+        "pipeline": row.pipeline,
+        "workflow_type": row.workflow_type,
+        "status": row.status,
+        "started_at": row.started_at.isoformat(),
+        "duration_ms": round(row.duration_ms, 3),
+        "error": row.error,
     }
     if steps:
         body["result"] = row.result
-        body["steps"] = [{"name": s.name, "type": s.type, "status": s.status,
-                          "duration_ms": round(s.duration_ms, 3), "error": s.error} for s in row.steps]
+        body["steps"] = [
+            {
+                "name": s.name,
+                "type": s.type,
+                "status": s.status,
+                "duration_ms": round(s.duration_ms, 3),
+                "error": s.error,
+            }
+            for s in row.steps
+        ]
     return body
 
 

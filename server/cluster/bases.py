@@ -73,8 +73,9 @@ class StoredVersion:
     deleted: bool
 
 
-def restore_folder(folder: Path, rows: list[StoredVersion], bases: dict[str, Synced],
-                   conflicts: Path) -> dict[str, str]:
+def restore_folder(
+    folder: Path, rows: list[StoredVersion], bases: dict[str, Synced], conflicts: Path
+) -> dict[str, str]:
     """Start-up, before the folder loads: bring its files in line with the store; return what was done per id.
 
     A file missing from the folder is written back (never taken for a deletion). A file the store has moved

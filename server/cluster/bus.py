@@ -32,16 +32,18 @@ class ReloadBus:
     `on_connect` runs after every (re)subscription, because events sent while disconnected are lost.
     """
 
-    def __init__(self, url: str, replica: str, on_event: OnEvent, on_connect: OnConnect, *,
-                 channel: str = CHANNEL) -> None:
+    def __init__(
+        self, url: str, replica: str, on_event: OnEvent, on_connect: OnConnect, *, channel: str = CHANNEL
+    ) -> None:
         self.url, self.replica, self.channel = url, replica, channel
         self.on_event, self.on_connect = on_event, on_connect
         self.connected = False
         self.last_error: str | None = None
         self.received = self.published = self.reconnects = 0
         # Short timeouts: a Redis that stops answering must not hold an admin call or a reload.
-        self._client = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=None,
-                                            health_check_interval=10)
+        self._client = redis.Redis.from_url(
+            url, socket_connect_timeout=2.0, socket_timeout=None, health_check_interval=10
+        )
         self._publisher = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=_PUBLISH_TIMEOUT)
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -91,8 +93,9 @@ class ReloadBus:
                 if self.connected:
                     backoff = _MIN_BACKOFF  # it worked until now: retry soon, then slower
                 if self.connected or self.last_error is None:
-                    log.warning("replication: Redis at %s unavailable (%s); retrying with backoff",
-                                _safe(self.url), _text(exc))
+                    log.warning(
+                        "replication: Redis at %s unavailable (%s); retrying with backoff", _safe(self.url), _text(exc)
+                    )
                 self.connected, self.last_error = False, _text(exc)
             # Jitter, so replicas that lost Redis together do not all come back in the same instant.
             with contextlib.suppress(TimeoutError):

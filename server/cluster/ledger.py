@@ -64,12 +64,22 @@ class Ledger:
     async def report(self) -> None:
         """Tell the store what this replica serves (for the admin listing of every replica)."""
         failures = self.manager.failures
-        entries = [ReplicaComponent(self.replica, cid, self.synced[cid].version if cid in self.synced else None,
-                                    c.sha256, "error" if cid in failures else "serving",
-                                    failures[cid].error if cid in failures else None)
-                   for cid, c in self.manager.components.items()]
-        entries += [ReplicaComponent(self.replica, cid, None, f.sha256, "error", f.error)
-                    for cid, f in failures.items() if cid not in self.manager.components]
+        entries = [
+            ReplicaComponent(
+                self.replica,
+                cid,
+                self.synced[cid].version if cid in self.synced else None,
+                c.sha256,
+                "error" if cid in failures else "serving",
+                failures[cid].error if cid in failures else None,
+            )
+            for cid, c in self.manager.components.items()
+        ]
+        entries += [
+            ReplicaComponent(self.replica, cid, None, f.sha256, "error", f.error)
+            for cid, f in failures.items()
+            if cid not in self.manager.components
+        ]
         try:
             await self._store(self.store.report_replica(self.replica, entries))
         except StoreUnavailable as exc:
@@ -91,8 +101,12 @@ class Ledger:
         """Both moved and the store wins: copy the local file to DATA_DIR/conflicts first."""
         kept = await asyncio.to_thread(keep_conflict, self.settings.data_dir / "conflicts", cid, path)
         if kept is not None:
-            log.warning("replication: %s differs from the store's version, which wins; the local file is "
-                        "kept as %s", path, kept, extra={"component": cid})
+            log.warning(
+                "replication: %s differs from the store's version, which wins; the local file is kept as %s",
+                path,
+                kept,
+                extra={"component": cid},
+            )
 
     async def _store(self, call: Awaitable[T]) -> T:
         """A store call bounded in time; any failure becomes StoreUnavailable."""
@@ -100,8 +114,9 @@ class Ledger:
             async with asyncio.timeout(STORE_TIMEOUT):
                 return await call
         except Exception as exc:
-            raise StoreUnavailable(f"the store is unavailable ({' '.join(str(exc).split()) or type(exc).__name__});"
-                                   " nothing was changed") from exc
+            raise StoreUnavailable(
+                f"the store is unavailable ({' '.join(str(exc).split()) or type(exc).__name__}); nothing was changed"
+            ) from exc
 
     def _path(self, cid: str) -> Path:
         return self.settings.components_dir / f"{cid}.py"
@@ -118,8 +133,12 @@ class Ledger:
 
     def health(self) -> dict[str, Any]:
         """The replication check of /healthz."""
-        check: dict[str, Any] = {"status": "ok", "replica": self.replica, "reconciles": self.reconciles,
-                                 "ready": self.ready.is_set()}
+        check: dict[str, Any] = {
+            "status": "ok",
+            "replica": self.replica,
+            "reconciles": self.reconciles,
+            "ready": self.ready.is_set(),
+        }
         if self.last_error is not None:
             check.update(status="degraded", error=self.last_error)
         if self.bus is not None:

@@ -46,8 +46,9 @@ class Reconciler(Ledger):
             else:
                 # Versions only: sources are read for the components that need them (see _follow).
                 rows = {r.id: r for r in await self._store(self.store.component_versions())}
-                known_here = (set(self.manager.components) | set(self.manager.failures) | set(self.synced)
-                              | self.deleted_here)
+                known_here = (
+                    set(self.manager.components) | set(self.manager.failures) | set(self.synced) | self.deleted_here
+                )
                 rows.update(dict.fromkeys(known_here - set(rows)))
             for cid in sorted(rows):
                 await self._reconcile_one(cid, rows[cid])
@@ -83,14 +84,19 @@ class Reconciler(Ledger):
             local = self.manager.components.get(cid)
             if local is not None:
                 row: ComponentRow | None = await self._store(
-                    self.store.put_component(cid, local.text, local.sha256, who))
+                    self.store.put_component(cid, local.text, local.sha256, who)
+                )
                 assert row is not None
                 local.version = row.version
             else:
                 row = await self._store(self.store.delete_component(cid, who))
             self.deleted_here.discard(cid)
-        log.info("replication: uploaded %s %s", cid, "deletion" if local is None else local.sha256[:12],
-                 extra={"component": cid})
+        log.info(
+            "replication: uploaded %s %s",
+            cid,
+            "deletion" if local is None else local.sha256[:12],
+            extra={"component": cid},
+        )
         self._agree(cid, row)
         # The reconcile that called this saves the bases and reports once, for all its uploads.
         await self._announce(cid, row, who=who, client="", action="component.upload")
@@ -126,8 +132,13 @@ class Reconciler(Ledger):
             try:
                 candidate = await self.manager.build(source, origin="store")
             except ComponentError as exc:
-                log.error("replication: version %d of %s from the store is refused here: %s", row.version, cid,
-                          exc.message, extra={"component": cid})
+                log.error(
+                    "replication: version %d of %s from the store is refused here: %s",
+                    row.version,
+                    cid,
+                    exc.message,
+                    extra={"component": cid},
+                )
                 return
             await asyncio.to_thread(replace_file, path, row.source)
             self.manager.commit(candidate, version=row.version)

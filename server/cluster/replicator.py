@@ -97,8 +97,11 @@ class Replicator(Reconciler):
             await self._file_removed(path)
             return
         except (ComponentError, OSError) as exc:  # unreadable, not UTF-8, or a name that is no id
-            error = exc if isinstance(exc, ComponentError) else ComponentError(
-                f"cannot read: {exc.strerror or exc}", file=str(path))
+            error = (
+                exc
+                if isinstance(exc, ComponentError)
+                else ComponentError(f"cannot read: {exc.strerror or exc}", file=str(path))
+            )
             self.manager.refuse(path.stem.lower(), str(path), error, None, "load", seen_at)
             return
         if self._serves(source):
@@ -119,15 +122,16 @@ class Replicator(Reconciler):
                 candidate = await self.manager.build(source, seen_at=seen_at, origin="file")
             except ComponentError:
                 return
-            row = await self._try_store(lambda: self.store.put_component(
-                source.id, source.text, source.sha256, f"file@{self.replica}"), source.id)
+            row = await self._try_store(
+                lambda: self.store.put_component(source.id, source.text, source.sha256, f"file@{self.replica}"),
+                source.id,
+            )
             base = self.synced.get(source.id)
             known = base.version if base is not None and base.sha256 == source.sha256 else None
             self.manager.commit(candidate, version=row.version if row else known)
             self.deleted_here.discard(source.id)
         if row is not None:
-            self._spawn(self._settled(source.id, row, who=f"file@{self.replica}", client="",
-                                      action="component.file"))
+            self._spawn(self._settled(source.id, row, who=f"file@{self.replica}", client="", action="component.file"))
 
     async def _file_removed(self, path: Path) -> None:
         """A component file was deleted while the server runs: a deliberate removal, spread to every replica."""
@@ -193,10 +197,12 @@ class Replicator(Reconciler):
         except StoreUnavailable as exc:
             log.warning("replication: cannot restore the components folder yet: %s", exc.message)
             return
-        versions = [StoredVersion(r.id, r.version, r.sha256, r.source, r.deleted) for r in rows
-                    if component_id(r.id) == r.id]
-        done = await asyncio.to_thread(restore_folder, self.settings.components_dir, versions, self.synced,
-                                       self.settings.data_dir / "conflicts")
+        versions = [
+            StoredVersion(r.id, r.version, r.sha256, r.source, r.deleted) for r in rows if component_id(r.id) == r.id
+        ]
+        done = await asyncio.to_thread(
+            restore_folder, self.settings.components_dir, versions, self.synced, self.settings.data_dir / "conflicts"
+        )
         for cid, action in sorted(done.items()):
             log.info("replication: %s %s from the store", action, cid, extra={"component": cid})
         await self._save_synced()

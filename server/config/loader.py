@@ -27,8 +27,18 @@ STEP_KEYS = frozenset({"name", "type", "config", "next", "timeout", "description
 TRIGGER_TYPES = ("http", "chat", "event", "schedule", "manual")
 ON_ERROR = ("stop", "skip", "compensate")
 CHAT_PLATFORMS = ("slack", "twilio", "telegram", "generic")
-RESERVED_PREFIXES = ("/healthz", "/readyz", "/livez", "/health", "/ready", "/live", "/metrics",
-                     "/openapi.json", "/executions/", "/webhooks/")
+RESERVED_PREFIXES = (
+    "/healthz",
+    "/readyz",
+    "/livez",
+    "/health",
+    "/ready",
+    "/live",
+    "/metrics",
+    "/openapi.json",
+    "/executions/",
+    "/webhooks/",
+)
 DEFAULT_PIPELINE_TIMEOUT = 30.0
 
 
@@ -61,8 +71,14 @@ class _Problems:
         self.warnings.append(f"{self.source}:{line}: {message}")
 
 
-def load_config_file(path: str | Path, registry: Registry, *, env: Mapping[str, str] | None = None,
-                     strict: bool = True, log_warnings: bool = True) -> AppConfig:
+def load_config_file(
+    path: str | Path,
+    registry: Registry,
+    *,
+    env: Mapping[str, str] | None = None,
+    strict: bool = True,
+    log_warnings: bool = True,
+) -> AppConfig:
     """Read and compile the config at `path`; raise ConfigError listing every problem."""
     path = Path(path)
     try:
@@ -72,9 +88,15 @@ def load_config_file(path: str | Path, registry: Registry, *, env: Mapping[str, 
     return load_config_text(text, registry, source=str(path), env=env, strict=strict, log_warnings=log_warnings)
 
 
-def load_config_text(text: str, registry: Registry, *, source: str = "<config>",
-                     env: Mapping[str, str] | None = None, strict: bool = True,
-                     log_warnings: bool = True) -> AppConfig:
+def load_config_text(
+    text: str,
+    registry: Registry,
+    *,
+    source: str = "<config>",
+    env: Mapping[str, str] | None = None,
+    strict: bool = True,
+    log_warnings: bool = True,
+) -> AppConfig:
     """Parse and compile config text; unknown step types are errors when `strict`, else warnings (logged)."""
     try:
         doc = load_yaml(text, env)
@@ -84,8 +106,12 @@ def load_config_text(text: str, registry: Registry, *, source: str = "<config>",
         raise ConfigError([f"{source}:1: the config must be a mapping with a 'pipelines' key"])
     for key in doc:
         if key in LEGACY_KEYS:
-            log.info("ignoring top-level key %r (%s:%d): used by the original engine, not needed here",
-                     key, source, doc.line_of(key))
+            log.info(
+                "ignoring top-level key %r (%s:%d): used by the original engine, not needed here",
+                key,
+                source,
+                doc.line_of(key),
+            )
     config = compile_config(doc, registry, source=source, strict=strict)
     for warning in config.warnings if log_warnings else ():
         log.warning("%s", warning)
@@ -123,8 +149,15 @@ def compile_config(doc: LineDict, registry: Registry, *, source: str, strict: bo
             events.setdefault(trigger.topic, []).append(pipeline)
     if problems.items:
         raise ConfigError(problems.items)
-    return AppConfig(str(doc.get("name") or Path(source).stem), source, pipelines, router,
-                     {topic: tuple(ps) for topic, ps in events.items()}, tuple(problems.warnings), doc)
+    return AppConfig(
+        str(doc.get("name") or Path(source).stem),
+        source,
+        pipelines,
+        router,
+        {topic: tuple(ps) for topic, ps in events.items()},
+        tuple(problems.warnings),
+        doc,
+    )
 
 
 def _check_delegations(pipelines: Mapping[str, Pipeline], problems: _Problems) -> None:
@@ -133,28 +166,38 @@ def _check_delegations(pipelines: Mapping[str, Pipeline], problems: _Problems) -
         for step in pipeline.steps + pipeline.compensation:
             target = step.config.get("pipeline") if step.type == "step.delegate" else None
             if isinstance(target, str) and "{{" not in target and target not in pipelines:
-                problems.add(step.line, f"pipeline {pipeline.name!r}, step {step.name!r}: "
-                             f"delegates to unknown pipeline {target!r}")
+                problems.add(
+                    step.line,
+                    f"pipeline {pipeline.name!r}, step {step.name!r}: delegates to unknown pipeline {target!r}",
+                )
 
 
-def _pipeline(name: str, raw: Any, line: int, registry: Registry, problems: _Problems,
-              strict: bool) -> Pipeline | None:
+def _pipeline(name: str, raw: Any, line: int, registry: Registry, problems: _Problems, strict: bool) -> Pipeline | None:
     where = f"pipeline {name!r}"
     if not isinstance(raw, LineDict):
         problems.add(line, f"{where}: must be a mapping with 'trigger' and 'steps'")
         return None
     for key in raw:
         if key not in PIPELINE_KEYS:
-            problems.add(raw.line_of(key), f"{where}: unknown key {key!r} (expected one of "
-                         f"{', '.join(sorted(PIPELINE_KEYS))})")
+            problems.add(
+                raw.line_of(key), f"{where}: unknown key {key!r} (expected one of {', '.join(sorted(PIPELINE_KEYS))})"
+            )
     trigger = _trigger(where, raw.get("trigger"), raw.line_of("trigger"), problems)
     on_error = raw.get("on_error", "stop")
     if on_error not in ON_ERROR:
         problems.add(raw.line_of("on_error"), f"{where}: on_error must be one of {', '.join(ON_ERROR)}")
     timeout = _duration(where, raw, "timeout", problems) or DEFAULT_PIPELINE_TIMEOUT
     steps = _steps(where, raw.get("steps"), raw.line_of("steps"), "steps", registry, problems, strict)
-    compensation = _steps(where, raw.get("compensation", LineList()), raw.line_of("compensation"),
-                          "compensation", registry, problems, strict, required=False)
+    compensation = _steps(
+        where,
+        raw.get("compensation", LineList()),
+        raw.line_of("compensation"),
+        "compensation",
+        registry,
+        problems,
+        strict,
+        required=False,
+    )
     if steps is None or compensation is None or trigger is None:
         return None
     try:
@@ -194,8 +237,7 @@ def _trigger(where: str, raw: Any, line: int, problems: _Problems) -> Trigger | 
         if method not in ("GET", "POST", "PUT", "PATCH", "DELETE"):
             problems.add(at("method"), f"{where}: method {method!r} is not GET, POST, PUT, PATCH or DELETE")
             return None
-        return Trigger(kind, dict(config), line, path=path, method=method,
-                       is_async=bool(config.get("async", False)))
+        return Trigger(kind, dict(config), line, path=path, method=method, is_async=bool(config.get("async", False)))
     if kind == "event":
         topic = config.get("topic")
         if not isinstance(topic, str) or not topic:
@@ -217,8 +259,17 @@ def _trigger(where: str, raw: Any, line: int, problems: _Problems) -> Trigger | 
     return trigger
 
 
-def _steps(where: str, raw: Any, line: int, key: str, registry: Registry, problems: _Problems,
-           strict: bool, *, required: bool = True) -> tuple[Step, ...] | None:
+def _steps(
+    where: str,
+    raw: Any,
+    line: int,
+    key: str,
+    registry: Registry,
+    problems: _Problems,
+    strict: bool,
+    *,
+    required: bool = True,
+) -> tuple[Step, ...] | None:
     if not isinstance(raw, LineList) or (required and not raw):
         problems.add(line, f"{where}: '{key}' must be a list of steps")
         return None
@@ -237,13 +288,15 @@ def _steps(where: str, raw: Any, line: int, key: str, registry: Registry, proble
     for step in steps:
         for target in step.targets + ((step.next,) if step.next else ()):
             if target not in names:
-                problems.add(step.line, f"{where}: step {step.name!r} jumps to {target!r}, "
-                             f"which is not a step of this pipeline")
+                problems.add(
+                    step.line, f"{where}: step {step.name!r} jumps to {target!r}, which is not a step of this pipeline"
+                )
     return tuple(steps) if len(problems.items) == before else None
 
 
-def _step(where: str, key: str, index: int, raw: Any, line: int, registry: Registry,
-          problems: _Problems, strict: bool) -> Step | None:
+def _step(
+    where: str, key: str, index: int, raw: Any, line: int, registry: Registry, problems: _Problems, strict: bool
+) -> Step | None:
     if not isinstance(raw, LineDict):
         problems.add(line, f"{where}: {key}[{index}] must be a mapping with 'name' and 'type'")
         return None

@@ -31,8 +31,7 @@ class Router(Generic[T]):
         if len(set(names)) != len(names):
             raise RouteConflict(f"{method} {template} names a path parameter twice")
         if (method, shape) in self._shapes:
-            raise RouteConflict(f"{method} {template} is already the trigger of "
-                                f"{self._shapes[(method, shape)]}")
+            raise RouteConflict(f"{method} {template} is already the trigger of {self._shapes[(method, shape)]}")
         self._shapes[(method, shape)] = getattr(target, "name", template)
         if "{" not in template:
             self._static.setdefault(template, {})[method] = (template, target)
@@ -83,7 +82,7 @@ def _names(template: str) -> tuple[str, ...]:
 def _compile(template: str) -> re.Pattern[str]:
     parts, pos = [], 0
     for match in _PARAM.finditer(template):
-        parts.append(re.escape(template[pos:match.start()]))
+        parts.append(re.escape(template[pos : match.start()]))
         parts.append(f"(?P<{match.group(1)}>[^/]+)")
         pos = match.end()
     parts.append(re.escape(template[pos:]))

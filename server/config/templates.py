@@ -315,8 +315,14 @@ def _compile_string(text: str) -> Renderable:
     if len(parts) == 1 and not isinstance(parts[0], str):
         return _Compiled(parts[0])  # the whole string is one action: keep the value's type
     # `type(p) is str` is the faster test on this hot path, but mypy narrows only on isinstance.
-    return _Compiled(lambda scope: "".join([p if type(p) is str else _to_text(p(scope))  # type: ignore[operator]
-                                            for p in parts]))
+    return _Compiled(
+        lambda scope: "".join(
+            [
+                p if type(p) is str else _to_text(p(scope))  # type: ignore[operator]
+                for p in parts
+            ]
+        )
+    )
 
 
 def _compile_mapping(value: Mapping[Any, Any], path: str) -> Renderable:

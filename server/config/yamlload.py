@@ -75,8 +75,7 @@ class _Loader(yaml.SafeLoader):
         self._check_duplicates(node)
         result = LineDict(super().construct_mapping(node, deep=True))
         result.line = node.start_mark.line + 1
-        result.key_lines = {k.value: k.start_mark.line + 1 for k, _ in node.value
-                            if isinstance(k, yaml.ScalarNode)}
+        result.key_lines = {k.value: k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
         return result
 
     def _check_duplicates(self, node: yaml.MappingNode) -> None:

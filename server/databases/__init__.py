@@ -16,6 +16,15 @@ from .specs import (
 )
 
 __all__ = [
-    "DEFAULT", "DRIVERS", "Connection", "ConnectionSpec", "DatabaseError", "Databases", "declared_connections",
-    "default_spec", "json_value", "lookup_connection", "parse_connections",
+    "DEFAULT",
+    "DRIVERS",
+    "Connection",
+    "ConnectionSpec",
+    "DatabaseError",
+    "Databases",
+    "declared_connections",
+    "default_spec",
+    "json_value",
+    "lookup_connection",
+    "parse_connections",
 ]

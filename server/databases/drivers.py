@@ -118,8 +118,13 @@ class SqliteConnection(Connection):
             if db is not None:
                 await db.close()
 
-    async def _run(self, action: Callable[[aiosqlite.Connection, str, Sequence[Any], bool], Awaitable[T]],
-                   sql: str, args: Sequence[Any], one: bool) -> T:
+    async def _run(
+        self,
+        action: Callable[[aiosqlite.Connection, str, Sequence[Any], bool], Awaitable[T]],
+        sql: str,
+        args: Sequence[Any],
+        one: bool,
+    ) -> T:
         async with self._lock:
             if self._db is None:
                 raise DatabaseError(self.spec.name, "the connection is closed")
@@ -133,8 +138,7 @@ class SqliteConnection(Connection):
                 raise self._error(exc) from None
 
     @staticmethod
-    async def _fetch(db: aiosqlite.Connection, sql: str, args: Sequence[Any],
-                     one: bool) -> tuple[list[str], list[Any]]:
+    async def _fetch(db: aiosqlite.Connection, sql: str, args: Sequence[Any], one: bool) -> tuple[list[str], list[Any]]:
         async with db.execute(sql, args) as cursor:
             records = [await cursor.fetchone()] if one else list(await cursor.fetchall())
             return [d[0] for d in cursor.description or ()], [r for r in records if r is not None]
@@ -166,26 +170,30 @@ class PostgresConnection(Connection):
         # Without a connect timeout, a black-holed host would stall each step until its own timeout.
         dsn = self.spec.dsn if "connect_timeout" in self.spec.dsn else _with_connect_timeout(self.spec.dsn)
         try:
-            self._pool = await aiopg.create_pool(dsn, minsize=1, maxsize=self.spec.pool_size,
-                                                 enable_hstore=False)
+            self._pool = await aiopg.create_pool(dsn, minsize=1, maxsize=self.spec.pool_size, enable_hstore=False)
         except (OSError, psycopg2.Error) as exc:
             raise self._error(exc) from None
 
     async def fetch(self, sql: str, args: Sequence[Any], *, one: bool = False) -> list[Row]:
         """The rows of a query."""
+
         async def action(cur: aiopg.Cursor) -> list[Row]:
             await cur.execute(sql, tuple(args))
             if cur.description is None:  # a statement without a result set
                 return []
             names = [column.name for column in cur.description]
             records = [await cur.fetchone()] if one else await cur.fetchall()
-            return [{k: json_value(v) for k, v in zip(names, record, strict=True)}
-                    for record in records if record is not None]
+            return [
+                {k: json_value(v) for k, v in zip(names, record, strict=True)}
+                for record in records
+                if record is not None
+            ]
 
         return await self._run(action)
 
     async def execute(self, sql: str, args: Sequence[Any]) -> int:
         """Run a statement; its changed-row count."""
+
         async def action(cur: aiopg.Cursor) -> int:
             await cur.execute(sql, tuple(args))
             return max(cur.rowcount, 0)
@@ -215,8 +223,10 @@ class PostgresConnection(Connection):
                 raise  # a real cancellation: the step's timeout, a client that left, or shutdown
             # aiopg turns a cancel by the server (statement_timeout, pg_cancel_backend) into CancelledError,
             # which would otherwise end the whole request as if the client had gone.
-            raise DatabaseError(self.spec.name, "QueryCanceled: the database cancelled the statement "
-                                "(statement timeout or a cancel request)") from None
+            raise DatabaseError(
+                self.spec.name,
+                "QueryCanceled: the database cancelled the statement (statement timeout or a cancel request)",
+            ) from None
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
             # The server restarted or the network dropped: the idle connections are dead too.
             await pool.clear()

@@ -58,14 +58,16 @@ class Databases:
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.close()
 
 
 def default_spec(settings: Settings) -> ConnectionSpec:
     """The server's own database as a spec: PostgreSQL when configured, else the embedded store's file."""
     if settings.db is not None:
-        return ConnectionSpec(DEFAULT, "postgres", dsn=settings.db.dsn(),
-                              pool_size=min(DEFAULT_POOL_SIZE, settings.db.pool_size))
+        return ConnectionSpec(
+            DEFAULT, "postgres", dsn=settings.db.dsn(), pool_size=min(DEFAULT_POOL_SIZE, settings.db.pool_size)
+        )
     return ConnectionSpec(DEFAULT, "sqlite", path=str(settings.sqlite_path))

@@ -66,8 +66,10 @@ def _spec(name: str, entry: Any, line: int, report: Report) -> ConnectionSpec | 
     ok = True
     for key in entry:
         if key not in _KEYS[driver]:
-            report(_line_of(entry, key, line), f"{label}: unknown key {key!r} for driver {driver} "
-                   f"(expected {', '.join(sorted(_KEYS[driver]))})")
+            report(
+                _line_of(entry, key, line),
+                f"{label}: unknown key {key!r} for driver {driver} (expected {', '.join(sorted(_KEYS[driver]))})",
+            )
             ok = False
     needed = "dsn" if driver == "postgres" else "path"
     value = entry.get(needed)

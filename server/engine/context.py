@@ -38,13 +38,39 @@ class StepContext:
     """
 
     # A plain slotted class: one is built per step on the hot path, and most steps never log.
-    __slots__ = ("data", "config", "step", "type", "pipeline", "execution_id", "trigger", "steps", "meta",
-                 "services", "prepared", "depth", "inputs", "_logger")
+    __slots__ = (
+        "data",
+        "config",
+        "step",
+        "type",
+        "pipeline",
+        "execution_id",
+        "trigger",
+        "steps",
+        "meta",
+        "services",
+        "prepared",
+        "depth",
+        "inputs",
+        "_logger",
+    )
 
-    def __init__(self, data: Mapping[str, Any], config: Mapping[str, Any], step: str, type: str,
-                 pipeline: str, execution_id: str, trigger: Mapping[str, Any], steps: Mapping[str, Any],
-                 meta: Mapping[str, Any], services: Services | None, prepared: Any = None, depth: int = 0,
-                 inputs: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        data: Mapping[str, Any],
+        config: Mapping[str, Any],
+        step: str,
+        type: str,
+        pipeline: str,
+        execution_id: str,
+        trigger: Mapping[str, Any],
+        steps: Mapping[str, Any],
+        meta: Mapping[str, Any],
+        services: Services | None,
+        prepared: Any = None,
+        depth: int = 0,
+        inputs: Mapping[str, Any] | None = None,
+    ) -> None:
         self.data, self.config, self.step, self.type = data, config, step, type
         self.pipeline, self.execution_id, self.trigger, self.steps = pipeline, execution_id, trigger, steps
         self.meta, self.services, self.prepared, self.depth = meta, services, prepared, depth
@@ -55,8 +81,9 @@ class StepContext:
     def logger(self) -> logging.LoggerAdapter[logging.Logger]:
         """A logger whose lines name the pipeline and the step."""
         if self._logger is None:
-            self._logger = logging.LoggerAdapter(logging.getLogger("workflow.step"),
-                                                 {"pipeline": self.pipeline, "step": self.step})
+            self._logger = logging.LoggerAdapter(
+                logging.getLogger("workflow.step"), {"pipeline": self.pipeline, "step": self.step}
+            )
         return self._logger
 
     def __repr__(self) -> str:

@@ -30,9 +30,13 @@ class ExecutionRecord:
     def to_json(self) -> dict[str, Any]:
         """The body of `GET /executions/{id}`."""
         body: dict[str, Any] = {
-            "id": self.id, "pipeline": self.pipeline, "workflow_type": self.workflow_type,
-            "status": self.status, "submitted_at": self.submitted_at,
-            "started_at": self.started_at, "finished_at": self.finished_at,
+            "id": self.id,
+            "pipeline": self.pipeline,
+            "workflow_type": self.workflow_type,
+            "status": self.status,
+            "submitted_at": self.submitted_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
         }
         if self.outcome is not None:
             if self.outcome.error is not None:
@@ -41,9 +45,16 @@ class ExecutionRecord:
                 body["result"] = self.outcome.result
                 if self.outcome.response is not None:
                     body["response_status"] = self.outcome.response.status
-            body["steps"] = [{"name": s.name, "type": s.type, "status": s.status,
-                              "duration_ms": round(s.duration * 1000, 3), "error": s.error}
-                             for s in self.outcome.steps]
+            body["steps"] = [
+                {
+                    "name": s.name,
+                    "type": s.type,
+                    "status": s.status,
+                    "duration_ms": round(s.duration * 1000, 3),
+                    "error": s.error,
+                }
+                for s in self.outcome.steps
+            ]
         return body
 
 

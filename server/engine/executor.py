@@ -67,9 +67,17 @@ class Outcome:
 class Executor:
     """Runs pipelines; holds only what every execution shares."""
 
-    def __init__(self, *, state: Callable[[], State], services: Callable[[], Services | None],
-                 metrics: Metrics, step_timeout: float, thread_pool: ThreadPool | None = None,
-                 max_depth: int = 8, finished: Callable[[Outcome], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        state: Callable[[], State],
+        services: Callable[[], Services | None],
+        metrics: Metrics,
+        step_timeout: float,
+        thread_pool: ThreadPool | None = None,
+        max_depth: int = 8,
+        finished: Callable[[Outcome], None] | None = None,
+    ) -> None:
         self._state = state
         self._finished = finished
         self._services = services
@@ -79,8 +87,16 @@ class Executor:
         self.max_depth = max_depth
         self.deadlines = Deadlines()
 
-    async def run(self, pipeline: Pipeline, payload: Mapping[str, Any], *, execution_id: str | None = None,
-                  workflow_type: str | None = None, depth: int = 0, state: State | None = None) -> Outcome:
+    async def run(
+        self,
+        pipeline: Pipeline,
+        payload: Mapping[str, Any],
+        *,
+        execution_id: str | None = None,
+        workflow_type: str | None = None,
+        depth: int = 0,
+        state: State | None = None,
+    ) -> Outcome:
         """Execute `pipeline` on `payload`; never raises for step failures (see Outcome.error).
 
         `state` is the snapshot the pipeline was found in, and a caller passing it holds a lease on
@@ -90,9 +106,17 @@ class Executor:
         own_lease = state is None
         if state is None:
             state = self._state()
-        outcome = Outcome(execution_id or new_id(), pipeline.name,
-                          workflow_type or pipeline.trigger.workflow_type, "success", dict(payload), None, None,
-                          [], _utc_now())
+        outcome = Outcome(
+            execution_id or new_id(),
+            pipeline.name,
+            workflow_type or pipeline.trigger.workflow_type,
+            "success",
+            dict(payload),
+            None,
+            None,
+            [],
+            _utc_now(),
+        )
         token = logs.execution_id.set(outcome.execution_id)
         active = self.metrics.active_cell(outcome.workflow_type)
         active.value += 1.0
@@ -116,17 +140,37 @@ class Executor:
 class _Run:
     """The mutable state of one execution."""
 
-    __slots__ = ("executor", "pipeline", "outcome", "registry", "depth", "trigger", "outputs", "meta", "scope",
-                 "services", "task", "loop", "deadline", "expired")
+    __slots__ = (
+        "executor",
+        "pipeline",
+        "outcome",
+        "registry",
+        "depth",
+        "trigger",
+        "outputs",
+        "meta",
+        "scope",
+        "services",
+        "task",
+        "loop",
+        "deadline",
+        "expired",
+    )
 
-    def __init__(self, executor: Executor, pipeline: Pipeline, payload: Mapping[str, Any],
-                 outcome: Outcome, registry: Registry, depth: int) -> None:
+    def __init__(
+        self,
+        executor: Executor,
+        pipeline: Pipeline,
+        payload: Mapping[str, Any],
+        outcome: Outcome,
+        registry: Registry,
+        depth: int,
+    ) -> None:
         self.executor, self.pipeline, self.outcome, self.registry = executor, pipeline, outcome, registry
         self.depth = depth
         self.trigger = payload
         self.outputs: dict[str, Any] = {}
-        self.meta = {"pipeline": pipeline.name, "execution_id": outcome.execution_id,
-                     "started_at": outcome.started_at}
+        self.meta = {"pipeline": pipeline.name, "execution_id": outcome.execution_id, "started_at": outcome.started_at}
         self.scope = Scope(outcome.data, self.outputs, payload, self.meta)
         self.services = executor._services()
         # One lookup of the running task gives the loop too (each lookup checks the pid: a system call).
@@ -164,9 +208,12 @@ class _Run:
         outcome.error.details.setdefault("execution_id", outcome.execution_id)
         if pipeline.on_error == "compensate" and pipeline.compensation:
             await self.compensate()
-        log.warning("pipeline %s failed: %s", pipeline.name, outcome.error.message,
-                    extra={"pipeline": pipeline.name, "status": outcome.status,
-                           "step": outcome.error.details.get("step")})
+        log.warning(
+            "pipeline %s failed: %s",
+            pipeline.name,
+            outcome.error.message,
+            extra={"pipeline": pipeline.name, "status": outcome.status, "step": outcome.error.details.get("step")},
+        )
 
     def expire(self) -> None:
         """The pipeline's deadline passed: cancel the execution (execute() turns that into a timeout)."""
@@ -180,8 +227,9 @@ class _Run:
         while index != END:
             limit -= 1
             if limit < 0:
-                raise StepError(f"pipeline {self.pipeline.name!r} ran more than {100 * len(steps) + 100} "
-                                "steps: a `next:` loop?")
+                raise StepError(
+                    f"pipeline {self.pipeline.name!r} ran more than {100 * len(steps) + 100} steps: a `next:` loop?"
+                )
             step = steps[index]
             try:
                 result = await self.step(step)
@@ -212,8 +260,7 @@ class _Run:
         """
         step_type = self.registry.steps.get(step.type)
         if step_type is None:
-            raise StepTypeUnavailable(f"step type {step.type!r} is not available", step=step.name,
-                                      type=step.type)
+            raise StepTypeUnavailable(f"step type {step.type!r} is not available", step=step.name, type=step.type)
         limit = step.timeout or step_type.timeout or self.executor.step_timeout
         # A step's own timer is needed only when it is tighter than the pipeline's deadline;
         # otherwise the deadline already bounds it, and a timer per step is the executor's
@@ -226,9 +273,21 @@ class _Run:
             config = step.renderer.render(self.scope)
             data = self.outcome.data
             inputs = resolve_inputs(step_type.inputs, config, data, step.name) if step_type.inputs else None
-            ctx = StepContext(data, config, step.name, step.type, self.pipeline.name, self.outcome.execution_id,
-                              self.trigger, self.outputs, self.meta, self.services, step.prepared, self.depth,
-                              inputs)
+            ctx = StepContext(
+                data,
+                config,
+                step.name,
+                step.type,
+                self.pipeline.name,
+                self.outcome.execution_id,
+                self.trigger,
+                self.outputs,
+                self.meta,
+                self.services,
+                step.prepared,
+                self.depth,
+                inputs,
+            )
             if own_timer:
                 async with asyncio.timeout(limit):
                     raw = await self.call(step_type, ctx)
@@ -246,8 +305,9 @@ class _Run:
         except TimeoutError:
             if not own_timer:  # the step raised it itself, e.g. from its own client
                 status, error = "error", "TimeoutError"
-                raise StepError(f"step {step.name!r} ({step.type}) failed: TimeoutError", status=504,
-                                step=step.name) from None
+                raise StepError(
+                    f"step {step.name!r} ({step.type}) failed: TimeoutError", status=504, step=step.name
+                ) from None
             status, error = "timeout", f"step {step.name!r} timed out after {limit:g}s"
             raise PipelineTimeout(error, step=step.name) from None
         except WorkflowError as exc:
@@ -259,10 +319,10 @@ class _Run:
             raise
         except Exception as exc:
             status, error = "error", f"{type(exc).__name__}: {exc}"
-            step_log.exception("step %s (%s) raised", step.name, step.type,
-                               extra={"pipeline": self.pipeline.name, "step": step.name})
-            raise StepError(f"step {step.name!r} ({step.type}) failed: {type(exc).__name__}",
-                            step=step.name) from None
+            step_log.exception(
+                "step %s (%s) raised", step.name, step.type, extra={"pipeline": self.pipeline.name, "step": step.name}
+            )
+            raise StepError(f"step {step.name!r} ({step.type}) failed: {type(exc).__name__}", step=step.name) from None
         finally:
             self.outcome.steps.append(StepRecord(step.name, step.type, status, time.perf_counter() - start, error))
             # The metric's statuses are fixed (success, error, timeout): a step cut short by the
@@ -291,8 +351,12 @@ class _Run:
                 async with asyncio.timeout(self.pipeline.timeout):
                     await self.step(step)
             except (WorkflowError, TimeoutError) as exc:
-                log.error("compensation step %s failed: %s", step.name, getattr(exc, "message", exc),
-                          extra={"pipeline": self.pipeline.name, "step": step.name})
+                log.error(
+                    "compensation step %s failed: %s",
+                    step.name,
+                    getattr(exc, "message", exc),
+                    extra={"pipeline": self.pipeline.name, "step": step.name},
+                )
 
 
 def _utc_now() -> str:
@@ -313,5 +377,7 @@ def _split(raw: Any, step: Step) -> tuple[Mapping[str, Any] | None, StepResult |
         return raw.output, raw
     if isinstance(raw, Mapping):
         return raw, None
-    raise StepError(f"step {step.name!r} ({step.type}) returned {type(raw).__name__}; "
-                    "a step returns a dict, None or a StepResult", step=step.name)
+    raise StepError(
+        f"step {step.name!r} ({step.type}) returned {type(raw).__name__}; a step returns a dict, None or a StepResult",
+        step=step.name,
+    )

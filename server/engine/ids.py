@@ -13,8 +13,11 @@ _ids: list[str] = []
 def _batch() -> list[str]:
     """_BATCH new ids; formatting them in one comprehension costs about half of one call per id."""
     h = os.urandom(16 * _BATCH).hex()
-    return [f"{h[i:i + 8]}-{h[i + 8:i + 12]}-4{h[i + 13:i + 16]}-{_VARIANT[h[i + 16]]}{h[i + 17:i + 20]}-"
-            f"{h[i + 20:i + 32]}" for i in range(0, 32 * _BATCH, 32)]
+    return [
+        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-4{h[i + 13 : i + 16]}-{_VARIANT[h[i + 16]]}{h[i + 17 : i + 20]}-"
+        f"{h[i + 20 : i + 32]}"
+        for i in range(0, 32 * _BATCH, 32)
+    ]
 
 
 def new_id() -> str:

@@ -33,8 +33,14 @@ log = logging.getLogger("workflow.engine")
 class Engine:
     """Owns what every request shares. `state` is replaced whole, never mutated."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, plugin_manager: pluggy.PluginManager,
-                 registry: Registry, config: AppConfig) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        plugin_manager: pluggy.PluginManager,
+        registry: Registry,
+        config: AppConfig,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.plugin_manager = plugin_manager
@@ -46,15 +52,20 @@ class Engine:
         self.ready = False
         self.draining = False
         self.executions = ExecutionLog(settings.execution_history)
-        self.queue = LocalQueue(workers=settings.async_workers, capacity=settings.async_queue_size,
-                                depth_gauge=metrics.queue_depth)
-        self.thread_pool = ThreadPoolExecutor(max_workers=settings.step_threads,
-                                              thread_name_prefix="workflow-step")
+        self.queue = LocalQueue(
+            workers=settings.async_workers, capacity=settings.async_queue_size, depth_gauge=metrics.queue_depth
+        )
+        self.thread_pool = ThreadPoolExecutor(max_workers=settings.step_threads, thread_name_prefix="workflow-step")
         self.services: Services | None = None  # given by start(), once the HTTP client and databases are open
         self.recorder: Recorder | None = None
-        self.executor = Executor(state=lambda: self.state, services=lambda: self.services,
-                                 metrics=metrics, step_timeout=settings.step_timeout,
-                                 thread_pool=self.thread_pool, finished=self._record)
+        self.executor = Executor(
+            state=lambda: self.state,
+            services=lambda: self.services,
+            metrics=metrics,
+            step_timeout=settings.step_timeout,
+            thread_pool=self.thread_pool,
+            finished=self._record,
+        )
 
     def _record(self, outcome: Outcome) -> None:
         """Hand a finished execution to the write-behind recorder, which keeps a compact row and writes it later."""
@@ -96,8 +107,11 @@ class Engine:
     def in_flight(self, steps: Any) -> int:
         """Executions running on a state that holds any of these step types (this exact version)."""
         wanted = {id(step) for step in steps}
-        return sum(s.lease.count for s in (self.state, *self._retired)
-                   if any(id(step) in wanted for step in s.registry.steps.values()))
+        return sum(
+            s.lease.count
+            for s in (self.state, *self._retired)
+            if any(id(step) in wanted for step in s.registry.steps.values())
+        )
 
     async def drain(self, states: list[State], timeout: float) -> bool:
         """Wait until no execution uses any of `states`; False if `timeout` ran out first."""
@@ -127,13 +141,20 @@ class Engine:
             current = state.config.pipelines.get(name)
             self.executions.started(execution_id)
             if current is None:
-                outcome = Outcome(execution_id, name, kind, status="error",
-                                  error=StepError(f"pipeline {name!r} was removed before it could run",
-                                                  status=410, execution_id=execution_id))
+                outcome = Outcome(
+                    execution_id,
+                    name,
+                    kind,
+                    status="error",
+                    error=StepError(
+                        f"pipeline {name!r} was removed before it could run", status=410, execution_id=execution_id
+                    ),
+                )
             else:
                 with state.lease:
-                    outcome = await self.executor.run(current, payload, execution_id=execution_id,
-                                                      workflow_type=kind, state=state)
+                    outcome = await self.executor.run(
+                        current, payload, execution_id=execution_id, workflow_type=kind, state=state
+                    )
             self.executions.finished(outcome)
 
         self.queue.submit(job)
@@ -162,5 +183,6 @@ class Engine:
 
 def _wrapped(name: str, error: WorkflowError) -> WorkflowError:
     """The delegated pipeline's error as the delegating step's, keeping its status."""
-    return StepError(f"pipeline {name!r}: {error.message}", status=error.status,
-                     delegated_step=error.details.get("step"))
+    return StepError(
+        f"pipeline {name!r}: {error.message}", status=error.status, delegated_step=error.details.get("step")
+    )

@@ -27,8 +27,7 @@ class Lease:
         self.count += 1
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.count -= 1
         if self.count == 0 and self._idle is not None:
             self._idle.set()

@@ -36,9 +36,16 @@ class LoopWatchdog:
     both run on the loop's thread.
     """
 
-    def __init__(self, observe: Callable[[float], None] = lambda lag: None,
-                 report_max: Callable[[float], None] = lambda worst: None, *, interval: float = INTERVAL,
-                 threshold: float = THRESHOLD, window: float = WINDOW, stall_after: float = STALL) -> None:
+    def __init__(
+        self,
+        observe: Callable[[float], None] = lambda lag: None,
+        report_max: Callable[[float], None] = lambda worst: None,
+        *,
+        interval: float = INTERVAL,
+        threshold: float = THRESHOLD,
+        window: float = WINDOW,
+        stall_after: float = STALL,
+    ) -> None:
         self.interval, self.threshold, self.window, self.stall_after = interval, threshold, window, stall_after
         self._observe, self._report_max = observe, report_max
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -85,9 +92,12 @@ class LoopWatchdog:
     def health(self) -> dict[str, Any]:
         """The `loop` check of /healthz: degraded while a lag above the threshold is within the window."""
         worst = self.worst()
-        check: dict[str, Any] = {"status": "degraded" if worst > self.threshold else "ok",
-                                 "max_lag_seconds": round(worst, 3), "threshold_seconds": self.threshold,
-                                 "window_seconds": self.window}
+        check: dict[str, Any] = {
+            "status": "degraded" if worst > self.threshold else "ok",
+            "max_lag_seconds": round(worst, 3),
+            "threshold_seconds": self.threshold,
+            "window_seconds": self.window,
+        }
         stall = self._stall
         if stall is not None and time.monotonic() - stall.noticed <= self.window:
             check["blocked_at"] = stall.where
@@ -112,8 +122,12 @@ class LoopWatchdog:
         self._report_max(max(worst for _, worst in self._recent))
         stall = self._stall
         if lag >= self.stall_after and stall is not None and self._last_tick - stall.noticed < lag:
-            log.info("event loop runs again after %.2fs blocked at %s", lag, stall.where,
-                     extra={"lag_seconds": round(lag, 3), "blocked_at": stall.where})
+            log.info(
+                "event loop runs again after %.2fs blocked at %s",
+                lag,
+                stall.where,
+                extra={"lag_seconds": round(lag, 3), "blocked_at": stall.where},
+            )
         self._due = now + self.interval
         self._timer = loop.call_at(self._due, self._tick)
 
@@ -142,6 +156,9 @@ class LoopWatchdog:
                 continue
             stack = describe(frame)
             self._stall = Stall(culprit(frame), time.monotonic())
-            log.warning("event loop blocked for %.1fs so far, at %s", silent, self._stall.where,
-                        extra={"blocked_at": self._stall.where, "stack": list(stack)})
-
+            log.warning(
+                "event loop blocked for %.1fs so far, at %s",
+                silent,
+                self._stall.where,
+                extra={"blocked_at": self._stall.where, "stack": list(stack)},
+            )

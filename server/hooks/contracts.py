@@ -10,8 +10,13 @@ from ..errors import RegistrationError, StepError, ValidationError
 
 _MISSING = object()
 TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,), "number": (int, float), "integer": (int,), "boolean": (bool,),
-    "object": (dict,), "array": (list, tuple), "any": (object,),
+    "string": (str,),
+    "number": (int, float),
+    "integer": (int,),
+    "boolean": (bool,),
+    "object": (dict,),
+    "array": (list, tuple),
+    "any": (object,),
 }
 
 
@@ -56,8 +61,9 @@ def parse_fields(spec: Mapping[str, Any] | None, where: str) -> tuple[Field, ...
     return tuple(fields)
 
 
-def resolve_inputs(fields: tuple[Field, ...], config: Mapping[str, Any], data: Mapping[str, Any],
-                   step: str) -> dict[str, Any]:
+def resolve_inputs(
+    fields: tuple[Field, ...], config: Mapping[str, Any], data: Mapping[str, Any], step: str
+) -> dict[str, Any]:
     """Each input from the step's config, else the pipeline data, else its default; 400 when it is wrong."""
     inputs = {}
     for field in fields:
@@ -72,8 +78,10 @@ def resolve_inputs(fields: tuple[Field, ...], config: Mapping[str, Any], data: M
             else:
                 continue
         if not _is(value, field.type):
-            raise ValidationError(f"step {step!r}: input {field.name!r} must be {field.type}, "
-                                  f"not {type(value).__name__}", field=field.name)
+            raise ValidationError(
+                f"step {step!r}: input {field.name!r} must be {field.type}, not {type(value).__name__}",
+                field=field.name,
+            )
         inputs[field.name] = value
     return inputs
 

@@ -56,8 +56,6 @@ def register_webhooks(register: Register) -> None:
     """
 
 
-
-
 # --------------------------------------------------------------------------- lifecycle
 
 

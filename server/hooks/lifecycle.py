@@ -15,8 +15,9 @@ log = logging.getLogger("workflow.lifecycle")
 def plugin_logger(plugin_name: str) -> logging.Logger:
     """The logger handed to a plugin: `workflow.plugin.NAME` (components: `workflow.component.ID`)."""
     kind, _, name = plugin_name.partition(":")
-    return logging.getLogger(f"workflow.component.{name}" if kind == "component" and name
-                             else f"workflow.plugin.{plugin_name}")
+    return logging.getLogger(
+        f"workflow.component.{name}" if kind == "component" and name else f"workflow.plugin.{plugin_name}"
+    )
 
 
 async def run_hook(pm: pluggy.PluginManager, name: str, timeout: float, **kwargs: Any) -> None:

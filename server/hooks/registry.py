@@ -83,10 +83,20 @@ class RegistryBuilder:
             outputs: Mapping[str, Any] | None = None,
         ) -> None:
             where = f"{provider}: step type {name!r}"
-            self.add_step(StepType(name, fn, provider, _is_async(fn), prepare, routes, timeout,
-                                   description or _first_line(getattr(fn, "__doc__", None)),
-                                   parse_fields(inputs, f"{where}: inputs"),
-                                   parse_fields(outputs, f"{where}: outputs")))
+            self.add_step(
+                StepType(
+                    name,
+                    fn,
+                    provider,
+                    _is_async(fn),
+                    prepare,
+                    routes,
+                    timeout,
+                    description or _first_line(getattr(fn, "__doc__", None)),
+                    parse_fields(inputs, f"{where}: inputs"),
+                    parse_fields(outputs, f"{where}: outputs"),
+                )
+            )
 
         return register
 
@@ -111,8 +121,10 @@ class RegistryBuilder:
         owner = self.steps.get(step.name)
         if owner is not None:
             raise RegistrationError(
-                f"{where}: already registered by {owner.provider}", type=step.name,
-                providers=[owner.provider, step.provider])
+                f"{where}: already registered by {owner.provider}",
+                type=step.name,
+                providers=[owner.provider, step.provider],
+            )
         self.steps[step.name] = step
 
     def add_endpoint(self, endpoint: Endpoint) -> None:
@@ -136,16 +148,17 @@ class RegistryBuilder:
     def collect(self, pm: pluggy.PluginManager, plugins: Iterable[object] | None = None) -> None:
         """Run the registration hooks of `plugins` (default: every plugin in `pm`)."""
         wanted = None if plugins is None else {id(p) for p in plugins}
-        for hook, registrar in ((pm.hook.register_steps, self.step_registrar),
-                                (pm.hook.register_webhooks, self.endpoint_registrar)):
+        for hook, registrar in (
+            (pm.hook.register_steps, self.step_registrar),
+            (pm.hook.register_webhooks, self.endpoint_registrar),
+        ):
             for impl in hook.get_hookimpls():
                 if wanted is None or id(impl.plugin) in wanted:
                     impl.function(register=registrar(impl.plugin_name))
 
     def build(self) -> Registry:
         """Freeze what was collected."""
-        return Registry(MappingProxyType(dict(self.steps)), tuple(self.endpoints),
-                        _webhook_router(self.endpoints))
+        return Registry(MappingProxyType(dict(self.steps)), tuple(self.endpoints), _webhook_router(self.endpoints))
 
 
 def compose_registry(base: Registry, *parts: tuple[Mapping[str, StepType], Iterable[Endpoint]]) -> Registry:

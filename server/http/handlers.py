@@ -34,8 +34,9 @@ async def handle_trigger(request: web.Request) -> web.StreamResponse:
         if pipeline.trigger.is_async:
             execution_id = engine.submit(pipeline, payload)
             location = f"/executions/{execution_id}"
-            return json_response({"execution_id": execution_id, "status": "queued", "location": location},
-                                 202, {"Location": location})
+            return json_response(
+                {"execution_id": execution_id, "status": "queued", "location": location}, 202, {"Location": location}
+            )
         return outcome_response(await engine.run(pipeline, payload, state=state))
 
 

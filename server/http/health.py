@@ -41,17 +41,31 @@ async def healthz(request: web.Request) -> web.Response:
     stuck = components.isolation.stuck_loads()  # imports abandoned after the timeout, still running
     checks: dict[str, dict[str, Any]] = {
         "config": {"status": "ok", "pipelines": len(engine.config.pipelines), "source": engine.config.source},
-        "plugins": {"status": "ok", "step_types": len(engine.registry.steps),
-                    "providers": len(engine.registry.providers())},
-        "queue": {"status": "ok" if queue.depth < engine.settings.async_queue_size else "full",
-                  "depth": queue.depth, "capacity": engine.settings.async_queue_size},
-        "components": {"status": "degraded" if failing or stuck else "ok", "in_service": len(components.components),
-                       "failing": len(failing), "failing_ids": list(failing), "errors": failing,
-                       "stuck_loads": stuck},
+        "plugins": {
+            "status": "ok",
+            "step_types": len(engine.registry.steps),
+            "providers": len(engine.registry.providers()),
+        },
+        "queue": {
+            "status": "ok" if queue.depth < engine.settings.async_queue_size else "full",
+            "depth": queue.depth,
+            "capacity": engine.settings.async_queue_size,
+        },
+        "components": {
+            "status": "degraded" if failing or stuck else "ok",
+            "in_service": len(components.components),
+            "failing": len(failing),
+            "failing_ids": list(failing),
+            "errors": failing,
+            "stuck_loads": stuck,
+        },
         "store": _store_check(request),
         "replication": request.app[REPLICATOR].health(),
-        "lifecycle": {"status": "ok" if engine.ready and not engine.draining else "unavailable",
-                      "ready": engine.ready, "draining": engine.draining},
+        "lifecycle": {
+            "status": "ok" if engine.ready and not engine.draining else "unavailable",
+            "ready": engine.ready,
+            "draining": engine.draining,
+        },
         "loop": request.app[WATCHDOG].health(),
     }
     statuses = {check["status"] for check in checks.values()}
@@ -68,8 +82,12 @@ def _store_check(request: web.Request) -> dict[str, Any]:
     store, recorder = request.app[STORE], request.app[ENGINE].recorder
     if recorder is None:  # not started yet, or not recording executions
         return {"status": "ok", "kind": store.kind}
-    check = {"status": "ok" if recorder.healthy else "degraded", "kind": store.kind, "pending": recorder.pending,
-             "dropped": recorder.dropped}
+    check = {
+        "status": "ok" if recorder.healthy else "degraded",
+        "kind": store.kind,
+        "pending": recorder.pending,
+        "dropped": recorder.dropped,
+    }
     if not recorder.healthy:
         check["error"] = recorder.last_error or "writes are failing"
     return check
@@ -82,8 +100,14 @@ def add_metrics_route(app: web.Application) -> None:
 
 def add_health_routes(app: web.Application) -> None:
     """The health paths and their short aliases."""
-    for path, handler in (("/healthz", healthz), ("/readyz", readyz), ("/livez", livez),
-                          ("/health", healthz), ("/ready", readyz), ("/live", livez)):
+    for path, handler in (
+        ("/healthz", healthz),
+        ("/readyz", readyz),
+        ("/livez", livez),
+        ("/health", healthz),
+        ("/ready", readyz),
+        ("/live", livez),
+    ):
         app.router.add_get(path, handler, allow_head=True)
 
 

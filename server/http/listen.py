@@ -16,11 +16,13 @@ def bind(address: Address, name: str) -> socket.socket:
     try:
         if not address.host:
             if socket.has_dualstack_ipv6():
-                return socket.create_server(("", address.port), family=socket.AF_INET6, dualstack_ipv6=True,
-                                            backlog=BACKLOG)
+                return socket.create_server(
+                    ("", address.port), family=socket.AF_INET6, dualstack_ipv6=True, backlog=BACKLOG
+                )
             return socket.create_server(("", address.port), backlog=BACKLOG)
-        family, _, _, _, sockaddr = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM,
-                                                       flags=socket.AI_PASSIVE)[0]
+        family, _, _, _, sockaddr = socket.getaddrinfo(
+            address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
         return socket.create_server(sockaddr[:2], family=family, backlog=BACKLOG)
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)  # create_server appends the address again

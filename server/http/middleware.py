@@ -80,9 +80,18 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         label = route_label(request)
         request.app[METRICS].observe_request(request.method, label, response.status, elapsed)
         if log.isEnabledFor(logging.INFO):
-            log.info("%s %s %d", request.method, request.path, response.status,
-                     extra={"status": response.status, "route": label,
-                            "duration_ms": round(elapsed * 1000, 3), "remote": request.remote})
+            log.info(
+                "%s %s %d",
+                request.method,
+                request.path,
+                response.status,
+                extra={
+                    "status": response.status,
+                    "route": label,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "remote": request.remote,
+                },
+            )
         return response
     finally:
         logs.request_id.reset(token)
@@ -94,8 +103,7 @@ def _error_answer(request: web.Request, exc: Exception) -> web.StreamResponse:
         return error_response(exc)
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         limit = request.app[SETTINGS].max_body_bytes
-        return error_response(PayloadTooLarge(f"request body is larger than the limit of {limit} bytes",
-                                              limit=limit))
+        return error_response(PayloadTooLarge(f"request body is larger than the limit of {limit} bytes", limit=limit))
     if isinstance(exc, web.HTTPMethodNotAllowed):
         return error_response(MethodNotAllowed(f"method {exc.method} is not allowed", sorted(exc.allowed_methods)))
     if isinstance(exc, web.HTTPException):
@@ -121,5 +129,3 @@ def route_label(request: web.Request) -> str:
         return UNMATCHED
     canonical = route.resource.canonical
     return UNMATCHED if "{tail" in canonical else canonical
-
-

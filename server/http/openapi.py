@@ -11,10 +11,18 @@ from ..keys import ENGINE
 from .middleware import json_response
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_ERROR = {"description": "error", "content": {"application/json": {"schema": {
-    "type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}}}}
+_ERROR = {
+    "description": "error",
+    "content": {
+        "application/json": {
+            "schema": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+        }
+    },
+}
 _FIXED = {
-    "/healthz": "Health with named checks", "/readyz": "Readiness", "/livez": "Liveness",
+    "/healthz": "Health with named checks",
+    "/readyz": "Readiness",
+    "/livez": "Liveness",
     "/metrics": "Prometheus metrics",
 }
 
@@ -25,22 +33,28 @@ async def openapi(request: web.Request) -> web.Response:
     paths: dict[str, dict[str, Any]] = {}
     for method, template, pipeline in engine.config.router.routes():
         operation = {
-            "operationId": pipeline.name, "summary": f"pipeline {pipeline.name}",
-            "parameters": [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-                           for p in _PARAM.findall(template)],
+            "operationId": pipeline.name,
+            "summary": f"pipeline {pipeline.name}",
+            "parameters": [
+                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                for p in _PARAM.findall(template)
+            ],
             "responses": _responses(pipeline.trigger.is_async),
         }
         if method in ("POST", "PUT", "PATCH"):
             operation["requestBody"] = {"content": {"application/json": {"schema": {"type": "object"}}}}
         paths.setdefault(template, {})[method.lower()] = operation
-    paths["/executions/{id}"] = {"get": {
-        "operationId": "getExecution", "summary": "Status and result of an async execution",
-        "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
-        "responses": {"200": {"description": "the execution"}, "404": _ERROR}}}
+    paths["/executions/{id}"] = {
+        "get": {
+            "operationId": "getExecution",
+            "summary": "Status and result of an async execution",
+            "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "the execution"}, "404": _ERROR},
+        }
+    }
     for path, summary in _FIXED.items():
         paths[path] = {"get": {"summary": summary, "responses": {"200": {"description": "ok"}}}}
-    return json_response({"openapi": "3.1.0", "info": {"title": engine.config.name, "version": "1"},
-                          "paths": paths})
+    return json_response({"openapi": "3.1.0", "info": {"title": engine.config.name, "version": "1"}, "paths": paths})
 
 
 def _responses(is_async: bool) -> dict[str, Any]:

@@ -27,6 +27,7 @@ class Labelled(Protocol[T_co]):
 
     def labels(self, *values: str) -> T_co: ...
 
+
 # Loop lag: well under the 100 ms timer period is normal; seconds mean blocking code on the loop.
 LOOP_LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -41,29 +42,40 @@ class Metrics:
         GCCollector(registry=self.registry)
         r = self.registry
         # Updated per request or per step: lock-free, on the event loop's thread only (see metric_types).
-        self.http_requests = FastCounter("http_requests_total", "HTTP requests answered.",
-                                         ["method", "path", "status_code"], registry=r)
-        self.http_duration = FastHistogram("http_request_duration_seconds", "HTTP request latency.",
-                                           ["method", "path"], registry=r)
-        self.executions = FastCounter("workflow_executions_total", "Pipeline executions finished.",
-                                      ["workflow_type", "action", "status"], registry=r)
-        self.execution_duration = FastHistogram("workflow_duration_seconds", "Pipeline execution time.",
-                                                ["workflow_type", "action"], registry=r)
-        self.active = FastGauge("active_workflows", "Pipeline executions running now.",
-                                ["workflow_type"], registry=r)
-        self.queue_depth = Gauge("workflow_queue_depth", "Executions waiting in the async queue.",
-                                 registry=r)
-        self.module_operations = FastCounter("module_operations", "Module operations by outcome.",
-                                             ["module", "operation", "status"], registry=r)
+        self.http_requests = FastCounter(
+            "http_requests_total", "HTTP requests answered.", ["method", "path", "status_code"], registry=r
+        )
+        self.http_duration = FastHistogram(
+            "http_request_duration_seconds", "HTTP request latency.", ["method", "path"], registry=r
+        )
+        self.executions = FastCounter(
+            "workflow_executions_total",
+            "Pipeline executions finished.",
+            ["workflow_type", "action", "status"],
+            registry=r,
+        )
+        self.execution_duration = FastHistogram(
+            "workflow_duration_seconds", "Pipeline execution time.", ["workflow_type", "action"], registry=r
+        )
+        self.active = FastGauge("active_workflows", "Pipeline executions running now.", ["workflow_type"], registry=r)
+        self.queue_depth = Gauge("workflow_queue_depth", "Executions waiting in the async queue.", registry=r)
+        self.module_operations = FastCounter(
+            "module_operations", "Module operations by outcome.", ["module", "operation", "status"], registry=r
+        )
         self.dynamic_components = Gauge("dynamic_components", "Components in service.", registry=r)
-        self.reload_seconds = Histogram("dynamic_component_reload_seconds",
-                                        "From a component file change to its new version serving.",
-                                        registry=r)
+        self.reload_seconds = Histogram(
+            "dynamic_component_reload_seconds", "From a component file change to its new version serving.", registry=r
+        )
         # Set by the loop watchdog (server/engine/watchdog.py) on the loop's thread.
-        self.loop_lag = FastHistogram("event_loop_lag_seconds", "How late the event loop ran its 100 ms timer.",
-                                      buckets=LOOP_LAG_BUCKETS, registry=r)
-        self.loop_lag_max = FastGauge("event_loop_lag_max_seconds", "The worst event loop lag of the last 60 s.",
-                                      registry=r)
+        self.loop_lag = FastHistogram(
+            "event_loop_lag_seconds",
+            "How late the event loop ran its 100 ms timer.",
+            buckets=LOOP_LAG_BUCKETS,
+            registry=r,
+        )
+        self.loop_lag_max = FastGauge(
+            "event_loop_lag_max_seconds", "The worst event loop lag of the last 60 s.", registry=r
+        )
         # The hot path finds its cells with one dict lookup on its own label values.
         self._children: dict[tuple[int, tuple[str, ...]], object] = {}
         self._request_cells: dict[tuple[str, str, int], tuple[CounterCell, HistogramCell]] = {}
@@ -84,7 +96,9 @@ class Metrics:
         cells = self._request_cells.get((method, path, status))
         if cells is None:
             cells = self._request_cells[(method, path, status)] = (
-                self.http_requests.labels(method, path, str(status)), self.http_duration.labels(method, path))
+                self.http_requests.labels(method, path, str(status)),
+                self.http_duration.labels(method, path),
+            )
         cells[0].value += 1.0
         cells[1].observe(seconds)
 
@@ -94,7 +108,8 @@ class Metrics:
         if cells is None:
             cells = self._execution_cells[(workflow_type, action, status)] = (
                 self.executions.labels(workflow_type, action, status),
-                self.execution_duration.labels(workflow_type, action))
+                self.execution_duration.labels(workflow_type, action),
+            )
         cells[0].value += 1.0
         cells[1].observe(seconds)
 

@@ -87,8 +87,9 @@ class _Family(abc.ABC, Generic[C]):
     type = ""
     suffixes: tuple[str, ...] = ()
 
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = (),
-                 registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str] = (), registry: CollectorRegistry | None = None
+    ) -> None:
         self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
         self._cells: dict[tuple[str, ...], C] = {}
         if registry is not None:
@@ -130,8 +131,9 @@ class FastCounter(_Family[CounterCell]):
 
     type = "counter"
 
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = (),
-                 registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str] = (), registry: CollectorRegistry | None = None
+    ) -> None:
         super().__init__(name.removesuffix("_total"), documentation, labelnames, registry)
 
     def _new_cell(self) -> CounterCell:
@@ -168,8 +170,14 @@ class FastHistogram(_Family[HistogramCell]):
 
     type = "histogram"
 
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = (),
-                 registry: CollectorRegistry | None = None, buckets: Sequence[float] = DEFAULT_BUCKETS) -> None:
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        registry: CollectorRegistry | None = None,
+        buckets: Sequence[float] = DEFAULT_BUCKETS,
+    ) -> None:
         bounds = [float(b) for b in buckets]
         if bounds != sorted(bounds) or len(set(bounds)) != len(bounds):
             raise ValueError("buckets must be sorted and distinct")

@@ -45,7 +45,7 @@ def write_all(fd: int, data: bytes) -> None:
     """Write all of `data` to a blocking fd."""
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def read_frame(fd: int) -> bytes | None:
@@ -84,8 +84,15 @@ def run_spare(request_fd: int, result_fd: int, base: Any, libc: Any, warm: dict[
     """
     _confine(libc, {result_fd: RESULT_FD, request_fd: REQUEST_FD})
     with contextlib.suppress(BaseException):  # a warm-up is only an optimisation
-        _check({"source": _warm_up_source(), "document": (warm or {}).get("document"),
-                "config_source": (warm or {}).get("config_source", ""), "memory": 0}, base)
+        _check(
+            {
+                "source": _warm_up_source(),
+                "document": (warm or {}).get("document"),
+                "config_source": (warm or {}).get("config_source", ""),
+                "memory": 0,
+            },
+            base,
+        )
     payload = read_frame(REQUEST_FD)
     if payload is None:  # the fork server let this spare go
         os._exit(0)

@@ -125,8 +125,8 @@ class ForkServer:
             (size,) = HEADER.unpack_from(self.inbox)
             if len(self.inbox) < HEADER.size + size:
                 break
-            payload = bytes(self.inbox[HEADER.size:HEADER.size + size])
-            del self.inbox[:HEADER.size + size]
+            payload = bytes(self.inbox[HEADER.size : HEADER.size + size])
+            del self.inbox[: HEADER.size + size]
             self._start(payload)
         return True
 
@@ -206,14 +206,13 @@ class ForkServer:
                 self.selector.unregister(child.result_fd)
             return
         if len(child.output) < MAX_RESULT:
-            child.output += chunk[:MAX_RESULT - len(child.output)]
+            child.output += chunk[: MAX_RESULT - len(child.output)]
         result = _parse_result(child.output)
         if result is not None and not child.answered and child is not self.spare:
             # Answer now: tearing down the process takes another millisecond or so, and the verdict is final.
             self._answer(child, result)
 
-    def _finish(self, child: Child, *, timed_out: bool = False, status: int | None = None,
-                answer: bool = True) -> None:
+    def _finish(self, child: Child, *, timed_out: bool = False, status: int | None = None, answer: bool = True) -> None:
         """Settle a child that exited or ran out of time: kill what is left of it, reap it, answer."""
         # The whole process group (whatever the candidate forked) goes before the leader is reaped: until
         # then its pid, which is the group's id, cannot be reused by an unrelated process.
@@ -231,8 +230,11 @@ class ForkServer:
         self.children.pop(child.pid, None)
         self.spare_due = time.monotonic() + SPARE_DELAY
         if answer and not child.answered:
-            reason = (f"import did not finish in {child.timeout:g} s" if timed_out
-                      else reason_for_status(status, cpu_limit(child.timeout)))
+            reason = (
+                f"import did not finish in {child.timeout:g} s"
+                if timed_out
+                else reason_for_status(status, cpu_limit(child.timeout))
+            )
             self._answer(child, {"ok": False, "error": reason, "line": None})
 
     def _answer(self, child: Child, result: dict[str, Any]) -> None:
@@ -268,14 +270,17 @@ def _parse_result(output: bytes | bytearray) -> dict[str, Any] | None:
     if len(output) < HEADER.size + size:
         return None
     try:
-        result = json.loads(output[HEADER.size:HEADER.size + size])
+        result = json.loads(output[HEADER.size : HEADER.size + size])
     except ValueError:
         return None
     if not isinstance(result, dict) or not isinstance(result.get("ok"), bool):
         return None
     line = result.get("line")
-    return {"ok": result["ok"], "error": str(result.get("error", "")),
-            "line": line if isinstance(line, int) and not isinstance(line, bool) else None}
+    return {
+        "ok": result["ok"],
+        "error": str(result.get("error", "")),
+        "line": line if isinstance(line, int) and not isinstance(line, bool) else None,
+    }
 
 
 def main() -> int:
@@ -303,7 +308,18 @@ def main() -> int:
             failed.append(f"{name}: {type(exc).__name__}: {exc}")
     gc.collect()
     gc.freeze()  # children never scan (and so never copy) the objects already loaded
-    write_all(answers, frame(json.dumps({"ready": True, "pid": os.getpid(), "preload_failed": failed,
-                                         "seconds": round(time.monotonic() - started, 3)}).encode()))
+    write_all(
+        answers,
+        frame(
+            json.dumps(
+                {
+                    "ready": True,
+                    "pid": os.getpid(),
+                    "preload_failed": failed,
+                    "seconds": round(time.monotonic() - started, 3),
+                }
+            ).encode()
+        ),
+    )
     server.run()
     return 0

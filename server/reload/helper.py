@@ -17,8 +17,10 @@ from .candidate import HEADER, frame
 log = logging.getLogger("workflow.isolation")
 # The helper must import this very `server` package: not `-m`, which would put the working directory (where
 # another `server` package may live) first on its path.
-BOOTSTRAP = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r}); "
-             "from server.reload.forkserver import main; sys.exit(main())")
+BOOTSTRAP = (
+    f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r}); "
+    "from server.reload.forkserver import main; sys.exit(main())"
+)
 
 START_TIMEOUT = 60.0  # the helper imports the server and the preloaded modules before it answers
 ANSWER_MARGIN = 5.0  # the helper enforces each candidate's timeout; this only catches a helper that stopped
@@ -93,8 +95,13 @@ class CandidateHelper:
     async def _start(self) -> _Running:
         try:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", BOOTSTRAP, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                start_new_session=True)  # its own session: a Ctrl-C on the terminal is the server's to handle
+                sys.executable,
+                "-c",
+                BOOTSTRAP,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )  # its own session: a Ctrl-C on the terminal is the server's to handle
         except OSError as exc:
             raise HelperGone(f"the isolation helper did not start: {exc}") from None
         try:
@@ -142,8 +149,11 @@ class CandidateHelper:
                 self._discard(running, "exited", kill=True)
                 code = await running.process.wait()
             if not self._closed:
-                log.warning("isolation helper %d exited (code %s); the next candidate starts a new one",
-                            running.process.pid, code)
+                log.warning(
+                    "isolation helper %d exited (code %s); the next candidate starts a new one",
+                    running.process.pid,
+                    code,
+                )
 
     def _discard(self, running: _Running, why: str, *, kill: bool = False) -> None:
         """Stop using `running` and fail what it still owes; `kill` it (its children die with it) if it still runs.

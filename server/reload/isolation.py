@@ -44,8 +44,9 @@ class StuckLoad:
 class Isolation:
     """Checks candidate versions in the helper and loads passed ones into the server, both bounded in time."""
 
-    def __init__(self, *, enabled: bool = True, timeout: float = 10.0, memory_mb: int = 1024,
-                 preload: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, *, enabled: bool = True, timeout: float = 10.0, memory_mb: int = 1024, preload: tuple[str, ...] = ()
+    ) -> None:
         self.enabled = enabled
         self.timeout = timeout
         self.memory = memory_mb << 20
@@ -57,8 +58,12 @@ class Isolation:
     @classmethod
     def from_settings(cls, settings: Settings) -> Isolation:
         """An isolation configured by WORKFLOW_ISOLATE_COMPONENTS, _IMPORT_TIMEOUT, _IMPORT_MEMORY_MB, _PRELOAD."""
-        return cls(enabled=settings.isolate_components, timeout=settings.import_timeout,
-                   memory_mb=settings.import_memory_mb, preload=settings.isolation_preload)
+        return cls(
+            enabled=settings.isolate_components,
+            timeout=settings.import_timeout,
+            memory_mb=settings.import_memory_mb,
+            preload=settings.isolation_preload,
+        )
 
     async def __aenter__(self) -> Isolation:
         return self
@@ -76,9 +81,13 @@ class Isolation:
         """Check `source` in a disposable process, compiling `config` against it: the refusal, or None."""
         if not self.enabled:
             return None
-        payload = {"source": source, "document": config.document if config is not None else None,
-                   "config_source": config.source if config is not None else "", "timeout": self.timeout,
-                   "memory": self.memory}
+        payload = {
+            "source": source,
+            "document": config.document if config is not None else None,
+            "config_source": config.source if config is not None else "",
+            "timeout": self.timeout,
+            "memory": self.memory,
+        }
         try:
             answer = await self.helper.request(payload, budget=self.timeout)
         except HelperGone as exc:
@@ -87,8 +96,9 @@ class Isolation:
             return None
         return ComponentError(str(answer.get("error")), file=source.path, line=answer.get("line"))
 
-    async def precheck(self, source: Source, config: AppConfig | None,
-                       serving: Mapping[str, Component] | None = None) -> None:
+    async def precheck(
+        self, source: Source, config: AppConfig | None, serving: Mapping[str, Component] | None = None
+    ) -> None:
         """Check `source` now, before the caller takes the component lock; `check` then only reads the verdict.
 
         Nothing is checked when `serving` (the components in service) already runs this very version.
@@ -103,8 +113,9 @@ class Isolation:
         while len(self._verdicts) > VERDICTS_KEPT:  # verdicts never asked for (another change came first)
             self._verdicts.popitem(last=False)
 
-    async def precheck_path(self, path: str | Path, config: AppConfig | None,
-                            serving: Mapping[str, Component] | None = None) -> None:
+    async def precheck_path(
+        self, path: str | Path, config: AppConfig | None, serving: Mapping[str, Component] | None = None
+    ) -> None:
         """`precheck` the file at `path`, if it can be read (otherwise the locked sync reports why)."""
         if not self.enabled:
             return
@@ -114,8 +125,9 @@ class Isolation:
             return
         await self.precheck(source, config, serving)
 
-    async def precheck_paths(self, paths: Iterable[str | Path], config: AppConfig | None,
-                             serving: Mapping[str, Component] | None = None) -> None:
+    async def precheck_paths(
+        self, paths: Iterable[str | Path], config: AppConfig | None, serving: Mapping[str, Component] | None = None
+    ) -> None:
         """`precheck_path` many files at once (start-up): the fork server checks them in parallel."""
         if not self.enabled:
             return
@@ -170,8 +182,9 @@ class Isolation:
             component, error = await asyncio.wait_for(asyncio.shield(done), self.timeout)
         except TimeoutError:
             self._stuck.append(StuckLoad(source.id, source.path, started, thread))
-            raise ComponentError(f"import did not finish in {self.timeout:g} s in the server "
-                                 "(its thread is abandoned)", file=source.path) from None
+            raise ComponentError(
+                f"import did not finish in {self.timeout:g} s in the server (its thread is abandoned)", file=source.path
+            ) from None
         if isinstance(error, ComponentError):
             raise error
         if error is not None or component is None:
@@ -194,8 +207,9 @@ def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
         future.set_result(outcome)
 
 
-async def load_folder(base: Registry, directory: Path, isolation: Isolation,
-                      config: AppConfig | None) -> tuple[Registry, list[str]]:
+async def load_folder(
+    base: Registry, directory: Path, isolation: Isolation, config: AppConfig | None
+) -> tuple[Registry, list[str]]:
     """Load every component in `directory` on top of `base` as the server does, each checked in isolation first.
 
     For `validate`: returns the combined registry and one `file[:line]: message` per component refused.

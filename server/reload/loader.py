@@ -120,8 +120,9 @@ def build_module(source: Source) -> types.ModuleType:
     try:
         exec(code, module.__dict__)
     except BaseException as exc:  # exit(), KeyboardInterrupt, GeneratorExit...: none may stop the server
-        raise ComponentError(f"failed to import: {describe(exc)}", file=source.path,
-                             line=line_in(exc, source.path)) from None
+        raise ComponentError(
+            f"failed to import: {describe(exc)}", file=source.path, line=line_in(exc, source.path)
+        ) from None
     finally:
         if sys.modules.get(module.__name__) is module:
             del sys.modules[module.__name__]
@@ -148,11 +149,13 @@ def collect(module: types.ModuleType, source: Source, base: Registry) -> Compone
     try:
         builder.collect(pm)
     except RegistrationError as exc:  # the line is the component's `register(...)` call
-        raise ComponentError(exc.message.removeprefix(f"{name}: "), file=source.path,
-                             line=line_in(exc, source.path)) from None
+        raise ComponentError(
+            exc.message.removeprefix(f"{name}: "), file=source.path, line=line_in(exc, source.path)
+        ) from None
     except BaseException as exc:  # register_steps may raise SystemExit or GeneratorExit too
-        raise ComponentError(f"registration failed: {describe(exc)}", file=source.path,
-                             line=line_in(exc, source.path)) from None
+        raise ComponentError(
+            f"registration failed: {describe(exc)}", file=source.path, line=line_in(exc, source.path)
+        ) from None
     steps = {k: v for k, v in builder.steps.items() if v.provider == name}
     endpoints = tuple(e for e in builder.endpoints if e.provider == name)
     return Component(source.id, source.path, source.sha256, module, pm, steps, endpoints, source.text)
@@ -163,11 +166,15 @@ def compile_with(document: LineDict, registry: Registry, *, config_source: str, 
     try:
         return compile_config(document, registry, source=config_source, strict=False)
     except ConfigError as exc:
-        raise ComponentError("the config does not compile with this version: " + "; ".join(exc.problems),
-                             file=source.path) from None
+        raise ComponentError(
+            "the config does not compile with this version: " + "; ".join(exc.problems), file=source.path
+        ) from None
     except BaseException as exc:  # the component's `prepare` raised something the config loader does not expect
-        raise ComponentError(f"the config does not compile with this version: {describe(exc)}",
-                             file=source.path, line=line_in(exc, source.path)) from None
+        raise ComponentError(
+            f"the config does not compile with this version: {describe(exc)}",
+            file=source.path,
+            line=line_in(exc, source.path),
+        ) from None
 
 
 def describe(exc: BaseException) -> str:

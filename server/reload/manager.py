@@ -73,8 +73,9 @@ Subscriber = Callable[[Event], None]
 class ComponentManager:
     """Builds candidates against the state in service and commits them; holds the components and failures."""
 
-    def __init__(self, engine: Engine, built_in: Registry, *, lifecycle_timeout: float = 10.0,
-                 drain_timeout: float = 30.0) -> None:
+    def __init__(
+        self, engine: Engine, built_in: Registry, *, lifecycle_timeout: float = 10.0, drain_timeout: float = 30.0
+    ) -> None:
         self.engine = engine
         self.built_in = built_in
         self.components: dict[str, Component] = {}
@@ -117,12 +118,12 @@ class ComponentManager:
         registry = compose_registry(base, (component.steps, component.endpoints))
         config = self._compile(registry, source)
         try:
-            await run_hook(component.plugin_manager, "startup", self.lifecycle_timeout,
-                           services=self.engine.services)
+            await run_hook(component.plugin_manager, "startup", self.lifecycle_timeout, services=self.engine.services)
         except LifecycleError as exc:  # the line of a raising hook is in the cause's traceback
             cause = exc.__cause__
-            raise ComponentError(str(exc), file=source.path,
-                                 line=line_in(cause, source.path) if cause else None) from None
+            raise ComponentError(
+                str(exc), file=source.path, line=line_in(cause, source.path) if cause else None
+            ) from None
         return Candidate(State(registry, config), operation, seen_at, source.id, component)
 
     def _compile(self, registry: Registry, source: Source | str) -> AppConfig:
@@ -133,8 +134,9 @@ class ComponentManager:
         try:
             return compile_config(config.document, registry, source=config.source, strict=False)
         except ConfigError as exc:
-            raise ComponentError("the config does not compile without this component: "
-                                 + "; ".join(exc.problems), file=source) from None
+            raise ComponentError(
+                "the config does not compile without this component: " + "; ".join(exc.problems), file=source
+            ) from None
 
     async def build_removal(self, component_id: str) -> Candidate | None:
         """The serving state without `component_id` (None when it is not in service)."""
@@ -177,8 +179,12 @@ class ComponentManager:
             del self.components[cid]
             linecache.cache.pop(old.path, None)  # its source, kept for tracebacks, goes with it
             self.count("unregister", "success")
-            log.info("unregister %s: steps %s", old.path, ", ".join(sorted(old.steps)) or "-",
-                     extra={"component": cid, "result": "success"})
+            log.info(
+                "unregister %s: steps %s",
+                old.path,
+                ", ".join(sorted(old.steps)) or "-",
+                extra={"component": cid, "result": "success"},
+            )
         else:
             component.version = version or (old.version + 1 if old else 1)
             self.components[cid] = component
@@ -194,10 +200,20 @@ class ComponentManager:
         self.count(candidate.operation, "success")
         self.count("register", "success")
         self.engine.metrics.reload_seconds.observe(elapsed)
-        log.info("%s %s: %s in %.1f ms, steps %s", candidate.operation, component.path, component.sha256[:12],
-                 elapsed * 1000, ", ".join(sorted(component.steps)) or "-",
-                 extra={"component": component.id, "sha256": component.sha256[:12], "result": "success",
-                        "duration_ms": round(elapsed * 1000, 3)})
+        log.info(
+            "%s %s: %s in %.1f ms, steps %s",
+            candidate.operation,
+            component.path,
+            component.sha256[:12],
+            elapsed * 1000,
+            ", ".join(sorted(component.steps)) or "-",
+            extra={
+                "component": component.id,
+                "sha256": component.sha256[:12],
+                "result": "success",
+                "duration_ms": round(elapsed * 1000, 3),
+            },
+        )
 
     async def discard(self, candidate: Candidate) -> None:
         """Drop a candidate that will not serve (its persisting failed): stop the version it started."""
@@ -206,16 +222,33 @@ class ComponentManager:
 
     # ------------------------------------------------------------------ failures
 
-    def refuse(self, component_id: str, path: str, exc: ComponentError, sha256: str | None,
-               operation: str, seen_at: float, origin: str = "file") -> None:
+    def refuse(
+        self,
+        component_id: str,
+        path: str,
+        exc: ComponentError,
+        sha256: str | None,
+        operation: str,
+        seen_at: float,
+        origin: str = "file",
+    ) -> None:
         """Record a refused version: the failure, one log line and the metric; the version in service stays."""
         failure = Failure(component_id, path, exc.message, exc.details.get("line"), sha256, origin)
         self.failures[component_id] = failure
         self.count(operation, "error")
         elapsed = time.perf_counter() - seen_at
-        log.error("%s refused in %.1f ms: %s", operation, elapsed * 1000, exc.message,
-                  extra={"component": component_id, "sha256": (sha256 or "")[:12], "result": "error",
-                         "duration_ms": round(elapsed * 1000, 3)})
+        log.error(
+            "%s refused in %.1f ms: %s",
+            operation,
+            elapsed * 1000,
+            exc.message,
+            extra={
+                "component": component_id,
+                "sha256": (sha256 or "")[:12],
+                "result": "error",
+                "duration_ms": round(elapsed * 1000, 3),
+            },
+        )
         self._publish(Event("refused", component_id, failure=failure))
 
     def clear_failure(self, component_id: str, *, origin: str | None = None) -> None:
@@ -234,8 +267,13 @@ class ComponentManager:
 
     async def _stop_after_drain(self, old: Component, retired: list[State]) -> None:
         if not await self.engine.drain(retired, self.drain_timeout):
-            log.warning("stopping %s v%d while executions still use it (waited %.0fs)",
-                        old.id, old.version, self.drain_timeout, extra={"component": old.id})
+            log.warning(
+                "stopping %s v%d while executions still use it (waited %.0fs)",
+                old.id,
+                old.version,
+                self.drain_timeout,
+                extra={"component": old.id},
+            )
         await run_hook_logged(old.plugin_manager, "shutdown", self.lifecycle_timeout)
         for plugin in list(old.plugin_manager.get_plugins()):
             old.plugin_manager.unregister(plugin)
@@ -251,8 +289,9 @@ class ComponentManager:
     # ------------------------------------------------------------------ helpers
 
     def _compose(self, exclude: str | None = None) -> Registry:
-        return compose_registry(self.built_in, *((c.steps, c.endpoints) for cid, c in self.components.items()
-                                                 if cid != exclude))
+        return compose_registry(
+            self.built_in, *((c.steps, c.endpoints) for cid, c in self.components.items() if cid != exclude)
+        )
 
     def _publish(self, event: Event) -> None:
         for subscriber in self._subscribers:
@@ -264,4 +303,3 @@ class ComponentManager:
     def count(self, operation: str, status: str) -> None:
         """Count one component operation in `module_operations_total{module="dynamic"}`."""
         self.engine.metrics.child(self.engine.metrics.module_operations, "dynamic", operation, status).inc()
-

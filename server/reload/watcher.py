@@ -62,8 +62,9 @@ async def reload_config(manager: ComponentManager, path: Path) -> bool:
 
 
 @asynccontextmanager
-async def watching(settings: Settings, on_file: OnFile, on_config: Callable[[], Awaitable[Any]],
-                   started: asyncio.Event) -> AsyncIterator[None]:
+async def watching(
+    settings: Settings, on_file: OnFile, on_config: Callable[[], Awaitable[Any]], started: asyncio.Event
+) -> AsyncIterator[None]:
     """Watch the components folder and the config file until exit; changes wait until `started` is set.
 
     Watching begins before the start-up load reads the folder, so a save during start-up is not lost.
@@ -72,11 +73,9 @@ async def watching(settings: Settings, on_file: OnFile, on_config: Callable[[], 
     tasks: list[asyncio.Task[None]] = []
     if settings.watch:
         settings.components_dir.mkdir(parents=True, exist_ok=True)
-        tasks.append(asyncio.create_task(_watch_components(settings, on_file, stop, started),
-                                         name="watch-components"))
+        tasks.append(asyncio.create_task(_watch_components(settings, on_file, stop, started), name="watch-components"))
         if settings.config_path is not None:
-            tasks.append(asyncio.create_task(_watch_config(settings, on_config, stop, started),
-                                             name="watch-config"))
+            tasks.append(asyncio.create_task(_watch_config(settings, on_config, stop, started), name="watch-config"))
         await asyncio.sleep(0)  # each task sets up its watch in its first step
     try:
         yield
@@ -90,27 +89,34 @@ async def watching(settings: Settings, on_file: OnFile, on_config: Callable[[], 
 def _watch_options(settings: Settings) -> dict[str, Any]:
     debounce = max(1, int(settings.debounce * 1000))
     # `step` is the quiet time that ends a burst of events: it, not `debounce`, sets the usual latency.
-    return {"debounce": debounce, "step": min(10, debounce), "poll_delay_ms": max(10, debounce),
-            "rust_timeout": 1000}
+    return {"debounce": debounce, "step": min(10, debounce), "poll_delay_ms": max(10, debounce), "rust_timeout": 1000}
 
 
-def _changes(settings: Settings, folder: Path, watch_filter: watchfiles.BaseFilter,
-             scan: Callable[[], dict[str, tuple[int, int, int]]], stop: asyncio.Event) -> AsyncIterator[set[str]]:
+def _changes(
+    settings: Settings,
+    folder: Path,
+    watch_filter: watchfiles.BaseFilter,
+    scan: Callable[[], dict[str, tuple[int, int, int]]],
+    stop: asyncio.Event,
+) -> AsyncIterator[set[str]]:
     """Batches of changed paths in `folder`: from watchfiles, or in polling mode from `scan`."""
     if settings.polling:
         return _poll(scan, max(0.01, settings.debounce), stop)
     return _notified(folder, watch_filter, stop, _watch_options(settings))
 
 
-async def _notified(folder: Path, watch_filter: watchfiles.BaseFilter, stop: asyncio.Event,
-                    options: dict[str, Any]) -> AsyncIterator[set[str]]:
-    async for changes in watchfiles.awatch(folder, watch_filter=watch_filter, stop_event=stop, recursive=False,
-                                           **options):
+async def _notified(
+    folder: Path, watch_filter: watchfiles.BaseFilter, stop: asyncio.Event, options: dict[str, Any]
+) -> AsyncIterator[set[str]]:
+    async for changes in watchfiles.awatch(
+        folder, watch_filter=watch_filter, stop_event=stop, recursive=False, **options
+    ):
         yield {path for _, path in changes}
 
 
-async def _poll(scan: Callable[[], dict[str, tuple[int, int, int]]], interval: float,
-                stop: asyncio.Event) -> AsyncIterator[set[str]]:
+async def _poll(
+    scan: Callable[[], dict[str, tuple[int, int, int]]], interval: float, stop: asyncio.Event
+) -> AsyncIterator[set[str]]:
     """Polling mode: compare each file's stat every `interval`; yield what changed once a burst is over.
 
     Not watchfiles' poller: it compares whole-second mtimes, so a save in the same second as the
@@ -140,8 +146,7 @@ def _stats(paths: Iterable[Path]) -> dict[str, tuple[int, int, int]]:
     return stats
 
 
-async def _watch_components(settings: Settings, on_file: OnFile, stop: asyncio.Event,
-                            started: asyncio.Event) -> None:
+async def _watch_components(settings: Settings, on_file: OnFile, stop: asyncio.Event, started: asyncio.Event) -> None:
     directory = settings.components_dir
     batches = _changes(settings, directory, ComponentFilter(), lambda: _stats(component_files(directory)), stop)
     async for paths in batches:
@@ -154,8 +159,9 @@ async def _watch_components(settings: Settings, on_file: OnFile, stop: asyncio.E
                 log.exception("unexpected error while applying %s", path)
 
 
-async def _watch_config(settings: Settings, on_config: Callable[[], Awaitable[Any]], stop: asyncio.Event,
-                        started: asyncio.Event) -> None:
+async def _watch_config(
+    settings: Settings, on_config: Callable[[], Awaitable[Any]], stop: asyncio.Event, started: asyncio.Event
+) -> None:
     assert settings.config_path is not None
     path = settings.config_path.resolve()
     async for _ in _changes(settings, path.parent, ConfigFilter(path), lambda: _stats([path]), stop):

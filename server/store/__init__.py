@@ -30,10 +30,24 @@ from .sqlite import SqliteStore
 log = logging.getLogger("workflow.store")
 
 __all__ = [
-    "MAX_PAGE", "AuditRow", "ComponentRow", "ComponentVersion", "ExecutionRow",
-    "ExecutionSink", "InvalidCursor", "Recorder", "ReplicaComponent", "Retention", "SqliteStore", "StepRow",
-    "Store", "execution_row", "open_store", "running_store",
+    "MAX_PAGE",
+    "AuditRow",
+    "ComponentRow",
+    "ComponentVersion",
+    "ExecutionRow",
+    "ExecutionSink",
+    "InvalidCursor",
+    "Recorder",
+    "ReplicaComponent",
+    "Retention",
+    "SqliteStore",
+    "StepRow",
+    "Store",
+    "execution_row",
+    "open_store",
+    "running_store",
 ]
+
 
 def open_store(settings: Settings) -> Store:
     """The configured store, not yet opened: PostgreSQL when `settings.db` is set, else SQLite in data_dir."""
@@ -45,8 +59,9 @@ def open_store(settings: Settings) -> Store:
 
 
 @asynccontextmanager
-async def running_store(store: Store, recorder: Recorder, settings: Settings, *,
-                        prune_every: float = 300.0) -> AsyncIterator[Store]:
+async def running_store(
+    store: Store, recorder: Recorder, settings: Settings, *, prune_every: float = 300.0
+) -> AsyncIterator[Store]:
     """Open `store` and run its recorder and retention; on exit flush, stop and close them."""
     await store.open()
     log.info("store: %s, schema version %d", store.kind, await store.schema_version())

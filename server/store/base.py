@@ -125,9 +125,16 @@ class Store(abc.ABC):
         """One execution with its steps, or None."""
 
     @abc.abstractmethod
-    async def list_executions(self, *, pipeline: str | None = None, status: str | None = None,
-                              since: datetime | None = None, until: datetime | None = None, limit: int = 50,
-                              before: str | None = None) -> tuple[list[ExecutionRow], str | None]:
+    async def list_executions(
+        self,
+        *,
+        pipeline: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> tuple[list[ExecutionRow], str | None]:
         """Executions newest first, filtered (`since` inclusive, `until` exclusive), and the next page's cursor.
 
         `before` is a cursor from a previous call (InvalidCursor if it is not one); the returned cursor is
@@ -167,8 +174,14 @@ class Store(abc.ABC):
         """What each replica that reported at or after `since` serves, ordered by component then replica."""
 
     @abc.abstractmethod
-    async def audit(self, who: str, action: str, target: str | None, client_address: str | None,
-                    detail: dict[str, Any] | None = None) -> None:
+    async def audit(
+        self,
+        who: str,
+        action: str,
+        target: str | None,
+        client_address: str | None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
         """Append one entry to the audit log."""
 
     @abc.abstractmethod
@@ -184,8 +197,13 @@ def execution_row(outcome: Outcome) -> ExecutionRow:
         started = datetime.now(UTC)
     failed = outcome.error is not None
     return ExecutionRow(
-        id=outcome.execution_id, pipeline=outcome.pipeline, workflow_type=outcome.workflow_type,
-        status=outcome.status, started_at=started, duration_ms=outcome.duration * 1000,
+        id=outcome.execution_id,
+        pipeline=outcome.pipeline,
+        workflow_type=outcome.workflow_type,
+        status=outcome.status,
+        started_at=started,
+        duration_ms=outcome.duration * 1000,
         error=outcome.error.to_json() if outcome.error is not None else None,
         result=None if failed else outcome.result,
-        steps=tuple(StepRow(s.name, s.type, s.status, s.duration * 1000, s.error) for s in outcome.steps))
+        steps=tuple(StepRow(s.name, s.type, s.status, s.duration * 1000, s.error) for s in outcome.steps),
+    )

@@ -29,62 +29,94 @@ ADVISORY_LOCK_CLASS = 0x57464C57  # "WFLW"
 
 MIGRATIONS_TABLE = {
     "sqlite": "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
-              "description TEXT NOT NULL, applied_at TEXT NOT NULL)",
+    "description TEXT NOT NULL, applied_at TEXT NOT NULL)",
     "postgres": "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
-                "description TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    "description TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
 }
 
 SQLITE: tuple[Migration, ...] = (
     # `steps`: JSON, one [name, type, status, duration_ms, error] array per step (see sql.EXECUTION_COLUMNS).
-    Migration(1, "executions and their steps", (
-        "CREATE TABLE executions (id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, workflow_type TEXT NOT NULL, "
-        "status TEXT NOT NULL, started_at TEXT NOT NULL, duration_ms REAL NOT NULL, error TEXT, result TEXT, "
-        "steps TEXT NOT NULL DEFAULT '[]')",
-        "CREATE INDEX executions_started ON executions (started_at DESC, id DESC)",
-        "CREATE INDEX executions_pipeline ON executions (pipeline, started_at DESC, id DESC)",
-        "CREATE INDEX executions_status ON executions (status, started_at DESC, id DESC)",
-    )),
-    Migration(2, "components", (
-        "CREATE TABLE components (id TEXT PRIMARY KEY, source TEXT NOT NULL, sha256 TEXT NOT NULL, "
-        "version INTEGER NOT NULL, updated_at TEXT NOT NULL, updated_by TEXT NOT NULL, "
-        "deleted INTEGER NOT NULL DEFAULT 0)",
-    )),
-    Migration(3, "audit log", (
-        "CREATE TABLE audit_log (id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, who TEXT NOT NULL, "
-        "action TEXT NOT NULL, target TEXT, client_address TEXT, detail TEXT)",
-        "CREATE INDEX audit_log_target ON audit_log (target, id DESC)",
-    )),
-    Migration(4, "component versions each replica serves", (
-        "CREATE TABLE replica_components (replica TEXT NOT NULL, component TEXT NOT NULL, version INTEGER, "
-        "sha256 TEXT, status TEXT NOT NULL, error TEXT, reported_at TEXT NOT NULL, "
-        "PRIMARY KEY (replica, component))",
-    )),
+    Migration(
+        1,
+        "executions and their steps",
+        (
+            "CREATE TABLE executions (id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, workflow_type TEXT NOT NULL, "
+            "status TEXT NOT NULL, started_at TEXT NOT NULL, duration_ms REAL NOT NULL, error TEXT, result TEXT, "
+            "steps TEXT NOT NULL DEFAULT '[]')",
+            "CREATE INDEX executions_started ON executions (started_at DESC, id DESC)",
+            "CREATE INDEX executions_pipeline ON executions (pipeline, started_at DESC, id DESC)",
+            "CREATE INDEX executions_status ON executions (status, started_at DESC, id DESC)",
+        ),
+    ),
+    Migration(
+        2,
+        "components",
+        (
+            "CREATE TABLE components (id TEXT PRIMARY KEY, source TEXT NOT NULL, sha256 TEXT NOT NULL, "
+            "version INTEGER NOT NULL, updated_at TEXT NOT NULL, updated_by TEXT NOT NULL, "
+            "deleted INTEGER NOT NULL DEFAULT 0)",
+        ),
+    ),
+    Migration(
+        3,
+        "audit log",
+        (
+            "CREATE TABLE audit_log (id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, who TEXT NOT NULL, "
+            "action TEXT NOT NULL, target TEXT, client_address TEXT, detail TEXT)",
+            "CREATE INDEX audit_log_target ON audit_log (target, id DESC)",
+        ),
+    ),
+    Migration(
+        4,
+        "component versions each replica serves",
+        (
+            "CREATE TABLE replica_components (replica TEXT NOT NULL, component TEXT NOT NULL, version INTEGER, "
+            "sha256 TEXT, status TEXT NOT NULL, error TEXT, reported_at TEXT NOT NULL, "
+            "PRIMARY KEY (replica, component))",
+        ),
+    ),
 )
 
 POSTGRES: tuple[Migration, ...] = (
-    Migration(1, "executions and their steps", (
-        "CREATE TABLE executions (id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, workflow_type TEXT NOT NULL, "
-        "status TEXT NOT NULL, started_at TIMESTAMPTZ NOT NULL, duration_ms DOUBLE PRECISION NOT NULL, "
-        "error JSONB, result JSONB, steps JSONB NOT NULL DEFAULT '[]')",
-        "CREATE INDEX executions_started ON executions (started_at DESC, id DESC)",
-        "CREATE INDEX executions_pipeline ON executions (pipeline, started_at DESC, id DESC)",
-        "CREATE INDEX executions_status ON executions (status, started_at DESC, id DESC)",
-    )),
-    Migration(2, "components", (
-        "CREATE TABLE components (id TEXT PRIMARY KEY, source TEXT NOT NULL, sha256 TEXT NOT NULL, "
-        "version INTEGER NOT NULL, updated_at TIMESTAMPTZ NOT NULL, updated_by TEXT NOT NULL, "
-        "deleted BOOLEAN NOT NULL DEFAULT FALSE)",
-    )),
-    Migration(3, "audit log", (
-        "CREATE TABLE audit_log (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, at TIMESTAMPTZ NOT NULL, "
-        "who TEXT NOT NULL, action TEXT NOT NULL, target TEXT, client_address TEXT, detail JSONB)",
-        "CREATE INDEX audit_log_target ON audit_log (target, id DESC)",
-    )),
-    Migration(4, "component versions each replica serves", (
-        "CREATE TABLE replica_components (replica TEXT NOT NULL, component TEXT NOT NULL, version INTEGER, "
-        "sha256 TEXT, status TEXT NOT NULL, error TEXT, reported_at TIMESTAMPTZ NOT NULL, "
-        "PRIMARY KEY (replica, component))",
-    )),
+    Migration(
+        1,
+        "executions and their steps",
+        (
+            "CREATE TABLE executions (id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, workflow_type TEXT NOT NULL, "
+            "status TEXT NOT NULL, started_at TIMESTAMPTZ NOT NULL, duration_ms DOUBLE PRECISION NOT NULL, "
+            "error JSONB, result JSONB, steps JSONB NOT NULL DEFAULT '[]')",
+            "CREATE INDEX executions_started ON executions (started_at DESC, id DESC)",
+            "CREATE INDEX executions_pipeline ON executions (pipeline, started_at DESC, id DESC)",
+            "CREATE INDEX executions_status ON executions (status, started_at DESC, id DESC)",
+        ),
+    ),
+    Migration(
+        2,
+        "components",
+        (
+            "CREATE TABLE components (id TEXT PRIMARY KEY, source TEXT NOT NULL, sha256 TEXT NOT NULL, "
+            "version INTEGER NOT NULL, updated_at TIMESTAMPTZ NOT NULL, updated_by TEXT NOT NULL, "
+            "deleted BOOLEAN NOT NULL DEFAULT FALSE)",
+        ),
+    ),
+    Migration(
+        3,
+        "audit log",
+        (
+            "CREATE TABLE audit_log (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, at TIMESTAMPTZ NOT NULL, "
+            "who TEXT NOT NULL, action TEXT NOT NULL, target TEXT, client_address TEXT, detail JSONB)",
+            "CREATE INDEX audit_log_target ON audit_log (target, id DESC)",
+        ),
+    ),
+    Migration(
+        4,
+        "component versions each replica serves",
+        (
+            "CREATE TABLE replica_components (replica TEXT NOT NULL, component TEXT NOT NULL, version INTEGER, "
+            "sha256 TEXT, status TEXT NOT NULL, error TEXT, reported_at TIMESTAMPTZ NOT NULL, "
+            "PRIMARY KEY (replica, component))",
+        ),
+    ),
 )
 
 LATEST = max(m.version for m in SQLITE)
@@ -96,6 +128,10 @@ def pending(migrations: Iterable[Migration], applied: set[int], *, store: str) -
     newer = sorted(v for v in applied if v > known[-1].version)
     if newer:
         # A newer replica migrated first (rolling upgrade): migrations are additive, so keep going.
-        log.warning("%s schema is at version %d, newer than this release knows (%d); continuing",
-                    store, newer[-1], known[-1].version)
+        log.warning(
+            "%s schema is at version %d, newer than this release knows (%d); continuing",
+            store,
+            newer[-1],
+            known[-1].version,
+        )
     return [m for m in known if m.version not in applied]

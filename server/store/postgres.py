@@ -27,11 +27,15 @@ log = logging.getLogger("workflow.store")
 # A chunk of executions travels as ONE parameter, a JSON array of sql.Records that PostgreSQL unpacks:
 # psycopg2 adapts and quotes every parameter on its own, which at 9 a row (and 7 a step) was most of the cost.
 # Every component of a report in one statement, as for executions: one round trip whatever the count.
-_INSERT_REPLICAS = (f"INSERT INTO replica_components ({sql.REPLICA_COLUMNS}) "
-                    "SELECT %s, r->>0, (r->>1)::int, r->>2, r->>3, r->>4, %s FROM jsonb_array_elements(%s::jsonb) AS r")
-_INSERT = (f"INSERT INTO executions ({sql.EXECUTION_COLUMNS}) "
-           "SELECT r->>0, r->>1, r->>2, r->>3, (r->>4)::timestamptz, (r->>5)::float8, nullif(r->6, 'null'), "
-           "nullif(r->7, 'null'), r->8 FROM jsonb_array_elements(%s::jsonb) AS r" + sql.UPSERT_EXECUTION_TAIL)
+_INSERT_REPLICAS = (
+    f"INSERT INTO replica_components ({sql.REPLICA_COLUMNS}) "
+    "SELECT %s, r->>0, (r->>1)::int, r->>2, r->>3, r->>4, %s FROM jsonb_array_elements(%s::jsonb) AS r"
+)
+_INSERT = (
+    f"INSERT INTO executions ({sql.EXECUTION_COLUMNS}) "
+    "SELECT r->>0, r->>1, r->>2, r->>3, (r->>4)::timestamptz, (r->>5)::float8, nullif(r->6, 'null'), "
+    "nullif(r->7, 'null'), r->8 FROM jsonb_array_elements(%s::jsonb) AS r" + sql.UPSERT_EXECUTION_TAIL
+)
 # Rows per INSERT statement (a recorder batch: one round trip), keeping the parameter under a megabyte or so.
 _CHUNK = 2000
 _LOCK_KEY = "%s, hashtext(coalesce(current_schema(), ''))"
@@ -62,8 +66,9 @@ class PostgresStore(Store):
         """Create the pool and apply pending migrations."""
         if self._pool is not None:
             return
-        pool = await aiopg.create_pool(self.dsn, minsize=1, maxsize=self.pool_size, timeout=self.timeout,
-                                       enable_hstore=False)
+        pool = await aiopg.create_pool(
+            self.dsn, minsize=1, maxsize=self.pool_size, timeout=self.timeout, enable_hstore=False
+        )
         self._pool = pool
         try:
             await self._migrate()
@@ -105,10 +110,11 @@ class PostgresStore(Store):
                     async with cur.begin():
                         for statement in migration.statements:
                             await cur.execute(statement)
-                        await cur.execute("INSERT INTO schema_migrations (version, description) VALUES (%s, %s)",
-                                          (migration.version, migration.description))
-                    log.info("store: postgres migration %d applied (%s)", migration.version,
-                             migration.description)
+                        await cur.execute(
+                            "INSERT INTO schema_migrations (version, description) VALUES (%s, %s)",
+                            (migration.version, migration.description),
+                        )
+                    log.info("store: postgres migration %d applied (%s)", migration.version, migration.description)
             finally:
                 try:
                     await cur.execute(f"SELECT pg_advisory_unlock({_LOCK_KEY})", (ADVISORY_LOCK_CLASS,))
@@ -157,12 +163,20 @@ class PostgresStore(Store):
         records = await self._fetch(sql.SELECT_EXECUTION, (id,))
         return sql.execution_from(records[0], utc, _same) if records else None
 
-    async def list_executions(self, *, pipeline: str | None = None, status: str | None = None,
-                              since: datetime | None = None, until: datetime | None = None, limit: int = 50,
-                              before: str | None = None) -> tuple[list[ExecutionRow], str | None]:
+    async def list_executions(
+        self,
+        *,
+        pipeline: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> tuple[list[ExecutionRow], str | None]:
         """One page, newest first, and the cursor of the next."""
-        query, params, size = sql.page_query(pipeline=pipeline, status=status, since=since, until=until,
-                                             before=before, limit=limit, ts=utc)
+        query, params, size = sql.page_query(
+            pipeline=pipeline, status=status, since=since, until=until, before=before, limit=limit, ts=utc
+        )
         records = await self._fetch(query, params)
         rows = [sql.execution_from(r, utc, _same) for r in records[:size]]
         more = len(records) > size
@@ -218,13 +232,18 @@ class PostgresStore(Store):
         """Rows reported since `since`."""
         return [sql.replica_from(r, utc) for r in await self._fetch(sql.LIST_REPLICAS, (since,))]
 
-    async def audit(self, who: str, action: str, target: str | None, client_address: str | None,
-                    detail: dict[str, Any] | None = None) -> None:
+    async def audit(
+        self,
+        who: str,
+        action: str,
+        target: str | None,
+        client_address: str | None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
         """Append one audit entry."""
         async with self._cursor() as cur:
             # The JSON text is an untyped literal: PostgreSQL casts it to the JSONB column on insert.
-            await cur.execute(pg(sql.INSERT_AUDIT),
-                              (_now(), who, action, target, client_address, dump_json(detail)))
+            await cur.execute(pg(sql.INSERT_AUDIT), (_now(), who, action, target, client_address, dump_json(detail)))
 
     async def list_audit(self, *, limit: int = 100, target: str | None = None) -> list[AuditRow]:
         """Newest audit entries first."""
@@ -234,7 +253,7 @@ class PostgresStore(Store):
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 def _same(value: Any) -> Any:

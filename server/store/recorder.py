@@ -54,17 +54,24 @@ class Recorder:
 
     # Batches of 2000: random ids put almost every row of a batch in its own page of the id index, so bigger
     # batches share pages and write less per row (about a quarter less SQLite CPU than 500 at 100k rows).
-    def __init__(self, store: ExecutionSink, *, capacity: int = 10_000, batch: int = 2000, interval: float = 0.5,
-                 max_backoff: float = 30.0) -> None:
+    def __init__(
+        self,
+        store: ExecutionSink,
+        *,
+        capacity: int = 10_000,
+        batch: int = 2000,
+        interval: float = 0.5,
+        max_backoff: float = 30.0,
+    ) -> None:
         if capacity < 1 or batch < 1 or interval <= 0 or max_backoff <= 0:
             raise ValueError("capacity and batch must be at least 1, interval and max_backoff positive")
         self.store = store
         self.capacity, self.batch, self.interval, self.max_backoff = capacity, batch, interval, max_backoff
-        self.flushed = 0    # executions written
-        self.dropped = 0    # discarded by overflow (oldest first), or added after stop()
-        self.rejected = 0   # refused by a reachable database on their own (see the module docstring), or unconvertible
+        self.flushed = 0  # executions written
+        self.dropped = 0  # discarded by overflow (oldest first), or added after stop()
+        self.rejected = 0  # refused by a reachable database on their own (see the module docstring), or unconvertible
         self.abandoned = 0  # still unwritten when stop() ran out of time
-        self.failures = 0   # failed write attempts
+        self.failures = 0  # failed write attempts
         self._buffer: deque[Record] = deque()
         self._inflight: Sequence[Record] = ()
         self._wake = asyncio.Event()
@@ -92,8 +99,10 @@ class Recorder:
             record = sql.prepare(row)
         except Exception:  # a defect in converting must not fail the request that finished the execution
             self.rejected += 1
-            log.exception("execution %s cannot be recorded and is discarded", getattr(row, "id", None)
-                          or getattr(row, "execution_id", None))
+            log.exception(
+                "execution %s cannot be recorded and is discarded",
+                getattr(row, "id", None) or getattr(row, "execution_id", None),
+            )
             return
         buffer = self._buffer
         if len(buffer) >= self.capacity:
@@ -121,8 +130,11 @@ class Recorder:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._buffer.clear()
-            log.error("execution recorder stopped with %d executions unwritten: the store did not accept them "
-                      "within %gs", self.abandoned, timeout)
+            log.error(
+                "execution recorder stopped with %d executions unwritten: the store did not accept them within %gs",
+                self.abandoned,
+                timeout,
+            )
         self._closed = True
 
     async def _run(self) -> None:
@@ -220,8 +232,13 @@ class Recorder:
             self._outage(batch_error)
             return rows
         for bad, exc in refused:
-            log.error("execution %s (pipeline %s) cannot be recorded and is discarded: %s: %s",
-                      bad.id, bad.pipeline, type(exc).__name__, exc)
+            log.error(
+                "execution %s (pipeline %s) cannot be recorded and is discarded: %s: %s",
+                bad.id,
+                bad.pipeline,
+                type(exc).__name__,
+                exc,
+            )
         self.rejected += len(refused)
         return []
 
@@ -245,15 +262,20 @@ class Recorder:
         self.dropped += count
         if not self._overflowing:
             self._overflowing = True
-            log.warning("execution recorder buffer is full (%d): dropping the oldest unwritten executions "
-                        "until it catches up", self.capacity)
+            log.warning(
+                "execution recorder buffer is full (%d): dropping the oldest unwritten executions until it catches up",
+                self.capacity,
+            )
 
     def _outage(self, exc: Exception) -> None:
         self.last_error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
         if self._outage_since is None:
             self._outage_since = asyncio.get_running_loop().time()
-            log.warning("execution store is not accepting writes (%s: %s); keeping %d executions buffered, retrying",
-                        type(exc).__name__, exc, self.pending)
+            log.warning(
+                "execution store is not accepting writes (%s: %s); keeping %d executions buffered, retrying",
+                type(exc).__name__,
+                exc,
+                self.pending,
+            )
         else:
             log.debug("execution store still not accepting writes: %s: %s", type(exc).__name__, exc)
-

@@ -24,24 +24,27 @@ AUDIT_COLUMNS = "id, at, who, action, target, client_address, detail"
 UPSERT_EXECUTION_TAIL = (
     " ON CONFLICT (id) DO UPDATE SET pipeline = excluded.pipeline, workflow_type = excluded.workflow_type, "
     "status = excluded.status, started_at = excluded.started_at, duration_ms = excluded.duration_ms, "
-    "error = excluded.error, result = excluded.result, steps = excluded.steps")
+    "error = excluded.error, result = excluded.result, steps = excluded.steps"
+)
 
 SELECT_EXECUTION = f"SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = ?"
 
 # Chunked, so one prune never holds a long write lock (SQLite) or a huge transaction (PostgreSQL).
 PRUNE_CHUNK = 5000
-PRUNE = ("DELETE FROM executions WHERE id IN "
-         f"(SELECT id FROM executions WHERE started_at < ? LIMIT {PRUNE_CHUNK})")
+PRUNE = f"DELETE FROM executions WHERE id IN (SELECT id FROM executions WHERE started_at < ? LIMIT {PRUNE_CHUNK})"
 
 PUT_COMPONENT = (
     f"INSERT INTO components ({COMPONENT_COLUMNS}) VALUES (?, ?, ?, 1, ?, ?, ?) "
     "ON CONFLICT (id) DO UPDATE SET source = excluded.source, sha256 = excluded.sha256, "
     "version = components.version + 1, updated_at = excluded.updated_at, updated_by = excluded.updated_by, "
-    f"deleted = excluded.deleted RETURNING {COMPONENT_COLUMNS}")
+    f"deleted = excluded.deleted RETURNING {COMPONENT_COLUMNS}"
+)
 
 # Parameters: (True, now, who, id, False) - booleans as parameters work in both dialects.
-DELETE_COMPONENT = ("UPDATE components SET deleted = ?, version = version + 1, updated_at = ?, updated_by = ? "
-                    f"WHERE id = ? AND deleted = ? RETURNING {COMPONENT_COLUMNS}")
+DELETE_COMPONENT = (
+    "UPDATE components SET deleted = ?, version = version + 1, updated_at = ?, updated_by = ? "
+    f"WHERE id = ? AND deleted = ? RETURNING {COMPONENT_COLUMNS}"
+)
 
 SELECT_COMPONENT = f"SELECT {COMPONENT_COLUMNS} FROM components WHERE id = ?"
 COMPONENT_VERSIONS = "SELECT id, sha256, version, deleted FROM components ORDER BY id"
@@ -57,8 +60,7 @@ def list_components(include_deleted: bool) -> tuple[str, list[Any]]:
 REPLICA_COLUMNS = "replica, component, version, sha256, status, error, reported_at"
 DELETE_REPLICA = "DELETE FROM replica_components WHERE replica = ?"
 INSERT_REPLICA = f"INSERT INTO replica_components ({REPLICA_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
-LIST_REPLICAS = (f"SELECT {REPLICA_COLUMNS} FROM replica_components WHERE reported_at >= ? "
-                 "ORDER BY component, replica")
+LIST_REPLICAS = f"SELECT {REPLICA_COLUMNS} FROM replica_components WHERE reported_at >= ? ORDER BY component, replica"
 
 INSERT_AUDIT = "INSERT INTO audit_log (at, who, action, target, client_address, detail) VALUES (?, ?, ?, ?, ?, ?)"
 
@@ -69,8 +71,16 @@ def list_audit(limit: int, target: str | None) -> tuple[str, list[Any]]:
     return f"SELECT {AUDIT_COLUMNS} FROM audit_log{where} ORDER BY id DESC LIMIT ?", [*params, max(1, limit)]
 
 
-def page_query(*, pipeline: str | None, status: str | None, since: datetime | None, until: datetime | None,
-               before: str | None, limit: int, ts: Callable[[datetime], Any]) -> tuple[str, list[Any], int]:
+def page_query(
+    *,
+    pipeline: str | None,
+    status: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    before: str | None,
+    limit: int,
+    ts: Callable[[datetime], Any],
+) -> tuple[str, list[Any], int]:
     """The query for one page of executions, its parameters, and the clamped page size.
 
     It asks for one row more than the page holds, to know whether a next page exists; `ts`
@@ -141,19 +151,37 @@ def prepare(item: ExecutionRow | Outcome | Record) -> Record:
     joined = id + pipeline + workflow_type + status
     if "\x00" in joined or not joined.isascii():
         id, pipeline, workflow_type, status = map(clean_text, (id, pipeline, workflow_type, status))
-    return Record(id, pipeline, workflow_type, status, started, _finite(duration), dump_json(error),
-                  dump_json(result), dump_json_array(steps))
+    return Record(
+        id,
+        pipeline,
+        workflow_type,
+        status,
+        started,
+        _finite(duration),
+        dump_json(error),
+        dump_json(result),
+        dump_json_array(steps),
+    )
 
 
 def json_rows(batch: Sequence[Record]) -> str:
     """Records as one JSON array of arrays in EXECUTION_COLUMNS order, their JSON columns embedded as is."""
-    return "[" + ",".join([f'[{_quote(r.id)},{_quote(r.pipeline)},{_quote(r.workflow_type)},{_quote(r.status)},'
-                           f'"{r.started_at}",{r.duration_ms!r},{r.error or "null"},{r.result or "null"},{r.steps}]'
-                           for r in batch]) + "]"
+    return (
+        "["
+        + ",".join(
+            [
+                f"[{_quote(r.id)},{_quote(r.pipeline)},{_quote(r.workflow_type)},{_quote(r.status)},"
+                f'"{r.started_at}",{r.duration_ms!r},{r.error or "null"},{r.result or "null"},{r.steps}]'
+                for r in batch
+            ]
+        )
+        + "]"
+    )
 
 
-def execution_from(r: Sequence[Any], read_ts: Callable[[Any], datetime],
-                   read_json: Callable[[Any], Any]) -> ExecutionRow:
+def execution_from(
+    r: Sequence[Any], read_ts: Callable[[Any], datetime], read_json: Callable[[Any], Any]
+) -> ExecutionRow:
     """An ExecutionRow from a record in EXECUTION_COLUMNS order."""
     # A duration JSON could not hold was stored as null: it reads as 0, like the execution's own.
     steps = tuple(StepRow(s[0], s[1], s[2], 0.0 if s[3] is None else s[3], s[4]) for s in read_json(r[8]) or ())

@@ -106,8 +106,10 @@ class SqliteStore(Store):
             for migration in pending(SQLITE, applied, store="sqlite"):
                 for statement in migration.statements:
                     await db.execute(statement)
-                await db.execute("INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)",
-                                 (migration.version, migration.description, ts_text(_now())))
+                await db.execute(
+                    "INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)",
+                    (migration.version, migration.description, ts_text(_now())),
+                )
                 log.info("store: sqlite migration %d applied (%s)", migration.version, migration.description)
 
     @asynccontextmanager
@@ -140,7 +142,7 @@ class SqliteStore(Store):
             return
         async with self._write() as db:
             for start in range(0, len(batch), _ROWS_PER_INSERT):
-                chunk = batch[start:start + _ROWS_PER_INSERT]
+                chunk = batch[start : start + _ROWS_PER_INSERT]
                 await db.execute(_insert(len(chunk)), list(chain.from_iterable(chunk)))
 
     async def get_execution(self, id: str) -> ExecutionRow | None:
@@ -149,12 +151,20 @@ class SqliteStore(Store):
             records = list(await db.execute_fetchall(sql.SELECT_EXECUTION, (id,)))
         return sql.execution_from(records[0], ts_parse, load_json) if records else None
 
-    async def list_executions(self, *, pipeline: str | None = None, status: str | None = None,
-                              since: datetime | None = None, until: datetime | None = None, limit: int = 50,
-                              before: str | None = None) -> tuple[list[ExecutionRow], str | None]:
+    async def list_executions(
+        self,
+        *,
+        pipeline: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> tuple[list[ExecutionRow], str | None]:
         """One page, newest first, and the cursor of the next."""
-        query, params, size = sql.page_query(pipeline=pipeline, status=status, since=since, until=until,
-                                             before=before, limit=limit, ts=ts_text)
+        query, params, size = sql.page_query(
+            pipeline=pipeline, status=status, since=since, until=until, before=before, limit=limit, ts=ts_text
+        )
         async with self._read() as db:
             records = list(await db.execute_fetchall(query, params))
         rows = [sql.execution_from(r, ts_parse, load_json) for r in records[:size]]
@@ -193,15 +203,17 @@ class SqliteStore(Store):
     async def put_component(self, id: str, source: str, sha256: str, updated_by: str) -> ComponentRow:
         """Insert, or update with version + 1 (undeleting it)."""
         async with self._write() as db:
-            records = list(await db.execute_fetchall(sql.PUT_COMPONENT,
-                                                     (id, source, sha256, ts_text(_now()), updated_by, False)))
+            records = list(
+                await db.execute_fetchall(sql.PUT_COMPONENT, (id, source, sha256, ts_text(_now()), updated_by, False))
+            )
         return sql.component_from(records[0], ts_parse)
 
     async def delete_component(self, id: str, deleted_by: str) -> ComponentRow | None:
         """Soft delete with version + 1."""
         async with self._write() as db:
-            records = list(await db.execute_fetchall(sql.DELETE_COMPONENT,
-                                                     (True, ts_text(_now()), deleted_by, id, False)))
+            records = list(
+                await db.execute_fetchall(sql.DELETE_COMPONENT, (True, ts_text(_now()), deleted_by, id, False))
+            )
         return sql.component_from(records[0], ts_parse) if records else None
 
     async def report_replica(self, replica: str, components: Sequence[ReplicaComponent]) -> None:
@@ -217,12 +229,19 @@ class SqliteStore(Store):
             records = await db.execute_fetchall(sql.LIST_REPLICAS, (ts_text(since),))
         return [sql.replica_from(r, ts_parse) for r in records]
 
-    async def audit(self, who: str, action: str, target: str | None, client_address: str | None,
-                    detail: dict[str, Any] | None = None) -> None:
+    async def audit(
+        self,
+        who: str,
+        action: str,
+        target: str | None,
+        client_address: str | None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
         """Append one audit entry."""
         async with self._write() as db:
-            await db.execute(sql.INSERT_AUDIT,
-                             (ts_text(_now()), who, action, target, client_address, dump_json(detail)))
+            await db.execute(
+                sql.INSERT_AUDIT, (ts_text(_now()), who, action, target, client_address, dump_json(detail))
+            )
 
     async def list_audit(self, *, limit: int = 100, target: str | None = None) -> list[AuditRow]:
         """Newest audit entries first."""

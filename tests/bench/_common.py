@@ -123,8 +123,9 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         self._log = open(self.log_path, "wb")  # noqa: SIM115 -- the server writes to it until stop() closes it
-        self.proc = subprocess.Popen(self.cmd, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            self.cmd, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
+        )
         return self
 
     def wait_ready(self, url: str, timeout: float = 30.0) -> None:
@@ -133,8 +134,9 @@ class ServerProcess:
         last = "no answer"
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise BenchError(f"{self.name} exited with {self.proc.returncode} before it was ready\n"
-                                 f"{self.log_tail()}")
+                raise BenchError(
+                    f"{self.name} exited with {self.proc.returncode} before it was ready\n{self.log_tail()}"
+                )
             try:
                 status, _ = http_get(url, timeout=1.0)
                 if status == 200:
@@ -239,8 +241,10 @@ def parse_wrk(text: str) -> WrkResult:
     if rps is None:
         raise BenchError(f"wrk printed no Requests/sec line:\n{text}")
     done = re.search(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m|h),", text, re.M)
-    pct = {m.group(1): _ms(m.group(2), m.group(3))
-           for m in re.finditer(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s|m|h)\s*$", text, re.M)}
+    pct = {
+        m.group(1): _ms(m.group(2), m.group(3))
+        for m in re.finditer(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s|m|h)\s*$", text, re.M)
+    }
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
     return WrkResult(
@@ -251,7 +255,8 @@ def parse_wrk(text: str) -> WrkResult:
         p99_ms=pct.get("99"),
         non2xx=int(non2xx.group(1)) if non2xx else 0,
         socket_errors=dict(zip(("connect", "read", "write", "timeout"), map(int, sock.groups()), strict=True))
-        if sock else {},
+        if sock
+        else {},
         raw=text,
     )
 
@@ -284,8 +289,16 @@ def write_post_lua(path: Path, body: str, content_type: str = "application/json"
     return path
 
 
-def wrk_command(url: str, *, duration: int, connections: int, threads: int = 1, script: Path | None = None,
-                cpus: str | None = None, timeout: str = "5s") -> list[str]:
+def wrk_command(
+    url: str,
+    *,
+    duration: int,
+    connections: int,
+    threads: int = 1,
+    script: Path | None = None,
+    cpus: str | None = None,
+    timeout: str = "5s",
+) -> list[str]:
     """The exact wrk command line (pinned to `cpus` when given); wrk takes whole seconds only."""
     if int(duration) != duration or duration < 1:
         raise ValueError(f"wrk durations are whole seconds >= 1, not {duration!r}")

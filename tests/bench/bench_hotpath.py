@@ -37,8 +37,10 @@ from typing import Any
 import _common as c
 
 BODY = b'{"customer_id":"C-42","total":19.9}'
-REQUEST = (b"POST /bench HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-           b"Content-Length: " + str(len(BODY)).encode() + b"\r\n\r\n" + BODY)
+REQUEST = (
+    b"POST /bench HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    b"Content-Length: " + str(len(BODY)).encode() + b"\r\n\r\n" + BODY
+)
 SUBJECTS = ("bare", "pipeline-norec", "pipeline")
 
 
@@ -94,9 +96,13 @@ async def build_app(subject: str, tmp: Path) -> Any:
     (tmp / "components").mkdir(parents=True, exist_ok=True)
     config = tmp / "bench.yaml"
     config.write_text(CONFIG)
-    env = {"WORKFLOW_LOG_LEVEL": "warning", "WORKFLOW_COMPONENTS_DIR": str(tmp / "components"),
-           "WORKFLOW_DATA_DIR": str(tmp / "data"), "WORKFLOW_WATCH": "false",
-           "WORKFLOW_RECORD_EXECUTIONS": "false" if subject == "pipeline-norec" else "true"}
+    env = {
+        "WORKFLOW_LOG_LEVEL": "warning",
+        "WORKFLOW_COMPONENTS_DIR": str(tmp / "components"),
+        "WORKFLOW_DATA_DIR": str(tmp / "data"),
+        "WORKFLOW_WATCH": "false",
+        "WORKFLOW_RECORD_EXECUTIONS": "false" if subject == "pipeline-norec" else "true",
+    }
     settings = from_environment(env, config=str(config), addr=f"{c.HOST}:0", admin_addr=f"{c.HOST}:0")
     app = create_apps(settings).main
     app.on_startup.append(lambda app: _wait_ready(app, ENGINE))
@@ -168,8 +174,21 @@ async def count_opcodes(one: Callable[[], Any], requests: int) -> float:
 def run_subject(subject: str, ns: argparse.Namespace) -> dict[str, Any]:
     """One measurement in a fresh process (pinned to the first CPU when taskset is there)."""
     server_cpus, _ = c.cpu_plan(not ns.no_pin)
-    cmd = c.pinned([sys.executable, __file__, "--child", subject, "--requests", str(ns.requests),
-                    "--rounds", str(ns.rounds), "--traced", str(ns.traced)], server_cpus)
+    cmd = c.pinned(
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            subject,
+            "--requests",
+            str(ns.requests),
+            "--rounds",
+            str(ns.rounds),
+            "--traced",
+            str(ns.traced),
+        ],
+        server_cpus,
+    )
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=c.ROOT)
     if done.returncode != 0:
         raise c.BenchError(f"{subject}: exit {done.returncode}\n{done.stderr[-2000:]}")
@@ -198,8 +217,10 @@ def report(ns: argparse.Namespace) -> int:
     print("== machine")
     for line in c.machine_lines():
         print("  " + line)
-    print(f"== {ns.repeat} processes per subject, alternating; each {ns.rounds} rounds of {ns.requests} requests, "
-          f"{ns.traced} traced")
+    print(
+        f"== {ns.repeat} processes per subject, alternating; each {ns.rounds} rounds of {ns.requests} requests, "
+        f"{ns.traced} traced"
+    )
     results: dict[str, list[dict[str, Any]]] = {s: [] for s in SUBJECTS}
     for i in range(ns.repeat):
         for subject in SUBJECTS:
@@ -213,8 +234,10 @@ def report(ns: argparse.Namespace) -> int:
     for subject in SUBJECTS:
         cpu = statistics.median(r["cpu"] for r in results[subject])
         ops = statistics.median(r["opcodes"] for r in results[subject])
-        print(f"  {subject:15} cpu {cpu:7.1f} us/request  opcodes {ops:7.0f}   "
-              f"bare/{subject}: cpu {bare_cpu / cpu:.3f}  opcodes {bare_ops / ops:.3f}")
+        print(
+            f"  {subject:15} cpu {cpu:7.1f} us/request  opcodes {ops:7.0f}   "
+            f"bare/{subject}: cpu {bare_cpu / cpu:.3f}  opcodes {bare_ops / ops:.3f}"
+        )
     return 0
 
 

@@ -51,11 +51,20 @@ DEFAULT_DSN = os.environ.get("WORKFLOW_TEST_PG_DSN", "host=127.0.0.1 port=5432 u
 def outcome() -> Outcome:
     """A finished execution as the throughput benchmark's pipeline leaves it."""
     body = {"status": "pending", "total": 19.9, "customer": "c-42"}
-    done = Outcome(new_id(), "bench", "http", data={"customer_id": "C-42", "total": 19.9, **body},
-                   response=Response(201, body), started_at=_utc_now(), duration=0.000412)
-    done.steps = [StepRecord("validate", "step.validate", "success", 0.000061),
-                  StepRecord("set", "step.set", "success", 0.000043),
-                  StepRecord("respond", "step.json_response", "success", 0.000012)]
+    done = Outcome(
+        new_id(),
+        "bench",
+        "http",
+        data={"customer_id": "C-42", "total": 19.9, **body},
+        response=Response(201, body),
+        started_at=_utc_now(),
+        duration=0.000412,
+    )
+    done.steps = [
+        StepRecord("validate", "step.validate", "success", 0.000061),
+        StepRecord("set", "step.set", "success", 0.000043),
+        StepRecord("respond", "step.json_response", "success", 0.000012),
+    ]
     return done
 
 
@@ -110,11 +119,15 @@ async def measure(name: str, stores: Callable[[], AsyncContextManager[Store]], a
             await one_round(store, args.batch, args.batch)
             results.append(await one_round(store, args.executions, args.batch))
     for i, (total, system, inside, wall, batches) in enumerate(results, 1):
-        print(f"  {name:8} round {i}: {total:6.1f} us CPU/execution (system {system:4.1f}, in store {inside:6.1f}), "
-              f"wall {wall:6.1f} us/execution, {batches} batches")
+        print(
+            f"  {name:8} round {i}: {total:6.1f} us CPU/execution (system {system:4.1f}, in store {inside:6.1f}), "
+            f"wall {wall:6.1f} us/execution, {batches} batches"
+        )
     total, inside = statistics.median(r[0] for r in results), statistics.median(r[2] for r in results)
-    print(f"{name:8} median: {total:6.1f} us CPU per execution (conversion + record_executions; "
-          f"{inside:.1f} inside record_executions); best round {min(r[0] for r in results):.1f}")
+    print(
+        f"{name:8} median: {total:6.1f} us CPU per execution (conversion + record_executions; "
+        f"{inside:.1f} inside record_executions); best round {min(r[0] for r in results):.1f}"
+    )
 
 
 def pg_admin(dsn: str, statement: str) -> None:
@@ -165,12 +178,15 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument("--pg-dsn", default=DEFAULT_DSN)
-    parser.add_argument("--prefill", type=int, default=0,
-                        help="executions already in the table when a round starts (default 0)")
+    parser.add_argument(
+        "--prefill", type=int, default=0, help="executions already in the table when a round starts (default 0)"
+    )
     args = parser.parse_args()
-    print(f"python {sys.version.split()[0]}, {args.executions} executions of 3 steps per round, batches of "
-          f"{args.batch}, {args.prefill} already recorded, median of {args.rounds} rounds; "
-          f"loadavg {c.loadavg_text()}")
+    print(
+        f"python {sys.version.split()[0]}, {args.executions} executions of 3 steps per round, batches of "
+        f"{args.batch}, {args.prefill} already recorded, median of {args.rounds} rounds; "
+        f"loadavg {c.loadavg_text()}"
+    )
     if args.backend in ("sqlite", "both"):
         await measure("sqlite", sqlite_store, args)
     if args.backend in ("postgres", "both"):

@@ -136,8 +136,9 @@ def wait_ready_fast(server: c.ServerProcess, url: str, timeout: float) -> None:
     last = "no answer"
     while time.monotonic() < deadline:
         if server.proc is not None and server.proc.poll() is not None:
-            raise c.BenchError(f"{server.name} exited with {server.proc.returncode} before it was ready\n"
-                               f"{server.log_tail()}")
+            raise c.BenchError(
+                f"{server.name} exited with {server.proc.returncode} before it was ready\n{server.log_tail()}"
+            )
         try:
             status, _ = c.http_get(url, timeout=1.0)
             if status == 200:
@@ -149,8 +150,9 @@ def wait_ready_fast(server: c.ServerProcess, url: str, timeout: float) -> None:
     raise c.BenchError(f"{server.name} not ready at {url} after {timeout:.0f}s ({last})\n{server.log_tail()}")
 
 
-def make_bench(name: str, tmp: Path, ns: argparse.Namespace, server_cpus: str | None,
-               components: dict[str, str], config: str) -> Bench:
+def make_bench(
+    name: str, tmp: Path, ns: argparse.Namespace, server_cpus: str | None, components: dict[str, str], config: str
+) -> Bench:
     """Folders, config and component files for one server (not started)."""
     state = tmp / name
     (state / "components").mkdir(parents=True)
@@ -162,24 +164,38 @@ def make_bench(name: str, tmp: Path, ns: argparse.Namespace, server_cpus: str | 
     while admin == port:
         admin = c.free_port()
     env = {k: v for k, v in c.child_env().items() if not k.startswith(("WORKFLOW_", "JWT_"))}
-    env.update({
-        "WORKFLOW_LOG_LEVEL": ns.log_level,
-        "WORKFLOW_LOG_FORMAT": "json",
-        "WORKFLOW_COMPONENTS_DIR": str(state / "components"),
-        "WORKFLOW_DATA_DIR": str(state / "data"),
-        "WORKFLOW_SHUTDOWN_TIMEOUT": "5s",
-    })
+    env.update(
+        {
+            "WORKFLOW_LOG_LEVEL": ns.log_level,
+            "WORKFLOW_LOG_FORMAT": "json",
+            "WORKFLOW_COMPONENTS_DIR": str(state / "components"),
+            "WORKFLOW_DATA_DIR": str(state / "data"),
+            "WORKFLOW_SHUTDOWN_TIMEOUT": "5s",
+        }
+    )
     if ns.debounce:
         env["WORKFLOW_COMPONENTS_DEBOUNCE"] = ns.debounce
-    cmd = c.pinned([c.venv_script("workflow-server"), "-config", str(state / "bench.yaml"),
-                    "--addr", f"{c.HOST}:{port}", "--admin-addr", f"{c.HOST}:{admin}"], server_cpus)
+    cmd = c.pinned(
+        [
+            c.venv_script("workflow-server"),
+            "-config",
+            str(state / "bench.yaml"),
+            "--addr",
+            f"{c.HOST}:{port}",
+            "--admin-addr",
+            f"{c.HOST}:{admin}",
+        ],
+        server_cpus,
+    )
     return Bench(name, state, port, admin, c.ServerProcess(name, cmd, env, tmp / f"{name}.log", cwd=c.ROOT))
 
 
 def describe_bench(bench: Bench) -> None:
     env = {k: v for k, v in bench.server.env.items() if k.startswith("WORKFLOW_")}
-    print(f"  {bench.name}: {' '.join(f'{k}={shlex.quote(v)}' for k, v in sorted(env.items()))} "
-          f"{shlex.join(bench.server.cmd)}")
+    print(
+        f"  {bench.name}: {' '.join(f'{k}={shlex.quote(v)}' for k, v in sorted(env.items()))} "
+        f"{shlex.join(bench.server.cmd)}"
+    )
 
 
 def reload_metrics(text: str) -> dict[str, float]:
@@ -188,8 +204,11 @@ def reload_metrics(text: str) -> dict[str, float]:
     for labels, value, _ in c.prometheus_samples(text, "module_operations_total"):
         if labels.get("module") == "dynamic":
             out[f"{labels.get('operation')}/{labels.get('status')}"] = value
-    for name in ("dynamic_components", "dynamic_component_reload_seconds_count",
-                 "dynamic_component_reload_seconds_sum"):
+    for name in (
+        "dynamic_components",
+        "dynamic_component_reload_seconds_count",
+        "dynamic_component_reload_seconds_sum",
+    ):
         samples = c.prometheus_samples(text, name)
         if samples:
             out[name] = samples[0][1]
@@ -200,10 +219,16 @@ def reload_metrics(text: str) -> dict[str, float]:
 
 def metric_lines(text: str) -> list[str]:
     """The raw /metrics lines that prove what the component machinery did."""
-    lines = [raw for labels, _, raw in c.prometheus_samples(text, "module_operations_total")
-             if labels.get("module") == "dynamic"]
-    for name in ("dynamic_components", "dynamic_component_reload_seconds_count",
-                 "dynamic_component_reload_seconds_sum"):
+    lines = [
+        raw
+        for labels, _, raw in c.prometheus_samples(text, "module_operations_total")
+        if labels.get("module") == "dynamic"
+    ]
+    for name in (
+        "dynamic_components",
+        "dynamic_component_reload_seconds_count",
+        "dynamic_component_reload_seconds_sum",
+    ):
         lines += [raw for _, _, raw in c.prometheus_samples(text, name)]
     return lines
 
@@ -259,8 +284,9 @@ class Client:
         return None, polls
 
 
-async def save_and_wait(bench: Bench, client: Client, version: int, ns: argparse.Namespace,
-                        interval: float = 0.0) -> tuple[float | None, int]:
+async def save_and_wait(
+    bench: Bench, client: Client, version: int, ns: argparse.Namespace, interval: float = 0.0
+) -> tuple[float | None, int]:
     """Write a new version of the component and measure write -> first response from it (seconds)."""
     path = bench.components / f"{COMPONENT_ID}.py"
     text = component_text(version)
@@ -271,9 +297,11 @@ async def save_and_wait(bench: Bench, client: Client, version: int, ns: argparse
 
 
 def latency_summary(values: list[float]) -> str:
-    return (f"p50 {c.percentile(values, 50) * 1000:.1f} ms  p90 {c.percentile(values, 90) * 1000:.1f} ms  "
-            f"p99 {c.percentile(values, 99) * 1000:.1f} ms  max {max(values) * 1000:.1f} ms  "
-            f"min {min(values) * 1000:.1f} ms  mean {sum(values) / len(values) * 1000:.1f} ms")
+    return (
+        f"p50 {c.percentile(values, 50) * 1000:.1f} ms  p90 {c.percentile(values, 90) * 1000:.1f} ms  "
+        f"p99 {c.percentile(values, 99) * 1000:.1f} ms  max {max(values) * 1000:.1f} ms  "
+        f"min {min(values) * 1000:.1f} ms  mean {sum(values) / len(values) * 1000:.1f} ms"
+    )
 
 
 def verdict(ok: bool, text: str) -> str:
@@ -287,9 +315,11 @@ async def run_latency(ns: argparse.Namespace, tmp: Path, cpus: tuple[str | None,
     print("\n######## 1. latency: file write -> first response served by the new version")
     bench = make_bench("latency", tmp, ns, cpus[0], {COMPONENT_ID: component_text(1)}, CONFIG.format(step=STEP))
     describe_bench(bench)
-    print(f"  {ns.saves} saves ({ns.write_mode} writes), each followed by GET {PATH} in a tight loop on one "
-          f"keep-alive connection until the body shows the new version; {ns.gap * 1000:.0f} ms pause after each; "
-          f"a save not served within {ns.save_timeout:g}s counts as a timeout")
+    print(
+        f"  {ns.saves} saves ({ns.write_mode} writes), each followed by GET {PATH} in a tight loop on one "
+        f"keep-alive connection until the body shows the new version; {ns.gap * 1000:.0f} ms pause after each; "
+        f"a save not served within {ns.save_timeout:g}s counts as a timeout"
+    )
     print(f"  loadavg before: {c.loadavg_text()}")
     sys.stdout.flush()
     latencies: list[float] = []
@@ -321,23 +351,34 @@ async def run_latency(ns: argparse.Namespace, tmp: Path, cpus: tuple[str | None,
     after = reload_metrics(text)
     if not latencies:
         raise c.BenchError("latency: no save was ever served")
-    hist_n, hist_s = (after.get(k, 0) - before.get(k, 0) for k in ("dynamic_component_reload_seconds_count",
-                                                                   "dynamic_component_reload_seconds_sum"))
+    hist_n, hist_s = (
+        after.get(k, 0) - before.get(k, 0)
+        for k in ("dynamic_component_reload_seconds_count", "dynamic_component_reload_seconds_sum")
+    )
     reloads = after.get("reload/success", 0) - before.get("reload/success", 0)
     print("== results (latency)")
-    print(f"  saves: {ns.saves}  served: {len(latencies)}  timeouts: {timeouts}  client errors: {errors}  "
-          f"polls: {polls_total} ({polls_total / max(1, ns.saves):.0f} per save)")
+    print(
+        f"  saves: {ns.saves}  served: {len(latencies)}  timeouts: {timeouts}  client errors: {errors}  "
+        f"polls: {polls_total} ({polls_total / max(1, ns.saves):.0f} per save)"
+    )
     print(f"  write -> new version served: {latency_summary(latencies)}")
-    print(f"  server-side (dynamic_component_reload_seconds, change seen -> swapped): {hist_n:.0f} reloads, "
-          f"mean {hist_s / hist_n * 1000 if hist_n else float('nan'):.1f} ms")
+    print(
+        f"  server-side (dynamic_component_reload_seconds, change seen -> swapped): {hist_n:.0f} reloads, "
+        f"mean {hist_s / hist_n * 1000 if hist_n else float('nan'):.1f} ms"
+    )
     print(f"  reloads counted by the server: {reloads:.0f} (module_operations_total reload/success)")
     print(f"  server cpu during the saves: {cpu / wall:.0%} of one CPU; loadavg after: {c.loadavg_text()}")
     for line in metric_lines(text):
         print(f"    {line}")
     p50, p99 = c.percentile(latencies, 50) * 1000, c.percentile(latencies, 99) * 1000
     ok = p50 <= ns.target_p50 and p99 <= ns.target_p99 and timeouts == 0
-    return [verdict(ok, f"reload latency p50 {p50:.1f} ms (<= {ns.target_p50:g}), p99 {p99:.1f} ms "
-                        f"(<= {ns.target_p99:g}), {timeouts} timeouts, over {ns.saves} saves")]
+    return [
+        verdict(
+            ok,
+            f"reload latency p50 {p50:.1f} ms (<= {ns.target_p50:g}), p99 {p99:.1f} ms "
+            f"(<= {ns.target_p99:g}), {timeouts} timeouts, over {ns.saves} saves",
+        )
+    ]
 
 
 # --------------------------------------------------------------------------- 2. storm
@@ -366,11 +407,13 @@ async def run_wrk_async(cmd: list[str], duration: int) -> c.WrkResult:
     return c.parse_wrk(out.decode())
 
 
-async def storm_once(bench: Bench, ns: argparse.Namespace, load_cpus: str | None, kind: str,
-                     next_version: int) -> StormRun:
+async def storm_once(
+    bench: Bench, ns: argparse.Namespace, load_cpus: str | None, kind: str, next_version: int
+) -> StormRun:
     """One wrk run; with kind == "storm", rewrite the component ns.storm_writes times meanwhile."""
-    cmd = c.wrk_command(bench.url, duration=ns.storm_duration, connections=ns.connections, threads=ns.threads,
-                        cpus=load_cpus)
+    cmd = c.wrk_command(
+        bench.url, duration=ns.storm_duration, connections=ns.connections, threads=ns.threads, cpus=load_cpus
+    )
     path = bench.components / f"{COMPONENT_ID}.py"
     samples: list[tuple[float, int, int | None]] = []
     writes: list[tuple[float, int, bool]] = []
@@ -417,13 +460,16 @@ async def run_storm(ns: argparse.Namespace, tmp: Path, cpus: tuple[str | None, s
     print("\n######## 2. storm: full load while the component is rewritten")
     bench = make_bench("storm", tmp, ns, cpus[0], {COMPONENT_ID: component_text(1)}, CONFIG.format(step=STEP))
     describe_bench(bench)
-    wrk_cmd = c.wrk_command(bench.url, duration=ns.storm_duration, connections=ns.connections, threads=ns.threads,
-                            cpus=cpus[1])
+    wrk_cmd = c.wrk_command(
+        bench.url, duration=ns.storm_duration, connections=ns.connections, threads=ns.threads, cpus=cpus[1]
+    )
     print(f"  wrk: {shlex.join(wrk_cmd)}")
-    print(f"  {ns.storm_rounds} rounds of one steady run (no writes) and one storm run ({ns.storm_writes} "
-          f"{ns.write_mode} writes spread over the run, every {ns.broken_every}th one a syntax error), "
-          f"alternating which goes first; a side client samples GET {PATH} every "
-          f"{ns.sample_interval * 1000:.0f} ms during both kinds of run and checks each body's version")
+    print(
+        f"  {ns.storm_rounds} rounds of one steady run (no writes) and one storm run ({ns.storm_writes} "
+        f"{ns.write_mode} writes spread over the run, every {ns.broken_every}th one a syntax error), "
+        f"alternating which goes first; a side client samples GET {PATH} every "
+        f"{ns.sample_interval * 1000:.0f} ms during both kinds of run and checks each body's version"
+    )
     print(f"  loadavg before: {c.loadavg_text()}")
     sys.stdout.flush()
     runs: list[StormRun] = []
@@ -437,8 +483,12 @@ async def run_storm(ns: argparse.Namespace, tmp: Path, cpus: tuple[str | None, s
             if (await client.wait_for(1, 5.0))[0] is None:
                 raise c.BenchError(f"storm: GET {PATH} never answered version 1\n{bench.server.log_tail()}")
         if ns.warmup:
-            warm = await run_wrk_async(c.wrk_command(bench.url, duration=ns.warmup, connections=ns.connections,
-                                                     threads=ns.threads, cpus=cpus[1]), ns.warmup)
+            warm = await run_wrk_async(
+                c.wrk_command(
+                    bench.url, duration=ns.warmup, connections=ns.connections, threads=ns.threads, cpus=cpus[1]
+                ),
+                ns.warmup,
+            )
             print(f"  warm-up {ns.warmup}s: {warm.rps:.1f} req/s")
         for r in range(ns.storm_rounds):
             order = ("steady", "storm") if r % 2 == 0 else ("storm", "steady")
@@ -452,17 +502,22 @@ async def run_storm(ns: argparse.Namespace, tmp: Path, cpus: tuple[str | None, s
                     last = max(v for _, v, b in run.writes if not b)
                     async with Client(bench.url) as client:
                         seen, _ = await client.wait_for(last, 10.0, 0.01)
-                    final_checks.append(f"round {r + 1}: last good version {last} "
-                                        f"{'served' if seen is not None else 'NOT served within 10s'} after the storm")
+                    final_checks.append(
+                        f"round {r + 1}: last good version {last} "
+                        f"{'served' if seen is not None else 'NOT served within 10s'} after the storm"
+                    )
                     if seen is None:
-                        raise c.BenchError(f"storm: version {last} never served after the storm\n"
-                                           f"{bench.server.log_tail()}")
+                        raise c.BenchError(
+                            f"storm: version {last} never served after the storm\n{bench.server.log_tail()}"
+                        )
                 run.metrics_after = reload_metrics(bench.metrics())
                 runs.append(run)
                 w = run.wrk
-                print(f"  round {r + 1} {kind:<7}{w.rps:>10.1f} req/s  p50 {c.fmt_ms(w.p50_ms)}  "
-                      f"p99 {c.fmt_ms(w.p99_ms)}  non-2xx {w.non2xx}  errors {w.errors}  "
-                      f"server cpu {w.server_cpu:.0%}  samples {len(run.samples)}  writes {len(run.writes)}")
+                print(
+                    f"  round {r + 1} {kind:<7}{w.rps:>10.1f} req/s  p50 {c.fmt_ms(w.p50_ms)}  "
+                    f"p99 {c.fmt_ms(w.p99_ms)}  non-2xx {w.non2xx}  errors {w.errors}  "
+                    f"server cpu {w.server_cpu:.0%}  samples {len(run.samples)}  writes {len(run.writes)}"
+                )
                 sys.stdout.flush()
         text = bench.metrics()
     finally:
@@ -489,55 +544,83 @@ async def run_storm(ns: argparse.Namespace, tmp: Path, cpus: tuple[str | None, s
     storm_samples = [s for r in storms for s in r.samples]
     distinct = len({v for _, _, v in storm_samples})
     print("== results (storm)")
-    print(f"  {'run':<16}{'req/s':>10}{'p50':>10}{'p99':>10}{'requests':>10}{'non-2xx':>9}{'errors':>8}"
-          f"{'srv cpu':>9}{'req/cpu-s':>11}{'reloads ok':>11}{'refused':>9}{'gc gen2':>9}")
+    print(
+        f"  {'run':<16}{'req/s':>10}{'p50':>10}{'p99':>10}{'requests':>10}{'non-2xx':>9}{'errors':>8}"
+        f"{'srv cpu':>9}{'req/cpu-s':>11}{'reloads ok':>11}{'refused':>9}{'gc gen2':>9}"
+    )
 
     def delta(run: StormRun, key: str) -> float:
         return run.metrics_after.get(key, 0) - run.metrics_before.get(key, 0)
 
     for i, run in enumerate(runs):
         w = run.wrk
-        print(f"  {f'{i // 2 + 1} {run.kind}':<16}{w.rps:>10.1f}{c.fmt_ms(w.p50_ms):>10}{c.fmt_ms(w.p99_ms):>10}"
-              f"{w.requests:>10}{w.non2xx:>9}{w.errors:>8}{w.server_cpu:>9.0%}{w.rps / max(w.server_cpu, 1e-9):>11.0f}"
-              f"{delta(run, 'reload/success'):>11.0f}{delta(run, 'reload/error'):>9.0f}{delta(run, 'gc2'):>9.0f}")
+        print(
+            f"  {f'{i // 2 + 1} {run.kind}':<16}{w.rps:>10.1f}{c.fmt_ms(w.p50_ms):>10}{c.fmt_ms(w.p99_ms):>10}"
+            f"{w.requests:>10}{w.non2xx:>9}{w.errors:>8}{w.server_cpu:>9.0%}{w.rps / max(w.server_cpu, 1e-9):>11.0f}"
+            f"{delta(run, 'reload/success'):>11.0f}{delta(run, 'reload/error'):>9.0f}{delta(run, 'gc2'):>9.0f}"
+        )
     paired = [storms[k].wrk.rps / steady[k].wrk.rps for k in range(min(len(storms), len(steady)))]
-    eff = (c.median([r.wrk.rps / max(r.wrk.server_cpu, 1e-9) for r in storms])
-           / c.median([r.wrk.rps / max(r.wrk.server_cpu, 1e-9) for r in steady]))
-    print(f"  median steady {steady_rps:.1f} req/s, median storm {storm_rps:.1f} req/s, "
-          f"ratio storm/steady = {ratio:.3f}")
-    print(f"  per-round ratios: {', '.join(f'{x:.3f}' for x in paired)}; ratio of requests per server "
-          f"CPU-second (discounts CPU taken by other processes): {eff:.3f}")
+    eff = c.median([r.wrk.rps / max(r.wrk.server_cpu, 1e-9) for r in storms]) / c.median(
+        [r.wrk.rps / max(r.wrk.server_cpu, 1e-9) for r in steady]
+    )
+    print(
+        f"  median steady {steady_rps:.1f} req/s, median storm {storm_rps:.1f} req/s, ratio storm/steady = {ratio:.3f}"
+    )
+    print(
+        f"  per-round ratios: {', '.join(f'{x:.3f}' for x in paired)}; ratio of requests per server "
+        f"CPU-second (discounts CPU taken by other processes): {eff:.3f}"
+    )
     n_writes = sum(len(r.writes) for r in storms)
     n_broken = sum(1 for r in storms for w in r.writes if w[2])
-    hist_n = sum(r.metrics_after.get("dynamic_component_reload_seconds_count", 0)
-                 - r.metrics_before.get("dynamic_component_reload_seconds_count", 0) for r in storms)
-    hist_s = sum(r.metrics_after.get("dynamic_component_reload_seconds_sum", 0)
-                 - r.metrics_before.get("dynamic_component_reload_seconds_sum", 0) for r in storms)
-    print(f"  writes: {n_writes} ({n_broken} broken); distinct versions seen by the side client during storms: "
-          f"{distinct}; server-side reload time under load (dynamic_component_reload_seconds, batch seen -> "
-          f"swapped): mean {hist_s / hist_n * 1000 if hist_n else float('nan'):.1f} ms over {hist_n:.0f}")
-    print(f"  side-client samples: {len(samples)}; non-200: {bad_status}; from a broken version: {from_broken}; "
-          f"version not written: {unknown}; version went backwards: {backwards}")
+    hist_n = sum(
+        r.metrics_after.get("dynamic_component_reload_seconds_count", 0)
+        - r.metrics_before.get("dynamic_component_reload_seconds_count", 0)
+        for r in storms
+    )
+    hist_s = sum(
+        r.metrics_after.get("dynamic_component_reload_seconds_sum", 0)
+        - r.metrics_before.get("dynamic_component_reload_seconds_sum", 0)
+        for r in storms
+    )
+    print(
+        f"  writes: {n_writes} ({n_broken} broken); distinct versions seen by the side client during storms: "
+        f"{distinct}; server-side reload time under load (dynamic_component_reload_seconds, batch seen -> "
+        f"swapped): mean {hist_s / hist_n * 1000 if hist_n else float('nan'):.1f} ms over {hist_n:.0f}"
+    )
+    print(
+        f"  side-client samples: {len(samples)}; non-200: {bad_status}; from a broken version: {from_broken}; "
+        f"version not written: {unknown}; version went backwards: {backwards}"
+    )
     for line in final_checks:
         print(f"  {line}")
-    starved = [f"{i // 2 + 1} {r.kind} {r.wrk.server_cpu:.0%}" for i, r in enumerate(runs)
-               if r.wrk.server_cpu < BUSY_CPU]
+    starved = [
+        f"{i // 2 + 1} {r.kind} {r.wrk.server_cpu:.0%}" for i, r in enumerate(runs) if r.wrk.server_cpu < BUSY_CPU
+    ]
     if starved:
-        print(f"  WARNING: the machine was busy: the server got less than {BUSY_CPU:.0%} of a CPU in "
-              f"{', '.join(starved)}; the ratio is perturbed")
+        print(
+            f"  WARNING: the machine was busy: the server got less than {BUSY_CPU:.0%} of a CPU in "
+            f"{', '.join(starved)}; the ratio is perturbed"
+        )
     print(f"  loadavg after: {c.loadavg_text()}")
     print("  /metrics after the storms:")
     for line in metric_lines(text):
         print(f"    {line}")
     return [
-        verdict(non2xx == 0 and sock == 0 and bad_status == 0,
-                f"storm non-2xx = {non2xx} (wrk) + {bad_status} (side client), socket errors = {sock} (must be 0)"),
-        verdict(from_broken == 0 and unknown == 0 and backwards == 0,
-                f"storm responses from a broken or unwritten version = {from_broken + unknown}, "
-                f"backwards = {backwards} (must be 0; {len(samples)} samples)"),
-        verdict(ratio >= ns.target_ratio, f"storm/steady throughput = {ratio:.3f} "
-                                          f"{'>=' if ratio >= ns.target_ratio else '<'} {ns.target_ratio:g} "
-                                          f"(median of {ns.storm_rounds} x {ns.storm_duration}s, -c{ns.connections})"),
+        verdict(
+            non2xx == 0 and sock == 0 and bad_status == 0,
+            f"storm non-2xx = {non2xx} (wrk) + {bad_status} (side client), socket errors = {sock} (must be 0)",
+        ),
+        verdict(
+            from_broken == 0 and unknown == 0 and backwards == 0,
+            f"storm responses from a broken or unwritten version = {from_broken + unknown}, "
+            f"backwards = {backwards} (must be 0; {len(samples)} samples)",
+        ),
+        verdict(
+            ratio >= ns.target_ratio,
+            f"storm/steady throughput = {ratio:.3f} "
+            f"{'>=' if ratio >= ns.target_ratio else '<'} {ns.target_ratio:g} "
+            f"(median of {ns.storm_rounds} x {ns.storm_duration}s, -c{ns.connections})",
+        ),
     ]
 
 
@@ -554,11 +637,15 @@ async def run_scale(ns: argparse.Namespace, tmp: Path, cpus: tuple[str | None, s
 
     # The pipeline uses the first component's step; that component is the one reloaded.
     config = CONFIG.format(step=f"step.bench_{ids[0]}")
-    print("  every component registers its own step type (step.bench_c0000 ...); the pipeline uses step.bench_c0000;"
-          " the reloaded file is c0000.py")
-    print(f"  start-up: process start (Popen) -> /readyz 200, polled every 10 ms; {ns.scale_starts} starts each, "
-          f"alternating; reload: write -> first response from the new version, {ns.scale_reloads} each, "
-          f"alternating between the two servers (both running, idle one waiting)")
+    print(
+        "  every component registers its own step type (step.bench_c0000 ...); the pipeline uses step.bench_c0000;"
+        " the reloaded file is c0000.py"
+    )
+    print(
+        f"  start-up: process start (Popen) -> /readyz 200, polled every 10 ms; {ns.scale_starts} starts each, "
+        f"alternating; reload: write -> first response from the new version, {ns.scale_reloads} each, "
+        f"alternating between the two servers (both running, idle one waiting)"
+    )
     print(f"  loadavg before: {c.loadavg_text()}")
     starts: dict[str, list[float]] = {"1": [], str(n): []}
     loaded: dict[str, float] = {}
@@ -576,11 +663,15 @@ async def run_scale(ns: argparse.Namespace, tmp: Path, cpus: tuple[str | None, s
                 m = reload_metrics(bench.metrics())
                 loaded[label] = m.get("dynamic_components", float("nan"))
                 if m.get("dynamic_components") != count:
-                    raise c.BenchError(f"scale: {bench.name} reports dynamic_components "
-                                       f"{m.get('dynamic_components')}, expected {count}\n{bench.server.log_tail()}")
-                print(f"  start {k + 1} with {label:>4} component(s): {seconds * 1000:.0f} ms to /readyz 200 "
-                      f"(dynamic_components {m['dynamic_components']:.0f}, "
-                      f"RSS {c.proc_status_kb(bench.pid) or 0:.0f} kB)")
+                    raise c.BenchError(
+                        f"scale: {bench.name} reports dynamic_components "
+                        f"{m.get('dynamic_components')}, expected {count}\n{bench.server.log_tail()}"
+                    )
+                print(
+                    f"  start {k + 1} with {label:>4} component(s): {seconds * 1000:.0f} ms to /readyz 200 "
+                    f"(dynamic_components {m['dynamic_components']:.0f}, "
+                    f"RSS {c.proc_status_kb(bench.pid) or 0:.0f} kB)"
+                )
                 sys.stdout.flush()
             except BaseException:
                 bench.server.stop()
@@ -608,8 +699,11 @@ async def run_scale(ns: argparse.Namespace, tmp: Path, cpus: tuple[str | None, s
                     # save_and_wait writes COMPONENT_ID; here the file is c0000.py
                     path = b.components / f"{ids[0]}.py"
                     t0 = time.perf_counter()
-                    c.write_text(path, component_text(i + 2, cid=ids[0], step=f"step.bench_{ids[0]}"),
-                                 atomic=ns.write_mode == "atomic")
+                    c.write_text(
+                        path,
+                        component_text(i + 2, cid=ids[0], step=f"step.bench_{ids[0]}"),
+                        atomic=ns.write_mode == "atomic",
+                    )
                     seen, _ = await clients[label].wait_for(i + 2, ns.save_timeout)
                     if seen is None:
                         timeouts += 1
@@ -623,9 +717,11 @@ async def run_scale(ns: argparse.Namespace, tmp: Path, cpus: tuple[str | None, s
         for label in benches:
             after = reload_metrics(texts[label])
             cnt = after.get("dynamic_component_reload_seconds_count", 0) - before[label].get(
-                "dynamic_component_reload_seconds_count", 0)
+                "dynamic_component_reload_seconds_count", 0
+            )
             tot = after.get("dynamic_component_reload_seconds_sum", 0) - before[label].get(
-                "dynamic_component_reload_seconds_sum", 0)
+                "dynamic_component_reload_seconds_sum", 0
+            )
             server_side[label] = (cnt, tot)
         rss = {label: c.proc_status_kb(b.pid) for label, b in benches.items()}
     finally:
@@ -637,15 +733,19 @@ async def run_scale(ns: argparse.Namespace, tmp: Path, cpus: tuple[str | None, s
     print("== results (scale)")
     for label in ("1", str(n)):
         s = starts[label]
-        print(f"  start-up with {label:>4} component(s): median {c.median(s) * 1000:.0f} ms  "
-              f"(runs: {', '.join(f'{x * 1000:.0f}' for x in s)} ms)")
+        print(
+            f"  start-up with {label:>4} component(s): median {c.median(s) * 1000:.0f} ms  "
+            f"(runs: {', '.join(f'{x * 1000:.0f}' for x in s)} ms)"
+        )
     per = (c.median(starts[str(n)]) - c.median(starts["1"])) / max(1, n - 1) * 1000
     print(f"  => {per:.2f} ms per extra component at start-up")
     for label in ("1", str(n)):
         cnt, tot = server_side[label]
-        print(f"  reload with {label:>4} loaded: {latency_summary(latencies[label])}  "
-              f"(median {c.median(latencies[label]) * 1000:.1f} ms; server-side mean "
-              f"{tot / cnt * 1000 if cnt else float('nan'):.1f} ms over {cnt:.0f}; RSS {rss[label] or 0} kB)")
+        print(
+            f"  reload with {label:>4} loaded: {latency_summary(latencies[label])}  "
+            f"(median {c.median(latencies[label]) * 1000:.1f} ms; server-side mean "
+            f"{tot / cnt * 1000 if cnt else float('nan'):.1f} ms over {cnt:.0f}; RSS {rss[label] or 0} kB)"
+        )
     print(f"  timeouts: {timeouts}; loadavg after: {c.loadavg_text()}")
     for label in ("1", str(n)):
         print(f"  /metrics of the {label}-component server:")
@@ -654,15 +754,19 @@ async def run_scale(ns: argparse.Namespace, tmp: Path, cpus: tuple[str | None, s
     ratio = c.median(latencies[str(n)]) / c.median(latencies["1"])
     (c1, s1), (cn, sn) = server_side["1"], server_side[str(n)]
     if c1 and cn:
-        print(f"  server-side only (batch seen -> swapped, excludes the watcher's own delay): mean "
-              f"{sn / cn * 1000:.2f} ms with {n} / {s1 / c1 * 1000:.2f} ms with 1 = {(sn / cn) / (s1 / c1):.2f}x")
+        print(
+            f"  server-side only (batch seen -> swapped, excludes the watcher's own delay): mean "
+            f"{sn / cn * 1000:.2f} ms with {n} / {s1 / c1 * 1000:.2f} ms with 1 = {(sn / cn) / (s1 / c1):.2f}x"
+        )
     return [
         f"INFO: start-up with {n} components: {c.median(starts[str(n)]) * 1000:.0f} ms (median of {ns.scale_starts}); "
         f"with 1: {c.median(starts['1']) * 1000:.0f} ms (no target was set for it)",
-        verdict(ratio <= ns.target_scale and timeouts == 0,
-                f"reload median with {n} loaded / with 1 loaded = {c.median(latencies[str(n)]) * 1000:.1f} / "
-                f"{c.median(latencies['1']) * 1000:.1f} ms = {ratio:.2f}x (<= {ns.target_scale:g}x), "
-                f"{ns.scale_reloads} reloads each, {timeouts} timeouts"),
+        verdict(
+            ratio <= ns.target_scale and timeouts == 0,
+            f"reload median with {n} loaded / with 1 loaded = {c.median(latencies[str(n)]) * 1000:.1f} / "
+            f"{c.median(latencies['1']) * 1000:.1f} ms = {ratio:.2f}x (<= {ns.target_scale:g}x), "
+            f"{ns.scale_reloads} reloads each, {timeouts} timeouts",
+        ),
     ]
 
 
@@ -670,13 +774,17 @@ async def run_scale(ns: argparse.Namespace, tmp: Path, cpus: tuple[str | None, s
 
 
 async def run_memory(ns: argparse.Namespace, tmp: Path, cpus: tuple[str | None, str | None]) -> list[str]:
-    print(f"\n######## 4. memory: RSS after {ns.mem_reloads} reloads of one component "
-          f"(after a warm-up of {ns.mem_warmup})")
+    print(
+        f"\n######## 4. memory: RSS after {ns.mem_reloads} reloads of one component "
+        f"(after a warm-up of {ns.mem_warmup})"
+    )
     bench = make_bench("memory", tmp, ns, cpus[0], {COMPONENT_ID: component_text(1)}, CONFIG.format(step=STEP))
     describe_bench(bench)
-    print(f"  each reload: write a new version ({ns.write_mode}), then GET {PATH} every "
-          f"{ns.mem_poll * 1000:g} ms on one keep-alive connection until it answers the new version; "
-          f"VmRSS from /proc/PID/status")
+    print(
+        f"  each reload: write a new version ({ns.write_mode}), then GET {PATH} every "
+        f"{ns.mem_poll * 1000:g} ms on one keep-alive connection until it answers the new version; "
+        f"VmRSS from /proc/PID/status"
+    )
     print(f"  loadavg before: {c.loadavg_text()}")
     sys.stdout.flush()
     rows: list[tuple[str, int, int | None, int | None]] = []  # (phase, reloads, VmRSS kB, VmHWM kB)
@@ -722,21 +830,31 @@ async def run_memory(ns: argparse.Namespace, tmp: Path, cpus: tuple[str | None, 
         raise c.BenchError("memory: could not read VmRSS")
     growth_mb = (end - base) / 1024
     print(f"  {done} reloads in {wall:.1f}s ({done / wall:.1f}/s), {timeouts} timeouts, {requests} polling requests")
-    print(f"  RSS growth over the {ns.mem_reloads} measured reloads: {growth_mb:+.2f} MB "
-          f"({(end - base) / max(1, ns.mem_reloads):+.2f} kB per reload)")
-    print(f"  /metrics: dynamic_components = {m.get('dynamic_components', float('nan')):.0f}, "
-          f"reloads (module_operations_total{{module=\"dynamic\",operation=\"reload\",status=\"success\"}}) = "
-          f"{m.get('reload/success', 0):.0f} (expected {ns.mem_warmup + ns.mem_reloads}), refused = "
-          f"{m.get('reload/error', 0):.0f}")
+    print(
+        f"  RSS growth over the {ns.mem_reloads} measured reloads: {growth_mb:+.2f} MB "
+        f"({(end - base) / max(1, ns.mem_reloads):+.2f} kB per reload)"
+    )
+    print(
+        f"  /metrics: dynamic_components = {m.get('dynamic_components', float('nan')):.0f}, "
+        f'reloads (module_operations_total{{module="dynamic",operation="reload",status="success"}}) = '
+        f"{m.get('reload/success', 0):.0f} (expected {ns.mem_warmup + ns.mem_reloads}), refused = "
+        f"{m.get('reload/error', 0):.0f}"
+    )
     for line in metric_lines(text):
         print(f"    {line}")
     print(f"  loadavg after: {c.loadavg_text()}")
     if m.get("reload/success", 0) < ns.mem_warmup + ns.mem_reloads:
-        raise c.BenchError(f"memory: /metrics counts {m.get('reload/success', 0):.0f} reloads, "
-                           f"expected {ns.mem_warmup + ns.mem_reloads}")
-    return [verdict(growth_mb < ns.target_mb and timeouts == 0,
-                    f"RSS growth after {ns.mem_reloads} reloads = {growth_mb:+.2f} MB (< {ns.target_mb:g} MB), "
-                    f"{timeouts} timeouts")]
+        raise c.BenchError(
+            f"memory: /metrics counts {m.get('reload/success', 0):.0f} reloads, "
+            f"expected {ns.mem_warmup + ns.mem_reloads}"
+        )
+    return [
+        verdict(
+            growth_mb < ns.target_mb and timeouts == 0,
+            f"RSS growth after {ns.mem_reloads} reloads = {growth_mb:+.2f} MB (< {ns.target_mb:g} MB), "
+            f"{timeouts} timeouts",
+        )
+    ]
 
 
 # --------------------------------------------------------------------------- main
@@ -746,13 +864,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Hot-reload benchmarks (latency, storm, scale, memory).")
     p.add_argument("part", nargs="?", default="all", choices=(*PARTS, "all"), help="which benchmark (default all)")
     g = p.add_argument_group("all parts")
-    g.add_argument("--write-mode", choices=("atomic", "inplace"), default="atomic",
-                   help="atomic: write a hidden temp file and rename it over the component (default); "
-                        "inplace: open, truncate and write the file itself")
-    g.add_argument("--debounce", default=None,
-                   help="set WORKFLOW_COMPONENTS_DEBOUNCE (default: unset, the server's 50ms)")
-    g.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"),
-                   help="WORKFLOW_LOG_LEVEL of the servers (default warning: no per-request log line)")
+    g.add_argument(
+        "--write-mode",
+        choices=("atomic", "inplace"),
+        default="atomic",
+        help="atomic: write a hidden temp file and rename it over the component (default); "
+        "inplace: open, truncate and write the file itself",
+    )
+    g.add_argument(
+        "--debounce", default=None, help="set WORKFLOW_COMPONENTS_DEBOUNCE (default: unset, the server's 50ms)"
+    )
+    g.add_argument(
+        "--log-level",
+        default="warning",
+        choices=("debug", "info", "warning", "error"),
+        help="WORKFLOW_LOG_LEVEL of the servers (default warning: no per-request log line)",
+    )
     g.add_argument("--save-timeout", type=float, default=5.0, help="seconds a save may take to be served (5)")
     g.add_argument("--gap", type=float, default=0.05, help="pause after a save is served, seconds (0.05)")
     g.add_argument("--no-pin", action="store_true", help="do not pin the server and the load to separate CPUs")
@@ -783,8 +910,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--mem-poll", type=float, default=0.002, help="pause between polls while waiting, s (0.002)")
     g.add_argument("--target-mb", type=float, default=10.0, help="allowed RSS growth, MB (10)")
     ns = p.parse_args(argv)
-    if min(ns.saves, ns.storm_duration, ns.storm_rounds, ns.storm_writes, ns.connections, ns.threads,
-           ns.scale_components, ns.scale_starts, ns.scale_reloads, ns.mem_reloads) < 1:
+    if (
+        min(
+            ns.saves,
+            ns.storm_duration,
+            ns.storm_rounds,
+            ns.storm_writes,
+            ns.connections,
+            ns.threads,
+            ns.scale_components,
+            ns.scale_starts,
+            ns.scale_reloads,
+            ns.mem_reloads,
+        )
+        < 1
+    ):
         p.error("counts and durations must be >= 1")
     if ns.storm_duration < 2:
         p.error("--storm-duration must be at least 2 (writes are spread over duration - 1 s)")
@@ -806,8 +946,10 @@ async def run(ns: argparse.Namespace, tmp: Path) -> int:
     print("  " + shlex.join([sys.executable, *sys.argv]))
     plan = f"servers on CPU {server_cpus}, wrk and this script (clients, writes) on CPU {load_cpus}"
     print(f"  pinning: {plan if server_cpus else 'off'}")
-    print(f"  writes: {ns.write_mode}; WORKFLOW_COMPONENTS_DEBOUNCE: {ns.debounce or 'unset (server default 50ms)'}; "
-          f"log level {ns.log_level}; temp dir {tmp}")
+    print(
+        f"  writes: {ns.write_mode}; WORKFLOW_COMPONENTS_DEBOUNCE: {ns.debounce or 'unset (server default 50ms)'}; "
+        f"log level {ns.log_level}; temp dir {tmp}"
+    )
     print("== pipeline config (scale uses step.bench_c0000 instead)")
     print("  " + CONFIG.format(step=STEP).rstrip().replace("\n", "\n  "))
     print("== component (version N; a broken save appends a syntax error)")

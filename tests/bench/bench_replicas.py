@@ -181,23 +181,32 @@ def make_replicas(ns: argparse.Namespace, tmp: Path, schema: str, secret: str) -
         state = tmp / name
         (state / "components").mkdir(parents=True)
         env = {k: v for k, v in c.child_env().items() if not k.startswith(("WORKFLOW_", "JWT_"))}
-        env.update({
-            "WORKFLOW_LOG_LEVEL": ns.log_level,
-            "WORKFLOW_LOG_FORMAT": "json",
-            "WORKFLOW_COMPONENTS_DIR": str(state / "components"),
-            "WORKFLOW_DATA_DIR": str(state / "data"),
-            "WORKFLOW_SHUTDOWN_TIMEOUT": "5s",
-            "WORKFLOW_DB_HOST": ns.db_host,
-            "WORKFLOW_DB_NAME": ns.db_name,
-            "WORKFLOW_DB_USER": ns.db_user,
-            "WORKFLOW_DB_SCHEMA": schema,
-            "WORKFLOW_REDIS_ADDR": ns.redis,
-            "WORKFLOW_REPLICA_ID": name,
-            "WORKFLOW_RECONCILE_INTERVAL": ns.reconcile_interval,
-            "JWT_SECRET": secret,
-        })
-        cmd = [c.venv_script("workflow-server"), "-config", str(config),
-               "--addr", f"{c.HOST}:{port}", "--admin-addr", f"{c.HOST}:{admin}"]
+        env.update(
+            {
+                "WORKFLOW_LOG_LEVEL": ns.log_level,
+                "WORKFLOW_LOG_FORMAT": "json",
+                "WORKFLOW_COMPONENTS_DIR": str(state / "components"),
+                "WORKFLOW_DATA_DIR": str(state / "data"),
+                "WORKFLOW_SHUTDOWN_TIMEOUT": "5s",
+                "WORKFLOW_DB_HOST": ns.db_host,
+                "WORKFLOW_DB_NAME": ns.db_name,
+                "WORKFLOW_DB_USER": ns.db_user,
+                "WORKFLOW_DB_SCHEMA": schema,
+                "WORKFLOW_REDIS_ADDR": ns.redis,
+                "WORKFLOW_REPLICA_ID": name,
+                "WORKFLOW_RECONCILE_INTERVAL": ns.reconcile_interval,
+                "JWT_SECRET": secret,
+            }
+        )
+        cmd = [
+            c.venv_script("workflow-server"),
+            "-config",
+            str(config),
+            "--addr",
+            f"{c.HOST}:{port}",
+            "--admin-addr",
+            f"{c.HOST}:{admin}",
+        ]
         server = c.ServerProcess(name, cmd, env, tmp / f"{name}.log", cwd=c.ROOT)
         replicas.append(Replica(name, port, admin, server))
     return replicas
@@ -217,28 +226,38 @@ async def wait_connected(replica: Replica, timeout: float = 30.0) -> None:
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError, KeyError):
             pass
         await asyncio.sleep(0.05)
-    raise c.BenchError(f"replica {replica.name} not subscribed to Redis after {timeout:.0f}s: {last}\n"
-                       f"{replica.server.log_tail()}")
+    raise c.BenchError(
+        f"replica {replica.name} not subscribed to Redis after {timeout:.0f}s: {last}\n{replica.server.log_tail()}"
+    )
 
 
-async def write(admin: aiohttp.ClientSession, replica: Replica, headers: dict[str, str], version: int,
-                create: bool) -> None:
+async def write(
+    admin: aiohttp.ClientSession, replica: Replica, headers: dict[str, str], version: int, create: bool
+) -> None:
     body = {"source": component_text(version)}
     if create:
-        request = admin.post(replica.admin_url + "/api/dynamic/components", json={"id": COMPONENT_ID, **body},
-                             headers=headers)
+        request = admin.post(
+            replica.admin_url + "/api/dynamic/components", json={"id": COMPONENT_ID, **body}, headers=headers
+        )
     else:
-        request = admin.put(f"{replica.admin_url}/api/dynamic/components/{COMPONENT_ID}", json=body,
-                            headers=headers)
+        request = admin.put(f"{replica.admin_url}/api/dynamic/components/{COMPONENT_ID}", json=body, headers=headers)
     async with request as resp:
         text = await resp.text()
         if resp.status != (201 if create else 200):
-            raise c.BenchError(f"{'POST' if create else 'PUT'} through {replica.name} answered {resp.status}: "
-                               f"{text[:500]}")
+            raise c.BenchError(
+                f"{'POST' if create else 'PUT'} through {replica.name} answered {resp.status}: {text[:500]}"
+            )
 
 
-async def update(admin: aiohttp.ClientSession, via: Replica, replicas: list[Replica], headers: dict[str, str],
-                 version: int, timeout: float, create: bool = False) -> tuple[float, float, list[float | None]]:
+async def update(
+    admin: aiohttp.ClientSession,
+    via: Replica,
+    replicas: list[Replica],
+    headers: dict[str, str],
+    version: int,
+    timeout: float,
+    create: bool = False,
+) -> tuple[float, float, list[float | None]]:
     """One update: (PUT seconds, PUT start -> last replica serving or inf, per-replica seconds or None)."""
     t0 = time.perf_counter()
     await write(admin, via, headers, version, create)
@@ -254,8 +273,10 @@ def ms(seconds: float) -> str:
 
 
 def summary(values: list[float]) -> str:
-    return (f"p50 {ms(c.percentile(values, 50))}  p90 {ms(c.percentile(values, 90))}  "
-            f"p99 {ms(c.percentile(values, 99))}  max {ms(max(values))}  min {ms(min(values))}")
+    return (
+        f"p50 {ms(c.percentile(values, 50))}  p90 {ms(c.percentile(values, 90))}  "
+        f"p99 {ms(c.percentile(values, 99))}  max {ms(max(values))}  min {ms(min(values))}"
+    )
 
 
 async def run(ns: argparse.Namespace, tmp: Path) -> int:
@@ -267,14 +288,18 @@ async def run(ns: argparse.Namespace, tmp: Path) -> int:
     check_redis(ns.redis)
     schema = f"bench_replicas_{secrets.token_hex(4)}"
     secret = secrets.token_urlsafe(32)
-    headers = {"Authorization": "Bearer " + jwt.encode(
-        {"sub": "bench", "role": "admin", "exp": int(time.time()) + 3600}, secret, algorithm="HS256")}
+    headers = {
+        "Authorization": "Bearer "
+        + jwt.encode({"sub": "bench", "role": "admin", "exp": int(time.time()) + 3600}, secret, algorithm="HS256")
+    }
     pg_admin(ns, f"CREATE SCHEMA {schema}")
     replicas: list[Replica] = []
     try:
         replicas = make_replicas(ns, tmp, schema, secret)
-        print(f"  PostgreSQL {ns.db_host}/{ns.db_name} user {ns.db_user}, schema {schema} (dropped at the end); "
-              f"Redis {ns.redis}; no CPU pinning (3 servers, PostgreSQL, Redis and this script share the machine)")
+        print(
+            f"  PostgreSQL {ns.db_host}/{ns.db_name} user {ns.db_user}, schema {schema} (dropped at the end); "
+            f"Redis {ns.redis}; no CPU pinning (3 servers, PostgreSQL, Redis and this script share the machine)"
+        )
         for r in replicas:
             env = {k: v for k, v in r.server.env.items() if k.startswith(("WORKFLOW_", "JWT_")) and k != "JWT_SECRET"}
             print(f"  replica {r.name}: {shlex.join(r.server.cmd)}")
@@ -291,10 +316,12 @@ async def run(ns: argparse.Namespace, tmp: Path) -> int:
             r.server.wait_ready(r.url + "/readyz", timeout=60)
         for r in replicas:
             # One connection per replica, kept alive: the polls measure the server, not connection set-up.
-            r.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1),
-                                              timeout=aiohttp.ClientTimeout(total=5))
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=3),
-                                         timeout=aiohttp.ClientTimeout(total=30)) as admin:
+            r.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=1), timeout=aiohttp.ClientTimeout(total=5)
+            )
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=3), timeout=aiohttp.ClientTimeout(total=30)
+        ) as admin:
             for r in replicas:
                 await wait_connected(r)
             print(f"== warm-up: create through a, then {ns.warmup} updates (not measured)")
@@ -348,17 +375,23 @@ async def run(ns: argparse.Namespace, tmp: Path) -> int:
     print(f"  all replicas:  {summary(figures)}  mean {ms(sum(figures) / len(figures))}")
     print(f"  PUT alone:     {summary(puts)}")
     for r in replicas:
-        print(f"  replica {r.name} serving: p50 {ms(c.percentile(r.latencies, 50))}  "
-              f"p99 {ms(c.percentile(r.latencies, 99))}  (polls {r.polls}, poll errors {r.errors})")
+        print(
+            f"  replica {r.name} serving: p50 {ms(c.percentile(r.latencies, 50))}  "
+            f"p99 {ms(c.percentile(r.latencies, 99))}  (polls {r.polls}, poll errors {r.errors})"
+        )
     for name, values in by_via.items():
         print(f"  PUT via {name}:     p50 {ms(c.percentile(values, 50))}  max {ms(max(values))}  ({len(values)})")
     for name, check in health.items():
         print(f"  replica {name} replication check: {json.dumps(check, sort_keys=True)}")
-    print(f"  loadavg: {load_before} before measuring, {c.loadavg_text()} after "
-          "(other work on this machine perturbs every figure)")
+    print(
+        f"  loadavg: {load_before} before measuring, {c.loadavg_text()} after "
+        "(other work on this machine perturbs every figure)"
+    )
     ok = timeouts == 0 and p99 <= ns.target
-    print(f"{'TARGET MET' if ok else 'TARGET MISSED'}: p99 {ms(p99)} <= {ns.target * 1000:.0f} ms"
-          f" and no timeouts ({timeouts})")
+    print(
+        f"{'TARGET MET' if ok else 'TARGET MISSED'}: p99 {ms(p99)} <= {ns.target * 1000:.0f} ms"
+        f" and no timeouts ({timeouts})"
+    )
     return 0
 
 

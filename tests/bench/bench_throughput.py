@@ -107,13 +107,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported (default 3)")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
-    parser.add_argument("--warmup", type=int, default=2,
-                        help="whole seconds of load per server before measuring (default 2)")
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="whole seconds of load per server before measuring (default 2)"
+    )
     parser.add_argument("--target", type=float, default=0.6, help="required pipeline/bare ratio (default 0.6)")
     parser.add_argument("--skip-info", action="store_true", help="do not measure the pipeline at log level info")
     parser.add_argument("--skip-norec", action="store_true", help="do not measure with execution recording off")
-    parser.add_argument("--postgres", action="store_true",
-                        help="also measure recording to PostgreSQL (WORKFLOW_DB_HOST/NAME/USER must be set)")
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="also measure recording to PostgreSQL (WORKFLOW_DB_HOST/NAME/USER must be set)",
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin the servers and wrk to separate CPUs")
     parser.add_argument("--keep-temp", action="store_true", help="keep the temp dir (config, lua, server logs)")
     ns = parser.parse_args(argv)
@@ -131,8 +135,9 @@ def start_targets(ns: argparse.Namespace, tmp: Path, server_cpus: str | None) ->
     targets = []
 
     port = c.free_port()
-    bare_cmd = c.pinned([sys.executable, str(c.HERE / "bare_server.py"), "--host", c.HOST, "--port", str(port)],
-                        server_cpus)
+    bare_cmd = c.pinned(
+        [sys.executable, str(c.HERE / "bare_server.py"), "--host", c.HOST, "--port", str(port)], server_cpus
+    )
     bare = c.ServerProcess("bare", bare_cmd, c.child_env(), tmp / "bare.log", cwd=c.ROOT)
     targets.append(Target("bare", bare, f"http://{c.HOST}:{port}", "/readyz"))
 
@@ -149,19 +154,37 @@ def start_targets(ns: argparse.Namespace, tmp: Path, server_cpus: str | None) ->
             admin = c.free_port()
         state = tmp / name
         (state / "components").mkdir(parents=True)
-        env = c.child_env({
-            **overrides,
-            "WORKFLOW_LOG_FORMAT": "json",
-            "WORKFLOW_COMPONENTS_DIR": str(state / "components"),
-            "WORKFLOW_DATA_DIR": str(state / "data"),
-            "WORKFLOW_SHUTDOWN_TIMEOUT": "5s",
-        })
+        env = c.child_env(
+            {
+                **overrides,
+                "WORKFLOW_LOG_FORMAT": "json",
+                "WORKFLOW_COMPONENTS_DIR": str(state / "components"),
+                "WORKFLOW_DATA_DIR": str(state / "data"),
+                "WORKFLOW_SHUTDOWN_TIMEOUT": "5s",
+            }
+        )
         keep_db = name == "pipeline-pg"
-        for var in ("WORKFLOW_CONFIG", "WORKFLOW_ADDR", "WORKFLOW_ADMIN_ADDR", "WORKFLOW_REDIS_ADDR", "JWT_SECRET",
-                    *(() if keep_db else ("WORKFLOW_DB_HOST",))):
+        for var in (
+            "WORKFLOW_CONFIG",
+            "WORKFLOW_ADDR",
+            "WORKFLOW_ADMIN_ADDR",
+            "WORKFLOW_REDIS_ADDR",
+            "JWT_SECRET",
+            *(() if keep_db else ("WORKFLOW_DB_HOST",)),
+        ):
             env.pop(var, None)
-        cmd = c.pinned([c.venv_script("workflow-server"), "-config", str(config),
-                        "--addr", f"{c.HOST}:{port}", "--admin-addr", f"{c.HOST}:{admin}"], server_cpus)
+        cmd = c.pinned(
+            [
+                c.venv_script("workflow-server"),
+                "-config",
+                str(config),
+                "--addr",
+                f"{c.HOST}:{port}",
+                "--admin-addr",
+                f"{c.HOST}:{admin}",
+            ],
+            server_cpus,
+        )
         server = c.ServerProcess(name, cmd, env, tmp / f"{name}.log", cwd=c.ROOT)
         targets.append(Target(name, server, f"http://{c.HOST}:{port}", "/readyz"))
     return targets
@@ -209,8 +232,7 @@ def check_metrics(target: Target) -> list[str]:
     samples = [s for s in metric_samples(text, "http_requests_total") if s[0].get("path") == PATH]
     if not samples:
         raise c.BenchError(f'{target.name}: /metrics has no http_requests_total{{path="{PATH}"}} sample')
-    executions = [s for s in metric_samples(text, "workflow_executions_total")
-                  if s[0].get("action") == PIPELINE_NAME]
+    executions = [s for s in metric_samples(text, "workflow_executions_total") if s[0].get("action") == PIPELINE_NAME]
     lines = [raw for _, _, raw in samples + executions]
     counted = sum(value for labels, value, _ in samples if labels.get("status_code") == "201")
     seen = sum(r.requests for r in target.results) + target.warmup_requests + 1
@@ -221,19 +243,25 @@ def check_metrics(target: Target) -> list[str]:
 
 
 def print_table(targets: list[Target], rounds: int) -> None:
-    header = (f"{'round':<7}{'server':<15}{'req/s':>11}{'p50':>10}{'p99':>10}{'requests':>10}{'non-2xx':>9}"
-              f"{'errors':>8}{'srv cpu':>9}")
+    header = (
+        f"{'round':<7}{'server':<15}{'req/s':>11}{'p50':>10}{'p99':>10}{'requests':>10}{'non-2xx':>9}"
+        f"{'errors':>8}{'srv cpu':>9}"
+    )
     print(header)
     print("-" * len(header))
     for i in range(rounds):
         for t in targets:
             r = t.results[i]
-            print(f"{i + 1:<7}{t.name:<15}{r.rps:>11.1f}{c.fmt_ms(r.p50_ms):>10}{c.fmt_ms(r.p99_ms):>10}"
-                  f"{r.requests:>10}{r.non2xx:>9}{r.errors:>8}{r.server_cpu:>9.0%}")
+            print(
+                f"{i + 1:<7}{t.name:<15}{r.rps:>11.1f}{c.fmt_ms(r.p50_ms):>10}{c.fmt_ms(r.p99_ms):>10}"
+                f"{r.requests:>10}{r.non2xx:>9}{r.errors:>8}{r.server_cpu:>9.0%}"
+            )
     print("-" * len(header))
     for t in targets:
-        print(f"{'median':<7}{t.name:<15}{t.median_rps():>11.1f}{c.fmt_ms(t.median_p50()):>10}"
-              f"{c.fmt_ms(t.median_p99()):>10}")
+        print(
+            f"{'median':<7}{t.name:<15}{t.median_rps():>11.1f}{c.fmt_ms(t.median_p50()):>10}"
+            f"{c.fmt_ms(t.median_p99()):>10}"
+        )
 
 
 def run(ns: argparse.Namespace, tmp: Path) -> int:
@@ -253,8 +281,19 @@ def run(ns: argparse.Namespace, tmp: Path) -> int:
         env = {k: v for k, v in t.server.env.items() if k in ("WORKFLOW_LOG_LEVEL", "WORKFLOW_LOG_FORMAT")}
         if env:
             print(f"  {t.name} env: {' '.join(f'{k}={v}' for k, v in sorted(env.items()))}")
-    print("  wrk:", shlex.join(c.wrk_command(targets[0].url, duration=ns.duration, connections=ns.connections,
-                                              threads=ns.threads, script=lua, cpus=load_cpus)))
+    print(
+        "  wrk:",
+        shlex.join(
+            c.wrk_command(
+                targets[0].url,
+                duration=ns.duration,
+                connections=ns.connections,
+                threads=ns.threads,
+                script=lua,
+                cpus=load_cpus,
+            )
+        ),
+    )
     print(f"  body: {json.dumps(REQUEST, separators=(',', ':'))}  (post.lua sets Content-Type: application/json)")
     print("== pipeline config")
     print("  " + CONFIG.rstrip().replace("\n", "\n  "))
@@ -269,8 +308,17 @@ def run(ns: argparse.Namespace, tmp: Path) -> int:
         print(f"== warm-up: {ns.warmup:g}s per server")
         for t in targets:
             if ns.warmup > 0:
-                r = c.run_wrk(c.wrk_command(t.url, duration=ns.warmup, connections=ns.connections,
-                                            threads=ns.threads, script=lua, cpus=load_cpus), ns.warmup)
+                r = c.run_wrk(
+                    c.wrk_command(
+                        t.url,
+                        duration=ns.warmup,
+                        connections=ns.connections,
+                        threads=ns.threads,
+                        script=lua,
+                        cpus=load_cpus,
+                    ),
+                    ns.warmup,
+                )
                 check_load(t, r, "warm-up")
                 t.warmup_requests = r.requests
                 print(f"  {t.name:<15}{r.rps:>11.1f} req/s")
@@ -279,13 +327,24 @@ def run(ns: argparse.Namespace, tmp: Path) -> int:
         for i in range(ns.rounds):
             for t in targets:
                 cpu_before = c.cpu_seconds(t.server.proc.pid)
-                r = c.run_wrk(c.wrk_command(t.url, duration=ns.duration, connections=ns.connections,
-                                            threads=ns.threads, script=lua, cpus=load_cpus), ns.duration)
+                r = c.run_wrk(
+                    c.wrk_command(
+                        t.url,
+                        duration=ns.duration,
+                        connections=ns.connections,
+                        threads=ns.threads,
+                        script=lua,
+                        cpus=load_cpus,
+                    ),
+                    ns.duration,
+                )
                 r.server_cpu = (c.cpu_seconds(t.server.proc.pid) - cpu_before) / (r.seconds or ns.duration)
                 check_load(t, r, f"round {i + 1}")
                 t.results.append(r)
-                print(f"  round {i + 1} {t.name:<15}{r.rps:>11.1f} req/s  p50 {c.fmt_ms(r.p50_ms)}  "
-                      f"p99 {c.fmt_ms(r.p99_ms)}  server cpu {r.server_cpu:.0%}")
+                print(
+                    f"  round {i + 1} {t.name:<15}{r.rps:>11.1f} req/s  p50 {c.fmt_ms(r.p50_ms)}  "
+                    f"p99 {c.fmt_ms(r.p99_ms)}  server cpu {r.server_cpu:.0%}"
+                )
                 sys.stdout.flush()
         metric_lines = {t.name: check_metrics(t) for t in targets if t.name != "bare"}
     finally:
@@ -294,14 +353,17 @@ def run(ns: argparse.Namespace, tmp: Path) -> int:
 
     print("== results")
     print_table(targets, ns.rounds)
-    starved = [(t.name, i + 1, r.server_cpu) for t in targets for i, r in enumerate(t.results)
-               if r.server_cpu < BUSY_CPU]
+    starved = [
+        (t.name, i + 1, r.server_cpu) for t in targets for i, r in enumerate(t.results) if r.server_cpu < BUSY_CPU
+    ]
     load = c.loadavg_text()
     print(f"(srv cpu: the share of one CPU the server process used during the run; loadavg now {load})")
     if starved:
-        print(f"WARNING: the machine was busy: {len(starved)} run(s) got less than {BUSY_CPU:.0%} of a CPU "
-              f"for the server ({', '.join(f'{n} round {i} {cpu:.0%}' for n, i, cpu in starved)}); "
-              "the figures are perturbed; rerun on an idle machine")
+        print(
+            f"WARNING: the machine was busy: {len(starved)} run(s) got less than {BUSY_CPU:.0%} of a CPU "
+            f"for the server ({', '.join(f'{n} round {i} {cpu:.0%}' for n, i, cpu in starved)}); "
+            "the figures are perturbed; rerun on an idle machine"
+        )
     bare = targets[0]
     pipeline = targets[1]
     ratio = pipeline.median_rps() / bare.median_rps()
@@ -310,17 +372,27 @@ def run(ns: argparse.Namespace, tmp: Path) -> int:
     print(f"pipeline (warning)   {pipeline.median_rps():>10.1f} req/s (median)   ratio pipeline/bare = {ratio:.3f}")
     norec = next((t for t in targets if t.name == "pipeline-norec"), None)
     notes = {
-        "pipeline-norec": lambda t: f"recording costs {1 - pipeline.median_rps() / t.median_rps():.1%} "
-                                    "(pipeline vs pipeline-norec)",
-        "pipeline-info": lambda t: f"the per-request log line costs {1 - t.median_rps() / pipeline.median_rps():.1%}; "
-                                   f"{t.server.log_lines()} log lines written",
-        "pipeline-pg": lambda t: (f"recording to PostgreSQL costs {1 - t.median_rps() / norec.median_rps():.1%} "
-                                  "(pipeline-pg vs pipeline-norec)") if norec else
-                                 f"{t.median_rps() / pipeline.median_rps():.2f}x the rate recording to SQLite",
+        "pipeline-norec": lambda t: (
+            f"recording costs {1 - pipeline.median_rps() / t.median_rps():.1%} (pipeline vs pipeline-norec)"
+        ),
+        "pipeline-info": lambda t: (
+            f"the per-request log line costs {1 - t.median_rps() / pipeline.median_rps():.1%}; "
+            f"{t.server.log_lines()} log lines written"
+        ),
+        "pipeline-pg": lambda t: (
+            (
+                f"recording to PostgreSQL costs {1 - t.median_rps() / norec.median_rps():.1%} "
+                "(pipeline-pg vs pipeline-norec)"
+            )
+            if norec
+            else f"{t.median_rps() / pipeline.median_rps():.2f}x the rate recording to SQLite"
+        ),
     }
     for target in targets[2:]:
-        print(f"{target.name:<20} {target.median_rps():>10.1f} req/s (median)   ratio /bare = "
-              f"{target.median_rps() / bare.median_rps():.3f}   ({notes[target.name](target)})")
+        print(
+            f"{target.name:<20} {target.median_rps():>10.1f} req/s (median)   ratio /bare = "
+            f"{target.median_rps() / bare.median_rps():.3f}   ({notes[target.name](target)})"
+        )
     print()
     print("== /metrics (main listener)")
     for name, lines in metric_lines.items():
@@ -328,15 +400,20 @@ def run(ns: argparse.Namespace, tmp: Path) -> int:
         for line in lines:
             print(f"    {line}")
     print()
-    recordings = {"pipeline": "recording on (SQLite)", "pipeline-norec": "recording off",
-                  "pipeline-pg": "recording on (PostgreSQL)"}
+    recordings = {
+        "pipeline": "recording on (SQLite)",
+        "pipeline-norec": "recording off",
+        "pipeline-pg": "recording on (PostgreSQL)",
+    }
     for target in [t for t in targets if t.name in recordings]:
         ratio = target.median_rps() / bare.median_rps()
         verdict = "TARGET MET" if ratio >= ns.target else "TARGET MISSED"
         recording = recordings[target.name]
-        print(f"{verdict}: {target.name}/bare = {ratio:.3f} {'>=' if ratio >= ns.target else '<'} {ns.target:g} "
-              f"(log level warning, metrics on, {recording}, {ns.connections} connections, "
-              f"median of {ns.rounds} x {ns.duration:g}s)")
+        print(
+            f"{verdict}: {target.name}/bare = {ratio:.3f} {'>=' if ratio >= ns.target else '<'} {ns.target:g} "
+            f"(log level warning, metrics on, {recording}, {ns.connections} connections, "
+            f"median of {ns.rounds} x {ns.duration:g}s)"
+        )
     return 0
 
 
