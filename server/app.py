@@ -172,6 +172,8 @@ async def startup(app: web.Application, stack: AsyncExitStack) -> None:
     await replicator.restore()
     # 4. Load the components, each in isolation first; watching starts before, so no save is lost.
     started = asyncio.Event()
+    # Pushed before watching starts, so on the way down the watcher stops first and no file loads after this.
+    stack.push_async_callback(manager.close)
     # Both looked up per change, not bound once: what a change calls is the replicator's at that moment.
     await stack.enter_async_context(
         watching(
@@ -181,7 +183,6 @@ async def startup(app: web.Application, stack: AsyncExitStack) -> None:
             started,
         )
     )
-    stack.push_async_callback(manager.close)
     loading = time.perf_counter()
     await replicator.load_folder()
     log.info(

@@ -104,6 +104,10 @@ async def serve(
     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     for waiting in waits:
         waiting.cancel()
+    loop.remove_signal_handler(signal.SIGHUP)  # no config reload may start while the components stop
+    for reload in list(reloads):
+        reload.cancel()
+    await asyncio.gather(*reloads, return_exceptions=True)
     started = time.monotonic()
     log.info("stopping: draining in-flight work (up to %.0fs)", settings.shutdown_timeout)
     for runner in reversed(runners):  # admin first; the main app owns the shared resources

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from pathlib import Path
@@ -313,3 +314,134 @@ async def test_a_file_deleted_while_the_server_runs_is_deleted_everywhere(start_
 
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- races found in review
+
+
+async def test_putting_back_the_serving_version_after_another_replica_moved_on_is_a_real_change(
+    start_replica: StartReplica,
+) -> None:
+    a = await start_replica("a", redis=None)
+    await until(lambda: ready(a))
+    assert (await a.call("POST", "", {"id": "hello", "source": hello(1)}))[0] == 201
+    store = a.client.app[REPLICATOR].store
+    await store.put_component("hello", hello(2), _sha(hello(2)), "b")  # b's write; its event has not reached a
+    status, body = await a.call("PUT", "/hello", {"source": hello(1)})  # the admin puts v1 back through a
+    assert (status, body["version"]) == (200, 3)
+    row = await store.get_component("hello")
+    assert (row.version, row.source) == (3, hello(1))
+    await a.client.app[REPLICATOR].reconcile()
+    assert await a.version() == 1
+
+
+async def test_a_reconcile_that_read_the_store_before_a_put_does_not_undo_it(start_replica: StartReplica) -> None:
+    a = await start_replica("a", redis=None)
+    await until(lambda: ready(a))
+    assert (await a.call("POST", "", {"id": "hello", "source": hello(1)}))[0] == 201
+    replicator = a.client.app[REPLICATOR]
+    read, gate = asyncio.Event(), asyncio.Event()
+    real = replicator.store.get_component
+
+    async def held(cid: str) -> Any:
+        row = await real(cid)
+        read.set()
+        await gate.wait()
+        return row
+
+    replicator.store.get_component = held  # type: ignore[method-assign]
+    following = asyncio.create_task(replicator.on_event({"id": "hello"}))  # reads v1, then waits
+    await read.wait()
+    replicator.store.get_component = real  # type: ignore[method-assign]
+    assert (await a.call("PUT", "/hello", {"source": hello(2)}))[0] == 200
+    gate.set()
+    await following
+    assert await a.version() == 2 and "VERSION = 2" in (a.folder / "hello.py").read_text()
+    assert (await real("hello")).version == 2 and replicator.synced["hello"].version == 2
+
+
+async def test_an_upload_decided_on_an_old_listing_never_overwrites_another_replicas_write(
+    start_replica: StartReplica,
+) -> None:
+    a = await start_replica("a", redis=None)
+    await until(lambda: ready(a))
+    assert (await a.call("POST", "", {"id": "hello", "source": hello(1)}))[0] == 201
+    replicator = a.client.app[REPLICATOR]
+    store = replicator.store
+    real_put, real_list = store.put_component, store.component_versions
+
+    async def down(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("store down")
+
+    store.put_component = down  # type: ignore[method-assign]
+    (a.folder / "hello.py").write_text(hello(2))  # saved while the store is down: serves here, uploaded later
+    await until(lambda: replicator.manager.components["hello"].sha256 == _sha(hello(2)))
+    store.put_component = real_put  # type: ignore[method-assign]
+    listed, gate = asyncio.Event(), asyncio.Event()
+
+    async def held() -> Any:
+        rows = await real_list()
+        listed.set()
+        await gate.wait()
+        return rows
+
+    store.component_versions = held  # type: ignore[method-assign]
+    reconciling = asyncio.create_task(replicator.reconcile())
+    await listed.wait()
+    store.component_versions = real_list  # type: ignore[method-assign]
+    await real_put("hello", hello(3), _sha(hello(3)), "b")  # replica b writes after the listing
+    gate.set()
+    await reconciling
+    row = await store.get_component("hello")
+    assert (row.version, row.source) == (2, hello(3))  # b's write stands
+    await replicator.reconcile()  # both moved: the store wins, a's edit is kept as a conflict
+    assert await a.version() == 3
+    kept = list((a.folder.parent / "data" / "conflicts").iterdir())
+    assert [p.read_text() for p in kept] == [hello(2)]
+
+
+async def test_a_folder_that_cannot_be_written_does_not_stop_replication(
+    start_replica: StartReplica, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = await start_replica("a", redis=None, reconcile_interval=0.2)
+    await until(lambda: ready(a))
+    assert (await a.call("POST", "", {"id": "hello", "source": hello(1)}))[0] == 201
+    failing: list[Path] = []
+
+    def full_disk(path: Path, text: str) -> None:
+        failing.append(path)
+        raise OSError(28, "No space left on device")
+
+    from server.cluster import reconciler
+
+    monkeypatch.setattr(reconciler, "write_atomically", full_disk)
+    store = a.client.app[REPLICATOR].store
+    await store.put_component("hello", hello(2), _sha(hello(2)), "b")
+    await until(lambda: len(failing) >= 2)  # tried, failed, and tried again at the next reconcile
+    assert await a.version() == 1
+    monkeypatch.undo()
+    await until(lambda: equals(a.version(), 2))  # the loop is alive: once the disk has room, it follows
+    assert (await a.health())["checks"]["replication"]["status"] == "ok"
+
+
+async def test_a_deletion_the_store_missed_survives_a_restart(start_replica: StartReplica) -> None:
+    a = await start_replica("a", redis=None)
+    await until(lambda: ready(a))
+    assert (await a.call("POST", "", {"id": "hello", "source": hello(1)}))[0] == 201
+    store = a.client.app[REPLICATOR].store
+    real_delete = store.delete_component
+
+    async def down(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("store down")
+
+    store.delete_component = down  # type: ignore[method-assign]
+    (a.folder / "hello.py").unlink()  # a deliberate deletion the store cannot hear of now
+    await until(lambda: equals(a.version(), None))
+    await until(lambda: "hello" in json.loads((a.folder / SYNC_FILE).read_text()).get("_deleted_here", []))
+    store.delete_component = real_delete  # type: ignore[method-assign]
+    await stop(a)
+    a = await start_replica("a", redis=None)  # restarted before any reconcile told the store
+    await until(lambda: ready(a))
+    assert not (a.folder / "hello.py").exists() and await a.version() is None
+    row = await a.client.app[REPLICATOR].store.get_component("hello")
+    assert (row.version, row.deleted) == (2, True)

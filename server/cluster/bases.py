@@ -10,12 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..reload.files import write_temp
+from ..reload.files import write_atomically
 
 log = logging.getLogger("workflow.replication")
 
@@ -30,24 +29,30 @@ class Synced:
     sha256: str | None
 
 
-def load_bases(folder: Path) -> dict[str, Synced]:
-    """The bases recorded in `folder` (none when it is new, was emptied, or the record is unreadable)."""
+# The key of the deletions seen here that the store has not heard of yet; no component id starts with `_`.
+PENDING_DELETIONS = "_deleted_here"
+
+
+def load_bases(folder: Path) -> tuple[dict[str, Synced], set[str]]:
+    """The bases and pending deletions recorded in `folder` (none when it is new, emptied, or unreadable)."""
     path = folder / SYNC_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return {cid: Synced(int(v["version"]), v.get("sha256")) for cid, v in data.items()}
+        pending = {str(cid) for cid in data.pop(PENDING_DELETIONS, [])}
+        return {cid: Synced(int(v["version"]), v.get("sha256")) for cid, v in data.items()}, pending
     except FileNotFoundError:
-        return {}
+        return {}, set()
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         log.warning("replication: ignoring %s (%s): every component is compared with the store afresh", path, exc)
-        return {}
+        return {}, set()
 
 
-def save_bases(folder: Path, bases: dict[str, Synced]) -> None:
+def save_bases(folder: Path, bases: dict[str, Synced], pending: set[str]) -> None:
     """Replace the record in `folder` atomically."""
-    data = json.dumps({cid: asdict(s) for cid, s in sorted(bases.items())}, indent=1)
-    path = folder / SYNC_FILE
-    os.replace(write_temp(path, data), path)
+    record: dict[str, object] = {cid: asdict(s) for cid, s in sorted(bases.items())}
+    if pending:
+        record[PENDING_DELETIONS] = sorted(pending)
+    write_atomically(folder / SYNC_FILE, json.dumps(record, indent=1))
 
 
 def keep_conflict(conflicts: Path, cid: str, path: Path) -> Path | None:
@@ -74,17 +79,20 @@ class StoredVersion:
 
 
 def restore_folder(
-    folder: Path, rows: list[StoredVersion], bases: dict[str, Synced], conflicts: Path
+    folder: Path, rows: list[StoredVersion], bases: dict[str, Synced], conflicts: Path, pending: set[str]
 ) -> dict[str, str]:
     """Start-up, before the folder loads: bring its files in line with the store; return what was done per id.
 
     A file missing from the folder is written back (never taken for a deletion). A file the store has moved
     past is replaced (kept in `conflicts` first when it was edited here too). A file edited here while the
-    store stood still is left alone: once it loads, the first reconcile uploads it. `bases` is updated for
-    every file that now agrees with the store.
+    store stood still is left alone: once it loads, the first reconcile uploads it. A file deleted while the
+    server ran, whose deletion the store has not heard of yet (`pending`), stays deleted. `bases` is updated
+    for every file that now agrees with the store.
     """
     done: dict[str, str] = {}
     for row in rows:
+        if row.id in pending:
+            continue
         path = folder / f"{row.id}.py"
         local = _sha_of(path)
         store_sha = None if row.deleted else row.sha256
@@ -100,7 +108,7 @@ def restore_folder(
                 path.unlink(missing_ok=True)
                 done.setdefault(row.id, "deleted")
             else:
-                os.replace(write_temp(path, row.source), path)
+                write_atomically(path, row.source)
                 done.setdefault(row.id, "restored" if local is None else "updated")
         bases[row.id] = Synced(row.version, store_sha)
     return done

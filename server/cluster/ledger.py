@@ -29,19 +29,25 @@ class Ledger:
         self.manager, self.settings, self.store = manager, settings, store
         self.replica = settings.replica_id
         self.synced: dict[str, Synced] = {}
+        # Files the watcher saw deleted while the store could not be told: uploaded as deletions later, and
+        # kept in the folder's record so a restart in between does not write them back.
+        self.deleted_here: set[str] = set()
         self.ready = asyncio.Event()
         self.bus: ReloadBus | None = None
         self.reconciles = 0
         self.last_error: str | None = None
-        self._lock = asyncio.Lock()  # one reconcile (or save of the bases) at a time
+        self._lock = asyncio.Lock()  # one reconcile at a time
+        # One write of the folder's record at a time, each from a snapshot taken in turn, so an older snapshot
+        # never lands after a newer one. Separate from the reconcile lock: an admin call must not wait for a
+        # reconcile that is waiting for the store.
+        self._saving = asyncio.Lock()
         self._tasks: set[asyncio.Future[Any]] = set()
 
     async def _settled(self, cid: str, row: ComponentRow | None, *, who: str, client: str, action: str) -> None:
         """After a change reached the store: remember it, audit it, announce it, report what serves here."""
         if row is not None:
             self._agree(cid, row)
-        async with self._lock:
-            await self._save_synced()
+        await self._save_synced()
         await self._announce(cid, row, who=who, client=client, action=action)
         await self.report()
 
@@ -92,10 +98,16 @@ class Ledger:
 
     async def load_synced(self) -> None:
         """Read the bases kept in the components folder."""
-        self.synced = await asyncio.to_thread(load_bases, self.settings.components_dir)
+        self.synced, self.deleted_here = await asyncio.to_thread(load_bases, self.settings.components_dir)
+
+    async def save_now(self) -> None:
+        """Write the folder's record now."""
+        await self._save_synced()
 
     async def _save_synced(self) -> None:
-        await asyncio.to_thread(save_bases, self.settings.components_dir, dict(self.synced))
+        async with self._saving:
+            synced, pending = dict(self.synced), set(self.deleted_here)
+            await asyncio.to_thread(save_bases, self.settings.components_dir, synced, pending)
 
     async def _keep_local(self, cid: str, path: Path) -> None:
         """Both moved and the store wins: copy the local file to DATA_DIR/conflicts first."""

@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from ..errors import ComponentError, StoreUnavailable
-from ..reload.files import unlink, write_temp
-from ..reload.loader import Source
+from ..reload.files import unlink, write_atomically
+from ..reload.loader import Component, Source
 from ..store.base import ComponentRow, ComponentVersion
+from .bases import Synced
 from .bus import CHANNEL, ReloadBus
 from .ledger import Ledger
 
@@ -34,8 +33,6 @@ Stored = ComponentRow | ComponentVersion  # a store row, with its source or with
 
 class Reconciler(Ledger):
     """Follows the store and uploads what only moved here; `deleted_here` names deletions still to upload."""
-
-    deleted_here: set[str]
 
     async def reconcile(self, only: str | None = None) -> None:
         """Bring one component (or all) in line with the store; raises when the store is unreachable."""
@@ -67,20 +64,31 @@ class Reconciler(Ledger):
                 local.version = row.version  # loaded from a file before the store was asked
             self._agree(cid, row)
             return
+        if row is not None and base is not None and row.version < base.version:
+            return  # read before a change this replica has since agreed with: stale, compare next time
+        if local is None and cid in self.deleted_here and (row is None or row.deleted):
+            self.deleted_here.discard(cid)  # deleted here, and the store has nothing live: nothing to tell
+            self._agree(cid, row)
+            return
         store_moved = row is not None and (base is None or base.version != row.version)
         # A missing file is never a deletion; only one the watcher saw is (deleted_here).
         local_moved = (local is not None and (base is None or base.sha256 != local_sha)) or cid in self.deleted_here
         if row is None or (local_moved and not store_moved):
             if local is not None or (cid in self.deleted_here and row is not None and not row.deleted):
-                await self._upload(cid)
+                await self._upload(cid, row.version if row is not None else None)
             return
         if store_moved or (local is None and not failed and not row.deleted):
-            await self._follow(cid, row, conflict=local_moved and local is not None)
+            await self._follow(cid, row, conflict=local_moved and local is not None, expected=local, base=base)
 
-    async def _upload(self, cid: str) -> None:
-        """Record this replica's version (or its deletion) in the store."""
+    async def _upload(self, cid: str, expected: int | None) -> None:
+        """Record this replica's version (or its deletion) in the store, if the store still holds `expected`."""
         who = f"replica@{self.replica}"
         async with self.manager.lock:  # so no file change swaps in between reading and storing
+            # Decided on a listing that may be old by now: another replica's write since then is not ours to
+            # overwrite. The next reconcile compares again (and keeps the local file as a conflict if both moved).
+            now = await self._store(self.store.get_component(cid))
+            if (now.version if now is not None else None) != expected:
+                return
             local = self.manager.components.get(cid)
             if local is not None:
                 row: ComponentRow | None = await self._store(
@@ -91,29 +99,29 @@ class Reconciler(Ledger):
             else:
                 row = await self._store(self.store.delete_component(cid, who))
             self.deleted_here.discard(cid)
+            self._agree(cid, row)
         log.info(
             "replication: uploaded %s %s",
             cid,
             "deletion" if local is None else local.sha256[:12],
             extra={"component": cid},
         )
-        self._agree(cid, row)
         # The reconcile that called this saves the bases and reports once, for all its uploads.
         await self._announce(cid, row, who=who, client="", action="component.upload")
 
-    async def _follow(self, cid: str, row: Stored, *, conflict: bool) -> None:
-        """Serve the store's version (or its deletion) here and write it to the folder."""
+    async def _follow(
+        self, cid: str, row: Stored, *, conflict: bool, expected: Component | None, base: Synced | None
+    ) -> None:
+        """Serve the store's version (or its deletion) here and write it to the folder.
+
+        `expected` and `base` are what the decision was made against (the version serving, the last agreement):
+        if either has changed by the time the lock is ours, a newer change won and this one is dropped.
+        """
         path = self._path(cid)
         if conflict:
             await self._keep_local(cid, path)
         if row.deleted:
-            async with self.manager.lock:
-                candidate = await self.manager.build_removal(cid)
-                await asyncio.to_thread(unlink, path)
-                if candidate is not None:
-                    self.manager.commit(candidate)
-                self.manager.clear_failure(cid)
-            self._agree(cid, row)
+            await self._follow_deletion(cid, row, expected, base)
             return
         failure = self.manager.failures.get(cid)
         if failure is not None and failure.sha256 == row.sha256:
@@ -123,11 +131,10 @@ class Reconciler(Ledger):
             if full is None or (full.version, full.deleted) != (row.version, row.deleted):
                 return  # it changed meanwhile: that change's event, or the next reconcile, brings it here
             row = full
-        expected = self.manager.components.get(cid)
         source = Source.from_text(cid, str(path), row.source)
         await self.manager.precheck(source)  # isolated, before the lock
         async with self.manager.lock:
-            if self.manager.components.get(cid) is not expected:
+            if self.manager.components.get(cid) is not expected or self.synced.get(cid) != base:
                 return  # another change went in meanwhile: the next reconcile compares again
             try:
                 candidate = await self.manager.build(source, origin="store")
@@ -140,9 +147,34 @@ class Reconciler(Ledger):
                     extra={"component": cid},
                 )
                 return
-            await asyncio.to_thread(replace_file, path, row.source)
+            try:
+                await asyncio.to_thread(write_atomically, path, row.source)
+            except BaseException as exc:
+                await self.manager.discard(candidate)  # its startup ran: its shutdown must too
+                if not isinstance(exc, OSError):
+                    raise
+                log.error("replication: cannot write %s: %s", path, exc.strerror or exc, extra={"component": cid})
+                return
             self.manager.commit(candidate, version=row.version)
-        self._agree(cid, row)
+            self.deleted_here.discard(cid)
+            self._agree(cid, row)
+
+    async def _follow_deletion(self, cid: str, row: Stored, expected: Component | None, base: Synced | None) -> None:
+        """The store deleted `cid`: take it out of service here and remove its file."""
+        async with self.manager.lock:
+            if self.manager.components.get(cid) is not expected or self.synced.get(cid) != base:
+                return  # put back or changed meanwhile: the next reconcile compares again
+            try:
+                candidate = await self.manager.build_removal(cid)
+                await asyncio.to_thread(unlink, self._path(cid))
+            except (ComponentError, OSError) as exc:
+                log.error("replication: cannot follow the deletion of %s: %s", cid, exc, extra={"component": cid})
+                return
+            if candidate is not None:
+                self.manager.commit(candidate)
+            self.manager.clear_failure(cid)
+            self.deleted_here.discard(cid)
+            self._agree(cid, row)
 
     # ------------------------------------------------------------------ running
 
@@ -152,9 +184,9 @@ class Reconciler(Ledger):
         while True:
             try:
                 await self.reconcile()
-            except StoreUnavailable as exc:
-                self.last_error = exc.message
-                log.warning("replication: reconcile failed: %s", exc.message)
+            except Exception as exc:  # the store, or the folder (a full disk): keep trying, never stop following
+                self.last_error = exc.message if isinstance(exc, StoreUnavailable) else f"{type(exc).__name__}: {exc}"
+                log.warning("replication: reconcile failed: %s", self.last_error)
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, self.settings.reconcile_interval)
                 continue
@@ -201,8 +233,3 @@ class Reconciler(Ledger):
             await self.drain()
             if self.bus is not None:
                 await self.bus.stop()
-
-
-def replace_file(path: Path, text: str) -> None:
-    """Write `text` to `path` atomically (blocking)."""
-    os.replace(write_temp(path, text), path)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -23,12 +22,12 @@ from typing import TypeVar
 
 from ..engine.runner import Engine
 from ..errors import ComponentError, StoreUnavailable
-from ..reload.files import unlink, write_temp
+from ..reload.files import unlink, write_atomically
 from ..reload.loader import Component, Source, component_files, component_id, read_source
 from ..reload.manager import ComponentManager, Event
 from ..store.base import Store
 from .bases import StoredVersion, restore_folder
-from .reconciler import Reconciler, replace_file
+from .reconciler import Reconciler
 
 log = logging.getLogger("workflow.replication")
 T = TypeVar("T")
@@ -40,8 +39,6 @@ class Replicator(Reconciler):
     def __init__(self, manager: ComponentManager, engine: Engine, store: Store) -> None:
         super().__init__(manager, engine.settings, store)
         self.engine = engine
-        # Files the watcher saw deleted while the store could not be told: uploaded as deletions later.
-        self.deleted_here: set[str] = set()
         manager.subscribe(self._on_change)
 
     # ------------------------------------------------------------------ admin API
@@ -54,24 +51,39 @@ class Replicator(Reconciler):
         async with self.manager.lock:
             current = self.manager.components.get(cid)
             if current is not None and current.sha256 == source.sha256:
-                # The same source again is not a new version; the file still gets it (it may hold a broken edit).
-                await asyncio.to_thread(replace_file, path, text)
-                self.manager.clear_failure(cid)
-                return current
+                return await self._put_serving(current, text, who=who, client=client, action=action)
             candidate = await self.manager.build(source, origin="api")
-            temp = await asyncio.to_thread(write_temp, path, text)
             try:
                 row = await self._store(self.store.put_component(cid, text, source.sha256, who))
-                await asyncio.to_thread(os.replace, temp, path)
+                await asyncio.to_thread(write_atomically, path, text)
             except BaseException:
-                await asyncio.to_thread(unlink, temp)
                 await self.manager.discard(candidate)
                 raise
             component = self.manager.commit(candidate, version=row.version)
             self.deleted_here.discard(cid)
+            self._agree(cid, row)  # under the lock: a reconcile that read the store before this must not undo it
         assert component is not None
         await self._settled(cid, row, who=who, client=client, action=f"component.{action}")
         return component
+
+    async def _put_serving(self, current: Component, text: str, *, who: str, client: str, action: str) -> Component:
+        """Under the lock: a PUT of the version this replica serves. Not a new version, unless the store moved on.
+
+        The store is asked, not this replica's memory of it: another replica may have stored a newer version
+        whose event has not arrived yet, and putting this one back is then a real change (a revert).
+        """
+        cid = current.id
+        row = await self._store(self.store.get_component(cid))
+        await asyncio.to_thread(write_atomically, self._path(cid), text)  # the file may hold a broken edit
+        self.manager.clear_failure(cid)
+        if row is not None and not row.deleted and row.sha256 == current.sha256:
+            return current
+        row = await self._store(self.store.put_component(cid, text, current.sha256, who))
+        current.version = row.version
+        self.deleted_here.discard(cid)
+        self._agree(cid, row)
+        self._spawn(self._settled(cid, row, who=who, client=client, action=f"component.{action}"))
+        return current
 
     async def delete(self, cid: str, *, who: str, client: str) -> None:
         """Delete in the store, take out of service and remove the file (StoreUnavailable: nothing changed)."""
@@ -83,6 +95,7 @@ class Replicator(Reconciler):
                 self.manager.commit(candidate)
             self.manager.clear_failure(cid)
             self.deleted_here.discard(cid)
+            self._agree(cid, row)
         await self._settled(cid, row, who=who, client=client, action="component.delete")
 
     # ------------------------------------------------------------------ the folder
@@ -122,7 +135,7 @@ class Replicator(Reconciler):
                 candidate = await self.manager.build(source, seen_at=seen_at, origin="file")
             except ComponentError:
                 return
-            row = await self._try_store(
+            stored, row = await self._try_store(
                 lambda: self.store.put_component(source.id, source.text, source.sha256, f"file@{self.replica}"),
                 source.id,
             )
@@ -130,39 +143,51 @@ class Replicator(Reconciler):
             known = base.version if base is not None and base.sha256 == source.sha256 else None
             self.manager.commit(candidate, version=row.version if row else known)
             self.deleted_here.discard(source.id)
+            if stored:
+                self._agree(source.id, row)
         if row is not None:
             self._spawn(self._settled(source.id, row, who=f"file@{self.replica}", client="", action="component.file"))
 
     async def _file_removed(self, path: Path) -> None:
-        """A component file was deleted while the server runs: a deliberate removal, spread to every replica."""
+        """A component file was deleted while the server runs: a deliberate removal, spread to every replica.
+
+        That holds for a component refused here too (its file was broken): the others serve it, and the
+        deletion is meant for them as well.
+        """
         cid = path.stem.lower()
         async with self.manager.lock:
             if await asyncio.to_thread(path.exists):
                 return  # put back meanwhile (an atomic save): its own event loads it
+            failure = self.manager.failures.get(cid)
+            refused_file = failure is not None and failure.origin == "file"
             self.manager.clear_failure(cid, origin="file")
             try:
                 candidate = await self.manager.build_removal(cid)
             except ComponentError as exc:
                 log.error("cannot take %s out of service: %s", cid, exc.message, extra={"component": cid})
                 return
-            if candidate is None:
-                return
-            row = await self._try_store(lambda: self.store.delete_component(cid, f"file@{self.replica}"), cid)
-            if row is None:
+            if candidate is None and not refused_file:
+                return  # not a component here (a file this replica removed itself, say)
+            stored, row = await self._try_store(lambda: self.store.delete_component(cid, f"file@{self.replica}"), cid)
+            if not stored:
                 self.deleted_here.add(cid)
-            self.manager.commit(candidate)
+                self._spawn(self.save_now())  # a restart before the next reconcile must not write it back
+            else:
+                self._agree(cid, row)
+            if candidate is not None:
+                self.manager.commit(candidate)
         if row is not None:
             self._spawn(self._settled(cid, row, who=f"file@{self.replica}", client="", action="component.file"))
 
-    async def _try_store(self, write: Callable[[], Awaitable[T]], cid: str) -> T | None:
-        """A store write for a file change: None when the store is not reachable (or not synced yet)."""
+    async def _try_store(self, write: Callable[[], Awaitable[T]], cid: str) -> tuple[bool, T | None]:
+        """A store write for a file change: (False, None) when the store is not reachable (or not synced yet)."""
         if not self.ready.is_set():  # before the first reconcile, which uploads what changed
-            return None
+            return False, None
         try:
-            return await self._store(write())
+            return True, await self._store(write())
         except StoreUnavailable as exc:
             log.warning("replication: %s changed on disk but %s; it will be uploaded later", cid, exc.message)
-            return None
+            return False, None
 
     def _serves(self, source: Source) -> bool:
         current = self.manager.components.get(source.id)
@@ -201,7 +226,12 @@ class Replicator(Reconciler):
             StoredVersion(r.id, r.version, r.sha256, r.source, r.deleted) for r in rows if component_id(r.id) == r.id
         ]
         done = await asyncio.to_thread(
-            restore_folder, self.settings.components_dir, versions, self.synced, self.settings.data_dir / "conflicts"
+            restore_folder,
+            self.settings.components_dir,
+            versions,
+            self.synced,
+            self.settings.data_dir / "conflicts",
+            self.deleted_here,
         )
         for cid, action in sorted(done.items()):
             log.info("replication: %s %s from the store", action, cid, extra={"component": cid})

@@ -280,11 +280,13 @@ class ComponentManager:
 
     async def close(self) -> None:
         """Wait for retiring versions, then stop every component in service."""
-        if self._retiring:
-            await asyncio.gather(*self._retiring, return_exceptions=True)
-        for component in self.components.values():
-            await run_hook_logged(component.plugin_manager, "shutdown", self.lifecycle_timeout)
-        await self.isolation.aclose()  # the candidate helper process stops with the manager
+        try:
+            if self._retiring:
+                await asyncio.gather(*self._retiring, return_exceptions=True)
+            for component in list(self.components.values()):
+                await run_hook_logged(component.plugin_manager, "shutdown", self.lifecycle_timeout)
+        finally:
+            await self.isolation.aclose()  # the candidate helper process stops with the manager, always
 
     # ------------------------------------------------------------------ helpers
 
