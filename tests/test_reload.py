@@ -897,3 +897,42 @@ async def test_a_request_still_sending_its_body_does_not_run_on_a_stopped_versio
     events = HUB["events"]
     assert events.index("run 1") < events.index("shutdown 1")
     assert "run 1" not in events[events.index("shutdown 1") :]
+
+
+SLOW_TO_STOP = """\
+import asyncio
+from server import hookimpl
+from tests.hub import HUB
+
+
+async def step(ctx):
+    return {}
+
+
+@hookimpl
+def register_steps(register):
+    register("step.slow", step)
+
+
+@hookimpl
+async def shutdown(logger):
+    HUB['events'].append('slow stopping')
+    await asyncio.sleep(1.0)
+"""
+
+
+async def test_no_component_loads_while_the_components_shut_down(start, components) -> None:
+    (components / "slow.py").write_text(SLOW_TO_STOP)
+    server = await start()
+    await until(lambda: "slow" in manager(server).components)
+    pid = manager(server).isolation.helper.pid
+    assert pid is not None  # the isolation helper checked slow.py
+    closing = asyncio.create_task(server.client.close())
+    await until(lambda: "slow stopping" in HUB["events"])
+    (components / "late.py").write_text(component(1, step="step.late"))  # saved while the server stops
+    await asyncio.sleep(0.3)
+    await closing
+    # The watcher stopped before the components did: late.py never started (so it has no shutdown to miss).
+    assert HUB["events"] == ["slow stopping"]
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # and the isolation helper stopped with them
