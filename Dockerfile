@@ -7,13 +7,15 @@ COPY plugins ./plugins
 RUN pip install --no-cache-dir --prefix=/install .
 
 FROM python:3.12-slim
-RUN useradd --create-home --uid 10001 workflow
+# uid/gid 10001: a fixed, numeric non-root user, so volume ownership (compose, Kubernetes fsGroup) can name it.
+RUN groupadd --gid 10001 workflow && useradd --no-log-init --create-home --uid 10001 --gid 10001 workflow
 COPY --from=build /install /usr/local
 WORKDIR /app
-COPY --chown=workflow example ./example
-COPY --chown=workflow components ./components
-RUN mkdir -p /app/data && chown workflow /app/data
-USER workflow
+COPY --chown=10001:10001 example ./example
+# The components folder is the hot-reloaded one: the server writes there (admin API, restores from the store).
+COPY --chown=10001:10001 components ./components
+RUN mkdir -p /app/data && chown 10001:10001 /app/data
+USER 10001:10001
 ENV WORKFLOW_ADDR=:8080 \
     WORKFLOW_ADMIN_ADDR=:8081 \
     WORKFLOW_COMPONENTS_DIR=/app/components \
@@ -21,6 +23,7 @@ ENV WORKFLOW_ADDR=:8080 \
     WORKFLOW_LOG_FORMAT=json \
     PYTHONUNBUFFERED=1
 EXPOSE 8080 8081
-HEALTHCHECK --interval=10s --timeout=3s CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/readyz').status != 200)"
+HEALTHCHECK --interval=10s --timeout=3s \
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/readyz').status != 200)"]
 ENTRYPOINT ["workflow-server"]
 CMD ["-config", "/app/example/order-processing-pipeline.yaml"]
