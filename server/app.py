@@ -17,6 +17,7 @@ from .admin.auth import Authenticator
 from .cluster.replicator import Replicator
 from .config.loader import load_config_file, load_config_text
 from .databases import Databases
+from .engine.chat import ChatService
 from .engine.context import Services
 from .engine.runner import Engine
 from .engine.scheduler import scheduling
@@ -209,7 +210,13 @@ async def _services(app: web.Application) -> AsyncIterator[Services]:
     """The HTTP client and databases steps share, and the built-in plugins' startup and shutdown hooks."""
     engine, timeout = app[ENGINE], app[SETTINGS].lifecycle_timeout
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session, app[DATABASES] as databases:
-        services = Services(http=session, publish=engine.publish, run_pipeline=engine.run_by_name, databases=databases)
+        services = Services(
+            http=session,
+            publish=engine.publish,
+            run_pipeline=engine.run_by_name,
+            databases=databases,
+            chat=ChatService(engine),
+        )
         await run_hook(engine.plugin_manager, "startup", timeout, services=services)
         try:
             yield services
