@@ -1,5 +1,6 @@
 """workflow-server: the public API for plugin and component authors."""
 
+from .chat import Refused, body_digest, chat_endpoint, chat_post, fresh_timestamp, hmac_hex, same_signature
 from .engine.chat import Accepted, ChatMessage, ChatService, Replier
 from .engine.context import Response, Services, StepContext, StepResult
 from .errors import RegistrationError, StepError, ValidationError, WorkflowError
@@ -9,6 +10,7 @@ __all__ = [
     "Accepted",
     "ChatMessage",
     "ChatService",
+    "Refused",
     "Register",
     "RegistrationError",
     "Replier",
@@ -19,5 +21,11 @@ __all__ = [
     "StepResult",
     "ValidationError",
     "WorkflowError",
+    "body_digest",
+    "chat_endpoint",
+    "chat_post",
+    "fresh_timestamp",
+    "hmac_hex",
     "hookimpl",
+    "same_signature",
 ]

@@ -17,7 +17,6 @@ from .admin.auth import Authenticator
 from .cluster.replicator import Replicator
 from .config.loader import load_config_file, load_config_text
 from .databases import Databases
-from .engine.chat import ChatService
 from .engine.context import Services
 from .engine.runner import Engine
 from .engine.scheduler import scheduling
@@ -215,7 +214,7 @@ async def _services(app: web.Application) -> AsyncIterator[Services]:
             publish=engine.publish,
             run_pipeline=engine.run_by_name,
             databases=databases,
-            chat=ChatService(engine),
+            chat=engine.chat,
         )
         await run_hook(engine.plugin_manager, "startup", timeout, services=services)
         try:

@@ -53,7 +53,7 @@ def test_chat_block_errors(registry: Registry) -> None:
         "chat:\n"
         "  slack: {signing_secret: s, colour: red}\n"
         "  twilio: {auth_token: t}\n"
-        "  discord: {}\n"
+        "  Dis-cord: {}\n"
         "  generic: {gh: {secret: s, window: -1}}\n"
         "  telegram: {bots: {b: {token: 1}}}\n"
         "pipelines:\n  p:\n    trigger: {type: manual}\n" + STEP
@@ -61,7 +61,7 @@ def test_chat_block_errors(registry: Registry) -> None:
     assert problems(text, registry) == [
         "F:2: chat.slack: unknown key 'colour' (expected one of signing_secret, bot_token, api_base, reply_budget)",
         "F:3: chat.twilio needs 'public_url': Twilio signs the public URL it calls",
-        "F:4: chat: unknown platform 'discord' (expected slack, twilio, telegram or generic)",
+        "F:4: chat: platform name 'Dis-cord' must be lower-case letters, digits and '_'",
         "F:5: chat.generic.gh.window must be a positive number of seconds",
         "F:6: chat.telegram.bots.b.token must be a string",
     ]

@@ -51,6 +51,13 @@ def test_public_api_is_what_plugin_authors_import():
     assert set(server.__all__) == {
         "hookimpl",
         "Accepted",
+        "Refused",
+        "body_digest",
+        "chat_endpoint",
+        "chat_post",
+        "fresh_timestamp",
+        "hmac_hex",
+        "same_signature",
         "ChatMessage",
         "ChatService",
         "Replier",

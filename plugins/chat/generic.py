@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
-from server import ChatService, Register, hookimpl
-
-from .common import Refused, endpoint, fresh, hmac_hex, invalid, same, unauthorized
+from server import (
+    ChatService,
+    Refused,
+    Register,
+    body_digest,
+    chat_endpoint,
+    fresh_timestamp,
+    hmac_hex,
+    hookimpl,
+    same_signature,
+)
 
 PLATFORM = "generic"
 
@@ -24,21 +31,23 @@ async def deliveries(request: web.Request, chat: ChatService, settings: Mapping[
         raise Refused(404, f"no generic webhook {name!r} is configured")
     given = request.headers.get(config["header"], "")
     if not given:
-        raise unauthorized(f"missing {config['header']}")
+        raise Refused.unauthorized(f"missing {config['header']}")
     body = await request.read()
-    if not same(given, config["prefix"] + hmac_hex(config["secret"], body)):
-        raise unauthorized(f"bad signature in {config['header']}")
-    if config["timestamp_header"] and not fresh(request.headers.get(config["timestamp_header"], ""), config["window"]):
-        raise unauthorized(f"missing or stale {config['timestamp_header']}")
+    if not same_signature(given, config["prefix"] + hmac_hex(config["secret"], body)):
+        raise Refused.unauthorized(f"bad signature in {config['header']}")
+    if config["timestamp_header"] and not fresh_timestamp(
+        request.headers.get(config["timestamp_header"], ""), config["window"]
+    ):
+        raise Refused.unauthorized(f"missing or stale {config['timestamp_header']}")
     try:
         payload = json.loads(body)
     except (UnicodeDecodeError, ValueError):
-        raise invalid("the body is not JSON") from None
+        raise Refused.invalid("the body is not JSON") from None
     if not isinstance(payload, dict):
-        raise invalid("the body must be a JSON object")
+        raise Refused.invalid("the body must be a JSON object")
     # Without a delivery id, an identical body is the same delivery sent again.
     delivery = request.headers.get(config["delivery_header"], "") if config["delivery_header"] else ""
-    event_id = delivery or hashlib.sha256(body).hexdigest()
+    event_id = delivery or body_digest(body)
     sender = payload.get("sender")
     message = {
         "platform": PLATFORM,
@@ -58,4 +67,4 @@ async def deliveries(request: web.Request, chat: ChatService, settings: Mapping[
 @hookimpl
 def register_webhooks(register: Register) -> None:
     """The generic signed webhook endpoint."""
-    register("POST", "/webhooks/generic/{name}", endpoint(PLATFORM, deliveries))
+    register("POST", "/webhooks/generic/{name}", chat_endpoint(PLATFORM, deliveries))

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from server import Register, Services, StepContext, StepError, hookimpl
-
-from . import common
+from server import (
+    Register,
+    StepContext,
+    StepError,
+    hookimpl,
+)
 
 OVERRIDES = ("platform", "channel")
 
@@ -61,15 +63,3 @@ async def chat_reply(ctx: StepContext) -> dict[str, Any]:
 def register_steps(register: Register) -> None:
     """The chat reply step."""
     register("step.chat_reply", chat_reply, prepare=prepare_chat_reply)
-
-
-@hookimpl
-def startup(services: Services, logger: logging.Logger) -> None:
-    """The chat endpoints reach the server's chat service through the services of this start."""
-    common.bind(services)
-
-
-@hookimpl
-def shutdown(logger: logging.Logger) -> None:
-    """The server stopped: the endpoints answer 503 until it starts again."""
-    common.bind(None)

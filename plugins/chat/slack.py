@@ -11,9 +11,19 @@ from urllib.parse import parse_qsl
 import aiohttp
 from aiohttp import web
 
-from server import ChatService, Register, Services, StepError, hookimpl
-
-from .common import chat_http, endpoint, fresh, hmac_hex, invalid, post, same, unauthorized
+from server import (
+    ChatService,
+    Refused,
+    Register,
+    Services,
+    StepError,
+    chat_endpoint,
+    chat_post,
+    fresh_timestamp,
+    hmac_hex,
+    hookimpl,
+    same_signature,
+)
 
 PLATFORM = "slack"
 WINDOW = 300  # seconds: Slack's own replay window for the request timestamp
@@ -27,13 +37,13 @@ async def verified(request: web.Request, settings: Mapping[str, Any]) -> bytes:
     signature = request.headers.get("X-Slack-Signature", "")
     timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
     if not signature or not timestamp:
-        raise unauthorized("missing X-Slack-Signature or X-Slack-Request-Timestamp")
+        raise Refused.unauthorized("missing X-Slack-Signature or X-Slack-Request-Timestamp")
     body = await request.read()
     expected = "v0=" + hmac_hex(settings["signing_secret"], b"v0:" + timestamp.encode() + b":" + body)
-    if not same(signature, expected):
-        raise unauthorized("bad Slack signature")
-    if not fresh(timestamp, WINDOW):
-        raise unauthorized("stale Slack request timestamp (more than 5 minutes off)")
+    if not same_signature(signature, expected):
+        raise Refused.unauthorized("bad Slack signature")
+    if not fresh_timestamp(timestamp, WINDOW):
+        raise Refused.unauthorized("stale Slack request timestamp (more than 5 minutes off)")
     return body
 
 
@@ -42,7 +52,7 @@ def form(body: bytes) -> dict[str, str]:
     try:
         return dict(parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=bool(body)))
     except (UnicodeDecodeError, ValueError):
-        raise invalid("the body is not form-encoded") from None
+        raise Refused.invalid("the body is not form-encoded") from None
 
 
 async def events(request: web.Request, chat: ChatService, settings: Mapping[str, Any]) -> web.StreamResponse:
@@ -52,16 +62,16 @@ async def events(request: web.Request, chat: ChatService, settings: Mapping[str,
         envelope = json.loads(body)
         kind = envelope["type"]
     except (UnicodeDecodeError, ValueError, TypeError, KeyError):
-        raise invalid("the body is not a Slack Events API JSON envelope") from None
+        raise Refused.invalid("the body is not a Slack Events API JSON envelope") from None
     if kind == "url_verification":
         return web.json_response({"challenge": envelope.get("challenge", "")})
     event = envelope.get("event")
     if kind != "event_callback" or not isinstance(event, dict) or not isinstance(envelope.get("event_id"), str):
         if kind == "event_callback":
-            raise invalid("an event_callback needs 'event' and 'event_id'")
+            raise Refused.invalid("an event_callback needs 'event' and 'event_id'")
         chat.count(PLATFORM, "ignored")  # app_rate_limited and future envelope types: nothing to run
         return web.Response()
-    if event.get("bot_id") or (event.get("user") and event.get("user") == await bot_user(request, settings)):
+    if event.get("bot_id") or (event.get("user") and event.get("user") == await bot_user(chat, settings)):
         chat.count(PLATFORM, "ignored")  # the bot's own message: a reply must never start a pipeline (a loop)
         return web.Response()
     message = {
@@ -84,7 +94,7 @@ async def commands(request: web.Request, chat: ChatService, settings: Mapping[st
     """`POST /webhooks/slack/commands`: the pipeline's reply if ready within the budget, else an ack."""
     fields = form(await verified(request, settings))
     if not fields.get("command") or not fields.get("trigger_id"):
-        raise invalid("a slash command needs 'command' and 'trigger_id'")
+        raise Refused.invalid("a slash command needs 'command' and 'trigger_id'")
     message = {
         "platform": PLATFORM,
         "channel": fields.get("channel_id", ""),
@@ -110,11 +120,11 @@ async def interactions(request: web.Request, chat: ChatService, settings: Mappin
         payload = json.loads(form(await verified(request, settings))["payload"])
         kind = str(payload["type"])
     except (ValueError, TypeError, KeyError):
-        raise invalid("an interaction needs a JSON 'payload' field with a 'type'") from None
+        raise Refused.invalid("an interaction needs a JSON 'payload' field with a 'type'") from None
     actions = payload.get("actions") or [{}]
     event_id = payload.get("trigger_id") or (actions[0].get("action_ts") if isinstance(actions[0], dict) else None)
     if not isinstance(event_id, str):
-        raise invalid("an interaction needs a 'trigger_id' or an action's 'action_ts'")
+        raise Refused.invalid("an interaction needs a 'trigger_id' or an action's 'action_ts'")
     first = actions[0] if isinstance(actions[0], dict) else {}
     message = {
         "platform": PLATFORM,
@@ -131,7 +141,7 @@ async def interactions(request: web.Request, chat: ChatService, settings: Mappin
     return web.Response()
 
 
-async def bot_user(request: web.Request, settings: Mapping[str, Any]) -> str:
+async def bot_user(chat: ChatService, settings: Mapping[str, Any]) -> str:
     """The bot's own user id from `auth.test`, asked once per token (bounded: it is on the ack path)."""
     token = str(settings.get("bot_token") or "")
     if not token:
@@ -139,7 +149,7 @@ async def bot_user(request: web.Request, settings: Mapping[str, Any]) -> str:
     if token not in _bot_users:
         _bot_users[token] = ""
         try:
-            async with chat_http().post(
+            async with chat.http.post(
                 f"{settings['api_base']}/auth.test",
                 headers={"Authorization": f"Bearer {token}"},
                 timeout=aiohttp.ClientTimeout(total=AUTH_TEST_TIMEOUT),
@@ -171,7 +181,7 @@ async def send(
     body = slack_body(reply)
     response_url = (message.get("raw") or {}).get("response_url")
     if response_url:
-        status, answer = await post(http, PLATFORM, str(response_url), json=body)
+        status, answer = await chat_post(http, PLATFORM, str(response_url), json=body)
         if status >= 400:
             raise StepError(f"slack: response_url answered {status}: {answer}", status=502)
         return {"via": "response_url"}
@@ -180,7 +190,7 @@ async def send(
     body["channel"] = message.get("channel")
     if reply.get("thread") and message.get("thread"):
         body["thread_ts"] = message["thread"]
-    status, answer = await post(
+    status, answer = await chat_post(
         http,
         PLATFORM,
         f"{settings['api_base']}/chat.postMessage",
@@ -196,9 +206,9 @@ async def send(
 @hookimpl
 def register_webhooks(register: Register) -> None:
     """The three Slack endpoints."""
-    register("POST", "/webhooks/slack/events", endpoint(PLATFORM, events))
-    register("POST", "/webhooks/slack/commands", endpoint(PLATFORM, commands))
-    register("POST", "/webhooks/slack/interactions", endpoint(PLATFORM, interactions))
+    register("POST", "/webhooks/slack/events", chat_endpoint(PLATFORM, events))
+    register("POST", "/webhooks/slack/commands", chat_endpoint(PLATFORM, commands))
+    register("POST", "/webhooks/slack/interactions", chat_endpoint(PLATFORM, interactions))
 
 
 @hookimpl

@@ -10,9 +10,17 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from server import ChatService, Register, Services, StepError, hookimpl
-
-from .common import Refused, endpoint, invalid, post, same, unauthorized
+from server import (
+    ChatService,
+    Refused,
+    Register,
+    Services,
+    StepError,
+    chat_endpoint,
+    chat_post,
+    hookimpl,
+    same_signature,
+)
 
 PLATFORM = "telegram"
 # The update fields that carry a message, and the subtype each one gets (filters ignore subtypes unless listed).
@@ -26,15 +34,15 @@ async def updates(request: web.Request, chat: ChatService, settings: Mapping[str
     if bot is None:
         raise Refused(404, f"no Telegram bot {name!r} is configured")
     given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
-    if not given or not same(given, bot["secret_token"]):
-        raise unauthorized("missing or bad X-Telegram-Bot-Api-Secret-Token")
+    if not given or not same_signature(given, bot["secret_token"]):
+        raise Refused.unauthorized("missing or bad X-Telegram-Bot-Api-Secret-Token")
     try:
         update = json.loads(await request.read())
         update_id = update["update_id"]
     except (UnicodeDecodeError, ValueError, TypeError, KeyError):
-        raise invalid("the body is not a Telegram update with an 'update_id'") from None
+        raise Refused.invalid("the body is not a Telegram update with an 'update_id'") from None
     if not isinstance(update_id, int):
-        raise invalid("'update_id' must be an integer")
+        raise Refused.invalid("'update_id' must be an integer")
     field = next((f for f in MESSAGE_FIELDS if isinstance(update.get(f), dict)), None)
     if field is None:  # callback queries, polls, member changes: nothing a chat trigger runs on
         chat.count(PLATFORM, "ignored")
@@ -71,7 +79,7 @@ async def send(
     body: dict[str, Any] = {"chat_id": message.get("channel"), "text": reply.get("text", "")}
     if reply.get("thread") and message.get("thread"):
         body["reply_to_message_id"] = int(message["thread"])
-    status, answer = await post(
+    status, answer = await chat_post(
         http, PLATFORM, f"{settings['api_base']}/bot{bots[name]['token']}/sendMessage", json=body
     )
     if status >= 400 or not isinstance(answer, Mapping) or not answer.get("ok"):
@@ -83,7 +91,7 @@ async def send(
 @hookimpl
 def register_webhooks(register: Register) -> None:
     """The Telegram bot endpoint."""
-    register("POST", "/webhooks/telegram/{bot}", endpoint(PLATFORM, updates))
+    register("POST", "/webhooks/telegram/{bot}", chat_endpoint(PLATFORM, updates))
 
 
 @hookimpl

@@ -14,9 +14,17 @@ from xml.sax.saxutils import escape
 import aiohttp
 from aiohttp import web
 
-from server import ChatService, Register, Services, StepError, hookimpl
-
-from .common import endpoint, invalid, post, same, unauthorized
+from server import (
+    ChatService,
+    Refused,
+    Register,
+    Services,
+    StepError,
+    chat_endpoint,
+    chat_post,
+    hookimpl,
+    same_signature,
+)
 
 PLATFORM = "twilio"
 XML = "application/xml"
@@ -33,7 +41,7 @@ async def sms(request: web.Request, chat: ChatService, settings: Mapping[str, An
     """`POST /webhooks/twilio/sms`: TwiML with the pipeline's `<Message>` if ready within the budget."""
     given = request.headers.get("X-Twilio-Signature", "")
     if not given:
-        raise unauthorized("missing X-Twilio-Signature")
+        raise Refused.unauthorized("missing X-Twilio-Signature")
     body = await request.read()
     try:
         params = parse_qsl(body.decode(), keep_blank_values=True)
@@ -41,11 +49,11 @@ async def sms(request: web.Request, chat: ChatService, settings: Mapping[str, An
         params = None
     # Twilio signs the public URL it called, which a proxy in front of us may have rewritten: use the configured one.
     url = str(settings["public_url"]).rstrip("/") + request.path_qs
-    if params is None or not same(given, signature(settings["auth_token"], url, params)):
-        raise unauthorized("bad Twilio signature")
+    if params is None or not same_signature(given, signature(settings["auth_token"], url, params)):
+        raise Refused.unauthorized("bad Twilio signature")
     fields = dict(params)
     if not fields.get("MessageSid") or not fields.get("From"):
-        raise invalid("a Twilio message needs 'MessageSid' and 'From'")
+        raise Refused.invalid("a Twilio message needs 'MessageSid' and 'From'")
     message = {
         "platform": PLATFORM,
         "channel": fields.get("To", ""),
@@ -76,7 +84,7 @@ async def send(
     sender = message.get("channel") or ""
     if not sender:
         raise StepError("twilio: no sender number for the reply (set the step's 'channel'?)", status=502)
-    status, answer = await post(
+    status, answer = await chat_post(
         http,
         PLATFORM,
         f"{settings['api_base']}/2010-04-01/Accounts/{sid}/Messages.json",
@@ -93,7 +101,7 @@ async def send(
 @hookimpl
 def register_webhooks(register: Register) -> None:
     """The Twilio messaging endpoint."""
-    register("POST", "/webhooks/twilio/sms", endpoint(PLATFORM, sms))
+    register("POST", "/webhooks/twilio/sms", chat_endpoint(PLATFORM, sms))
 
 
 @hookimpl

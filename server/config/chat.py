@@ -11,6 +11,7 @@ import regex
 from .yamlload import LineDict
 
 Problem = Callable[[int, str], None]
+PLATFORM_NAME = regex.compile(r"[a-z][a-z0-9_]{0,31}")
 
 API_BASES = {
     "slack": "https://slack.com/api",
@@ -36,7 +37,10 @@ MATCH_MAX_CHARS = 4096
 
 
 def parse_chat(raw: Any, line: int, problem: Problem) -> dict[str, dict[str, Any]]:
-    """The enabled platforms' settings by platform; a platform whose secret is empty is left out (off)."""
+    """The enabled platforms' settings by platform; a built-in one whose secret is empty is left out (off).
+
+    Any other name is a platform a component provides: its block is handed to the component as written.
+    """
     if raw is None:
         return {}
     if not isinstance(raw, LineDict):
@@ -45,17 +49,26 @@ def parse_chat(raw: Any, line: int, problem: Problem) -> dict[str, dict[str, Any
     enabled: dict[str, dict[str, Any]] = {}
     for platform, block in raw.items():
         at = raw.line_of(platform)
-        if platform not in (*PLATFORM_KEYS, "generic"):
-            problem(at, f"chat: unknown platform {platform!r} (expected slack, twilio, telegram or generic)")
-        elif not isinstance(block, LineDict):
+        if not isinstance(block, LineDict):
             problem(at, f"chat.{platform} must be a mapping")
         elif platform == "generic":
             endpoints = {name: _generic(str(name), cfg, block.line_of(name), problem) for name, cfg in block.items()}
             if live := {name: cfg for name, cfg in endpoints.items() if cfg}:
                 enabled[platform] = live
+        elif platform not in PLATFORM_KEYS:
+            if _component_platform(str(platform), block, at, problem):
+                enabled[platform] = dict(block)
         elif settings := _platform(platform, block, problem):
             enabled[platform] = settings
     return enabled
+
+
+def _component_platform(platform: str, block: LineDict, line: int, problem: Problem) -> bool:
+    """A platform a component provides: a lower-case name and plain values, handed to the component as given."""
+    if not PLATFORM_NAME.fullmatch(platform):
+        problem(line, f"chat: platform name {platform!r} must be lower-case letters, digits and '_'")
+        return False
+    return True
 
 
 def _platform(platform: str, block: LineDict, problem: Problem) -> dict[str, Any]:

@@ -137,7 +137,9 @@ def compile_config(doc: LineDict, registry: Registry, *, source: str, strict: bo
     pipelines = {}
     with declared_connections(connections):  # what the steps' `prepare` may name (step.db_query)
         for name, raw in raw_pipelines.items():
-            pipeline = _pipeline(str(name), raw, raw_pipelines.line_of(name), registry, problems, strict)
+            pipeline = _pipeline(
+                str(name), raw, raw_pipelines.line_of(name), registry, problems, strict, platforms=tuple(chat)
+            )
             if pipeline is not None:
                 pipelines[pipeline.name] = pipeline
     _check_delegations(pipelines, problems)
@@ -182,7 +184,16 @@ def _check_delegations(pipelines: Mapping[str, Pipeline], problems: _Problems) -
                 )
 
 
-def _pipeline(name: str, raw: Any, line: int, registry: Registry, problems: _Problems, strict: bool) -> Pipeline | None:
+def _pipeline(
+    name: str,
+    raw: Any,
+    line: int,
+    registry: Registry,
+    problems: _Problems,
+    strict: bool,
+    *,
+    platforms: tuple[str, ...] = (),
+) -> Pipeline | None:
     where = f"pipeline {name!r}"
     if not isinstance(raw, LineDict):
         problems.add(line, f"{where}: must be a mapping with 'trigger' and 'steps'")
@@ -192,7 +203,7 @@ def _pipeline(name: str, raw: Any, line: int, registry: Registry, problems: _Pro
             problems.add(
                 raw.line_of(key), f"{where}: unknown key {key!r} (expected one of {', '.join(sorted(PIPELINE_KEYS))})"
             )
-    trigger = _trigger(where, raw.get("trigger"), raw.line_of("trigger"), problems)
+    trigger = _trigger(where, raw.get("trigger"), raw.line_of("trigger"), problems, platforms)
     on_error = raw.get("on_error", "stop")
     if on_error not in ON_ERROR:
         problems.add(raw.line_of("on_error"), f"{where}: on_error must be one of {', '.join(ON_ERROR)}")
@@ -218,7 +229,8 @@ def _pipeline(name: str, raw: Any, line: int, registry: Registry, problems: _Pro
     return Pipeline(name, trigger, steps, flow, on_error, timeout, compensation, line)
 
 
-def _trigger(where: str, raw: Any, line: int, problems: _Problems) -> Trigger | None:
+def _trigger(where: str, raw: Any, line: int, problems: _Problems, platforms: tuple[str, ...] = ()) -> Trigger | None:
+    """Compile a trigger; a chat trigger names a built-in platform or one a `chat:` block declares (a component's)."""
     if not isinstance(raw, LineDict):
         problems.add(line, f"{where}: 'trigger' must be a mapping with a 'type'")
         return None
@@ -255,10 +267,9 @@ def _trigger(where: str, raw: Any, line: int, problems: _Problems) -> Trigger | 
             return None
         return Trigger(kind, dict(config), line, topic=topic)
     if kind == "chat":
-        if config.get("platform") not in CHAT_PLATFORMS:
-            problems.add(
-                at("platform"), f"{where}: a chat trigger needs 'platform': one of {', '.join(CHAT_PLATFORMS)}"
-            )
+        known = CHAT_PLATFORMS + tuple(p for p in platforms if p not in CHAT_PLATFORMS)
+        if config.get("platform") not in known:
+            problems.add(at("platform"), f"{where}: a chat trigger needs 'platform': one of {', '.join(known)}")
             return None
         filters = chat_filter(config, at, where, problems.add)
         return None if filters is None else Trigger(kind, dict(config), line, chat=filters)

@@ -76,6 +76,13 @@ class ChatService:
         self._waiters: dict[tuple[str, str, str], asyncio.Future[Mapping[str, Any]]] = {}
         self._repliers: dict[str, Replier] = {}
 
+    @property
+    def http(self) -> Any:
+        """The server's shared aiohttp client session; 503 before the server has opened it."""
+        if self._engine.services is None:
+            raise ServiceUnavailable("the server is not ready")
+        return self._engine.services.http
+
     def settings(self, platform: str) -> Mapping[str, Any] | None:
         """The platform's block of the config in service; None when absent or turned off (answer 404)."""
         return self._engine.config.chat.get(platform)

@@ -17,7 +17,7 @@ from ..errors import ServiceUnavailable, StepError, WorkflowError
 from ..hooks.registry import Registry
 from ..metrics.catalog import Metrics
 from ..settings import Settings
-from .chat import ChatMessage, DedupeKeys, matching_pipelines
+from .chat import ChatMessage, ChatService, DedupeKeys, matching_pipelines
 from .context import Services
 from .executions import ExecutionLog
 from .executor import Executor, Outcome
@@ -58,6 +58,7 @@ class Engine:
         )
         self.thread_pool = ThreadPoolExecutor(max_workers=settings.step_threads, thread_name_prefix="workflow-step")
         self.dedupe = DedupeKeys()  # chat event ids accepted in the last 24 h (in memory until the durable queue)
+        self.chat = ChatService(self)  # what the chat platforms' endpoints use (services.chat for steps)
         self.services: Services | None = None  # given by start(), once the HTTP client and databases are open
         self.recorder: Recorder | None = None
         self.executor = Executor(

@@ -1,12 +1,12 @@
-"""What every chat platform endpoint shares: the service, refusals as JSON, signatures and a retrying POST."""
+"""What a chat platform's endpoints share, built-in or a component's: refusals, the timed ack, signatures, replies."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import json
-import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -14,75 +14,53 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from server import ChatService, Services, StepError
+from .engine.chat import ChatService
+from .errors import StepError
+from .keys import ENGINE
 
-log = logging.getLogger("workflow.chat")
-
-Endpoint = Callable[[web.Request, ChatService, Mapping[str, Any]], Awaitable[web.StreamResponse]]
+# handle(request, chat, settings): `settings` is the platform's block of the config in service.
+ChatHandler = Callable[[web.Request, ChatService, Mapping[str, Any]], Awaitable[web.StreamResponse]]
 
 REPLY_ATTEMPTS = 3
 RETRY_AFTER_CAP = 2.0  # seconds: a longer Retry-After fails the reply instead of holding the step
 BACKOFF = (0.2, 0.5)
 REPLY_TIMEOUT = 5.0
 
-_bound: list[Services] = []  # the services of the running server, set by plugins.chat.reply's startup
-
-
-def bind(services: Services | None) -> None:
-    """Use `services` from now on (None: the server stopped)."""
-    _bound[:] = [services] if services is not None else []
-
-
-def chat_service() -> ChatService:
-    """The chat service, or 503 when the server has not started it."""
-    if not _bound or _bound[0].chat is None:
-        raise Refused(503, "chat platforms are not started")
-    return _bound[0].chat
-
-
-def chat_http() -> aiohttp.ClientSession:
-    """The server's shared HTTP client session."""
-    if not _bound:
-        raise Refused(503, "chat platforms are not started")
-    return _bound[0].http
-
 
 class Refused(Exception):
-    """A request answered with `status` and an error body, counted as `outcome` when it names one."""
+    """A webhook request answered with `status` and `{"error": message}`, counted as `outcome` when it names one."""
 
     def __init__(self, status: int, message: str, outcome: str | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.outcome = status, message, outcome
 
+    @classmethod
+    def unauthorized(cls, message: str) -> Refused:
+        """A bad, missing or stale signature: 401, counted as rejected."""
+        return cls(401, message, "rejected")
 
-def unauthorized(message: str) -> Refused:
-    """A bad, missing or stale signature: 401, counted as rejected."""
-    return Refused(401, message, "rejected")
+    @classmethod
+    def invalid(cls, message: str) -> Refused:
+        """A malformed body: 400, counted as invalid."""
+        return cls(400, message, "invalid")
 
 
-def invalid(message: str) -> Refused:
-    """A malformed body: 400, counted as invalid."""
-    return Refused(400, message, "invalid")
-
-
-def endpoint(platform: str, handle: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """An aiohttp handler: 404 unless the platform is configured, refusals as JSON, the ack timed."""
+def chat_endpoint(platform: str, handle: ChatHandler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """An endpoint for `register_webhooks`: 404 unless `chat.<platform>` is configured, Refused as JSON, ack timed."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
-        chat: ChatService | None = None
+        chat = request.app[ENGINE].chat
         try:
-            chat = chat_service()
             settings = chat.settings(platform)
             if settings is None:
                 raise Refused(404, f"the {platform} platform is not configured (no chat.{platform} block or secret)")
             response = await handle(request, chat, settings)
         except Refused as exc:
-            if chat is not None and exc.outcome:
+            if exc.outcome:
                 chat.count(platform, exc.outcome)
             response = web.json_response({"error": exc.message}, status=exc.status)
-        if chat is not None:
-            chat.acknowledged(platform, time.perf_counter() - started)
+        chat.acknowledged(platform, time.perf_counter() - started)
         return response
 
     return handler
@@ -93,12 +71,12 @@ def hmac_hex(secret: str, data: bytes, digest: str = "sha256") -> str:
     return hmac.new(secret.encode(), data, digest).hexdigest()
 
 
-def same(given: str, expected: str) -> bool:
+def same_signature(given: str, expected: str) -> bool:
     """Constant-time comparison of two signatures."""
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
-def fresh(timestamp: str, window: float) -> bool:
+def fresh_timestamp(timestamp: str, window: float) -> bool:
     """Whether a Unix `timestamp` is within `window` seconds of now (replay protection)."""
     try:
         return abs(time.time() - int(timestamp)) <= window
@@ -106,7 +84,7 @@ def fresh(timestamp: str, window: float) -> bool:
         return False
 
 
-async def post(
+async def chat_post(
     http: aiohttp.ClientSession, platform: str, url: str, **options: Any
 ) -> tuple[int, Mapping[str, Any] | str]:
     """POST to a platform API: a 429 retried after Retry-After, a 5xx with backoff, at most 3 attempts."""
@@ -133,10 +111,13 @@ async def post(
 
 def _retry_after(header: str | None, attempt: int) -> float | None:
     """Seconds to wait before the next attempt; None when the platform asks for longer than we hold a step."""
-    if header is None:
-        return BACKOFF[min(attempt, len(BACKOFF) - 1)]
-    try:
-        seconds = float(header)
-    except ValueError:
-        return BACKOFF[min(attempt, len(BACKOFF) - 1)]
-    return max(seconds, 0.0) if seconds <= RETRY_AFTER_CAP else None
+    if header is not None:
+        with contextlib.suppress(ValueError):
+            seconds = float(header)
+            return max(seconds, 0.0) if seconds <= RETRY_AFTER_CAP else None
+    return BACKOFF[min(attempt, len(BACKOFF) - 1)]
+
+
+def body_digest(body: bytes) -> str:
+    """A delivery's identity when the platform sends no id: an identical body is the same delivery again."""
+    return hashlib.sha256(body).hexdigest()
