@@ -35,6 +35,10 @@ PIPELINES = """
     steps:
       - {name: wait, type: test.sleep, config: {seconds: 1}}
       - {name: reply, type: step.chat_reply, config: {text: "slow {{ .text }}"}}
+  clicked:
+    trigger: {type: chat, config: {platform: slack, event: block_actions}}
+    steps:
+      - {name: reply, type: step.chat_reply, config: {text: "clicked {{ .text }}"}}
   say:
     trigger: {type: http, config: {path: /say, method: POST}}
     steps:
@@ -247,3 +251,25 @@ pipelines:
     ):
         response = await srv.client.post(path, data="{}")
         assert response.status == 404, path
+
+
+async def test_interaction_payload_runs_and_replies_through_response_url(srv, fake_api: FakeApi) -> None:
+    from urllib.parse import urlencode
+
+    payload = {
+        "type": "block_actions",
+        "trigger_id": "trig-block-1",
+        "team": {"id": "T1"},
+        "user": {"id": "U1"},
+        "channel": {"id": "C4"},
+        "response_url": f"{fake_api.url}/actions/T1/99/xyz",
+        "actions": [{"action_id": "approve", "value": "yes", "action_ts": "1700000001.1"}],
+    }
+    body = urlencode({"payload": json.dumps(payload)})
+    assert await slack(srv, body, "/webhooks/slack/interactions") == (200, "")
+    assert await slack(srv, body, "/webhooks/slack/interactions") == (200, "")  # the same trigger_id: once
+    await until(lambda: fake_api.to("/actions/T1/99/xyz"))
+    assert fake_api.to("/actions/T1/99/xyz")[0].body == {"text": "clicked yes"}
+    status, text = await slack(srv, urlencode({"payload": "{nope"}), "/webhooks/slack/interactions")
+    assert (status, json.loads(text)) == (400, {"error": "an interaction needs a JSON 'payload' field with a 'type'"})
+    assert len(fake_api.to("/actions/T1/99/xyz")) == 1

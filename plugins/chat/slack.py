@@ -29,7 +29,7 @@ PLATFORM = "slack"
 WINDOW = 300  # seconds: Slack's own replay window for the request timestamp
 AUTH_TEST_TIMEOUT = 1.0
 log = logging.getLogger("workflow.chat.slack")
-_bot_users: dict[str, str] = {}  # bot token -> the bot's user id (auth.test), "" when it could not be found
+_bot_users: dict[str, str] = {}  # "api_base token" -> the bot's user id (auth.test), "" when it could not be found
 
 
 async def verified(request: web.Request, settings: Mapping[str, Any]) -> bytes:
@@ -146,8 +146,9 @@ async def bot_user(chat: ChatService, settings: Mapping[str, Any]) -> str:
     token = str(settings.get("bot_token") or "")
     if not token:
         return ""
-    if token not in _bot_users:
-        _bot_users[token] = ""
+    key = f"{settings['api_base']} {token}"
+    if key not in _bot_users:
+        _bot_users[key] = ""
         try:
             async with chat.http.post(
                 f"{settings['api_base']}/auth.test",
@@ -155,14 +156,14 @@ async def bot_user(chat: ChatService, settings: Mapping[str, Any]) -> str:
                 timeout=aiohttp.ClientTimeout(total=AUTH_TEST_TIMEOUT),
             ) as response:
                 answer = await response.json(content_type=None)
-            _bot_users[token] = str(answer.get("user_id") or "") if answer.get("ok") else ""
-            if not _bot_users[token]:
+            _bot_users[key] = str(answer.get("user_id") or "") if answer.get("ok") else ""
+            if not _bot_users[key]:
                 log.warning(
                     "slack auth.test failed (%s): only bot_id marks the bot's own messages", answer.get("error")
                 )
         except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError) as exc:
             log.warning("slack auth.test failed (%s): only bot_id marks the bot's own messages", exc)
-    return _bot_users[token]
+    return _bot_users[key]
 
 
 def slack_body(reply: Mapping[str, Any]) -> dict[str, Any]:
