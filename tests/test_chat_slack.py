@@ -39,6 +39,16 @@ PIPELINES = """
     trigger: {type: chat, config: {platform: slack, event: block_actions}}
     steps:
       - {name: reply, type: step.chat_reply, config: {text: "clicked {{ .text }}"}}
+  say-blocks:
+    trigger: {type: http, config: {path: /say-blocks, method: POST}}
+    steps:
+      - name: reply
+        type: step.chat_reply
+        config:
+          platform: slack
+          channel: C5
+          text: fallback
+          blocks: [{type: section, text: {type: mrkdwn, text: "*bold*"}}]
   say:
     trigger: {type: http, config: {path: /say, method: POST}}
     steps:
@@ -273,3 +283,19 @@ async def test_interaction_payload_runs_and_replies_through_response_url(srv, fa
     status, text = await slack(srv, urlencode({"payload": "{nope"}), "/webhooks/slack/interactions")
     assert (status, json.loads(text)) == (400, {"error": "an interaction needs a JSON 'payload' field with a 'type'"})
     assert len(fake_api.to("/actions/T1/99/xyz")) == 1
+
+
+async def test_reply_with_blocks_to_a_named_channel(srv, fake_api: FakeApi) -> None:
+    response = await srv.client.post("/say-blocks", json={})
+    assert response.status == 200
+    assert (await response.json())["reply"] == {
+        "platform": "slack",
+        "inline": False,
+        "ts": "1700000000.000200",
+        "channel": "C5",
+    }
+    assert fake_api.to("/chat.postMessage")[0].body == {
+        "text": "fallback",
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "*bold*"}}],
+        "channel": "C5",
+    }
