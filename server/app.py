@@ -210,7 +210,13 @@ async def _services(app: web.Application) -> AsyncIterator[Services]:
     """The HTTP client and databases steps share, and the built-in plugins' startup and shutdown hooks."""
     engine, timeout = app[ENGINE], app[SETTINGS].lifecycle_timeout
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session, app[DATABASES] as databases:
-        services = Services(http=session, publish=engine.publish, run_pipeline=engine.run_by_name, databases=databases)
+        services = Services(
+            http=session,
+            publish=engine.publish,
+            run_pipeline=engine.run_by_name,
+            databases=databases,
+            chat=engine.chat,
+        )
         await run_hook(engine.plugin_manager, "startup", timeout, services=services)
         try:
             yield services

@@ -34,6 +34,7 @@ from server.engine.runner import Engine
 from server.keys import REPLICATOR, STORE
 from server.settings import Database, Settings
 from server.store import Store
+from tests.chat_fake import FakeApi, fake_app
 from tests.pipeline_plugin import CALLS, build_test_engine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -286,6 +287,15 @@ async def serve(aiohttp_client, settings: Settings) -> AsyncIterator[Callable[..
 
     yield make
     CALLS.clear()
+
+
+@pytest.fixture
+async def fake_api(aiohttp_server) -> FakeApi:
+    """A local fake of the chat platforms' APIs (tests/chat_fake.py), served on loopback."""
+    api = FakeApi()
+    server = await aiohttp_server(fake_app(api))
+    api.url = str(server.make_url("")).rstrip("/")
+    return api
 
 
 # --------------------------------------------------------------------------- replicas sharing PostgreSQL and Redis

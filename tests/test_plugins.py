@@ -26,7 +26,10 @@ BUILT_IN_TYPES = {
     "step.conditional",
     "step.db_query",
     "step.db_exec",
+    "step.chat_reply",
 }
+# The chat platforms other than the reply step register endpoints, not step types.
+ENDPOINT_PLUGINS = {"plugins.chat.slack", "plugins.chat.twilio", "plugins.chat.telegram", "plugins.chat.generic"}
 
 
 def _hookspecs():
@@ -47,6 +50,17 @@ def test_every_hook_is_documented():
 def test_public_api_is_what_plugin_authors_import():
     assert set(server.__all__) == {
         "hookimpl",
+        "Accepted",
+        "Refused",
+        "body_digest",
+        "chat_endpoint",
+        "chat_post",
+        "fresh_timestamp",
+        "hmac_hex",
+        "same_signature",
+        "ChatMessage",
+        "ChatService",
+        "Replier",
         "Register",
         "Response",
         "RegistrationError",
@@ -63,7 +77,9 @@ def test_public_api_is_what_plugin_authors_import():
 def test_built_in_plugins_provide_the_built_in_step_types():
     registry = build_registry(build_plugin_manager(entry_points=False))
     assert set(registry.steps) == BUILT_IN_TYPES
-    assert {step.provider for step in registry.steps.values()} == set(DEFAULT_PLUGINS)
+    assert {step.provider for step in registry.steps.values()} == set(DEFAULT_PLUGINS) - ENDPOINT_PLUGINS
+    for path in ("slack/events", "slack/commands", "slack/interactions", "twilio/sms", "telegram/a", "generic/b"):
+        assert registry.webhooks.match("POST", f"/webhooks/{path}")[1].startswith(f"/webhooks/{path.split('/')[0]}/")
     assert registry.steps["step.conditional"].routes is not None
     assert all(step.is_async for step in registry.steps.values())
 

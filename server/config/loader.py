@@ -11,6 +11,7 @@ from typing import Any
 from ..databases import declared_connections, parse_connections
 from ..errors import ConfigError
 from ..hooks.registry import Registry
+from .chat import chat_filter, parse_chat
 from .durations import parse_duration
 from .model import Pipeline, Step, Trigger, plan_flow
 from .routing import RouteConflict, Router
@@ -54,6 +55,9 @@ class AppConfig:
     warnings: tuple[str, ...] = ()
     # The parsed document, kept so a new registry (a component reload) can recompile it.
     document: LineDict = field(default_factory=LineDict, repr=False, compare=False)
+    # The `chat:` block's enabled platforms (server/config/chat.py), and the chat pipelines by platform.
+    chat: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    chats: Mapping[str, tuple[Pipeline, ...]] = field(default_factory=dict)
 
 
 class _Problems:
@@ -128,16 +132,20 @@ def compile_config(doc: LineDict, registry: Registry, *, source: str, strict: bo
     if not isinstance(raw_pipelines, LineDict) or not raw_pipelines:
         problems.add(doc.line_of("pipelines"), "'pipelines' must be a mapping of pipeline names to pipelines")
         raw_pipelines = LineDict()
+    chat = parse_chat(doc.get("chat"), doc.line_of("chat"), problems.add)
     connections = parse_connections(doc.get("connections"), doc.line_of("connections"), problems.add)
     pipelines = {}
     with declared_connections(connections):  # what the steps' `prepare` may name (step.db_query)
         for name, raw in raw_pipelines.items():
-            pipeline = _pipeline(str(name), raw, raw_pipelines.line_of(name), registry, problems, strict)
+            pipeline = _pipeline(
+                str(name), raw, raw_pipelines.line_of(name), registry, problems, strict, platforms=tuple(chat)
+            )
             if pipeline is not None:
                 pipelines[pipeline.name] = pipeline
     _check_delegations(pipelines, problems)
     router: Router[Pipeline] = Router()
     events: dict[str, list[Pipeline]] = {}
+    chats: dict[str, list[Pipeline]] = {}
     for pipeline in pipelines.values():
         trigger = pipeline.trigger
         if trigger.type == "http":
@@ -147,6 +155,8 @@ def compile_config(doc: LineDict, registry: Registry, *, source: str, strict: bo
                 problems.add(trigger.line, f"pipeline {pipeline.name!r}: {exc}")
         elif trigger.type == "event":
             events.setdefault(trigger.topic, []).append(pipeline)
+        elif trigger.chat is not None:
+            chats.setdefault(trigger.chat.platform, []).append(pipeline)
     if problems.items:
         raise ConfigError(problems.items)
     return AppConfig(
@@ -157,6 +167,8 @@ def compile_config(doc: LineDict, registry: Registry, *, source: str, strict: bo
         {topic: tuple(ps) for topic, ps in events.items()},
         tuple(problems.warnings),
         doc,
+        chat,
+        {platform: tuple(ps) for platform, ps in chats.items()},
     )
 
 
@@ -172,7 +184,16 @@ def _check_delegations(pipelines: Mapping[str, Pipeline], problems: _Problems) -
                 )
 
 
-def _pipeline(name: str, raw: Any, line: int, registry: Registry, problems: _Problems, strict: bool) -> Pipeline | None:
+def _pipeline(
+    name: str,
+    raw: Any,
+    line: int,
+    registry: Registry,
+    problems: _Problems,
+    strict: bool,
+    *,
+    platforms: tuple[str, ...] = (),
+) -> Pipeline | None:
     where = f"pipeline {name!r}"
     if not isinstance(raw, LineDict):
         problems.add(line, f"{where}: must be a mapping with 'trigger' and 'steps'")
@@ -182,7 +203,7 @@ def _pipeline(name: str, raw: Any, line: int, registry: Registry, problems: _Pro
             problems.add(
                 raw.line_of(key), f"{where}: unknown key {key!r} (expected one of {', '.join(sorted(PIPELINE_KEYS))})"
             )
-    trigger = _trigger(where, raw.get("trigger"), raw.line_of("trigger"), problems)
+    trigger = _trigger(where, raw.get("trigger"), raw.line_of("trigger"), problems, platforms)
     on_error = raw.get("on_error", "stop")
     if on_error not in ON_ERROR:
         problems.add(raw.line_of("on_error"), f"{where}: on_error must be one of {', '.join(ON_ERROR)}")
@@ -208,7 +229,8 @@ def _pipeline(name: str, raw: Any, line: int, registry: Registry, problems: _Pro
     return Pipeline(name, trigger, steps, flow, on_error, timeout, compensation, line)
 
 
-def _trigger(where: str, raw: Any, line: int, problems: _Problems) -> Trigger | None:
+def _trigger(where: str, raw: Any, line: int, problems: _Problems, platforms: tuple[str, ...] = ()) -> Trigger | None:
+    """Compile a trigger; a chat trigger names a built-in platform or one a `chat:` block declares (a component's)."""
     if not isinstance(raw, LineDict):
         problems.add(line, f"{where}: 'trigger' must be a mapping with a 'type'")
         return None
@@ -244,9 +266,13 @@ def _trigger(where: str, raw: Any, line: int, problems: _Problems) -> Trigger | 
             problems.add(at("topic"), f"{where}: an event trigger needs a 'topic'")
             return None
         return Trigger(kind, dict(config), line, topic=topic)
-    if kind == "chat" and config.get("platform") not in CHAT_PLATFORMS:
-        problems.add(at("platform"), f"{where}: a chat trigger needs 'platform': one of {', '.join(CHAT_PLATFORMS)}")
-        return None
+    if kind == "chat":
+        known = CHAT_PLATFORMS + tuple(p for p in platforms if p not in CHAT_PLATFORMS)
+        if config.get("platform") not in known:
+            problems.add(at("platform"), f"{where}: a chat trigger needs 'platform': one of {', '.join(known)}")
+            return None
+        filters = chat_filter(config, at, where, problems.add)
+        return None if filters is None else Trigger(kind, dict(config), line, chat=filters)
     if kind == "schedule":
         if "interval" not in config:
             problems.add(at("interval"), f"{where}: a schedule trigger needs an 'interval' such as '5m'")

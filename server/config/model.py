@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .chat import ChatFilter
 from .templates import Renderable
 
 END = -1
@@ -23,6 +24,7 @@ class Trigger:
     is_async: bool = False
     topic: str = ""
     interval: float = 0.0
+    chat: ChatFilter | None = None
 
     @property
     def workflow_type(self) -> str:

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from ..databases import Databases
+    from .chat import ChatService
 
 _NO_INPUTS: Mapping[str, Any] = MappingProxyType({})  # shared by the steps that declare no inputs
 
@@ -25,6 +26,8 @@ class Services:
     run_pipeline: Callable[..., Awaitable[Any]]
     # `await databases.get(spec)`: the server's own database (spec None) or one the config names.
     databases: Databases | None = None
+    # The chat platforms' seam (server/engine/chat.py): their config, accept with de-duplication, reply functions.
+    chat: ChatService | None = None
 
 
 class StepContext:

@@ -13,10 +13,11 @@ import pluggy
 
 from ..config.loader import AppConfig
 from ..config.model import Pipeline
-from ..errors import StepError, WorkflowError
+from ..errors import ServiceUnavailable, StepError, WorkflowError
 from ..hooks.registry import Registry
 from ..metrics.catalog import Metrics
 from ..settings import Settings
+from .chat import ChatMessage, ChatService, DedupeKeys, matching_pipelines
 from .context import Services
 from .executions import ExecutionLog
 from .executor import Executor, Outcome
@@ -56,6 +57,8 @@ class Engine:
             workers=settings.async_workers, capacity=settings.async_queue_size, depth_gauge=metrics.queue_depth
         )
         self.thread_pool = ThreadPoolExecutor(max_workers=settings.step_threads, thread_name_prefix="workflow-step")
+        self.dedupe = DedupeKeys()  # chat event ids accepted in the last 24 h (in memory until the durable queue)
+        self.chat = ChatService(self)  # what the chat platforms' endpoints use (services.chat for steps)
         self.services: Services | None = None  # given by start(), once the HTTP client and databases are open
         self.recorder: Recorder | None = None
         self.executor = Executor(
@@ -160,6 +163,22 @@ class Engine:
         self.queue.submit(job)
         self.executions.submitted(execution_id, pipeline.name, kind)
         return execution_id
+
+    async def accept(self, message: ChatMessage, *, dedupe_key: str) -> bool:
+        """Store a chat event for the chat pipelines; False if `dedupe_key` was accepted within 24 h (a duplicate).
+
+        Raises ServiceUnavailable (503) if it cannot be stored. Kept in memory for now: the dedupe keys in a
+        bounded TTL map and each matching pipeline on the in-process queue.
+        """
+        if not self.dedupe.add(dedupe_key):
+            return False
+        try:
+            for pipeline in matching_pipelines(self.config, message):
+                self.submit(pipeline, dict(message), workflow_type="messaging")
+        except ServiceUnavailable:
+            self.dedupe.discard(dedupe_key)  # refused: the platform's retry is a new event and must run
+            raise
+        return True
 
     async def publish(self, topic: str, payload: Mapping[str, Any]) -> int:
         """Start every pipeline whose event trigger listens on `topic`; return how many were queued."""

@@ -70,8 +70,9 @@ def startup(services: Any, logger: logging.Logger) -> Awaitable[None] | None:
     version (the old one keeps serving).
 
     :param services: a :class:`server.Services` with the shared ``http`` client session,
-        ``publish(topic, payload)`` on the event bus, ``run_pipeline(name, payload)`` and the
-        step ``databases``.
+        ``publish(topic, payload)`` on the event bus, ``run_pipeline(name, payload)``, the
+        step ``databases`` and ``chat``, the chat platforms' service (``register_replier`` for
+        ``step.chat_reply``; see ``server/engine/chat.py``).
     :param logger: a logger named after the plugin or component.
     :return: nothing, or an awaitable the server awaits.
     """

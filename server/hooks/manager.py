@@ -19,6 +19,11 @@ DEFAULT_PLUGINS = (
     "plugins.control",
     "plugins.http_steps",
     "plugins.db_steps",
+    "plugins.chat.reply",
+    "plugins.chat.slack",
+    "plugins.chat.twilio",
+    "plugins.chat.telegram",
+    "plugins.chat.generic",
 )
 
 

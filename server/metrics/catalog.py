@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol, TypeVar, cast
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -75,6 +75,25 @@ class Metrics:
         )
         self.loop_lag_max = FastGauge(
             "event_loop_lag_max_seconds", "The worst event loop lag of the last 60 s.", registry=r
+        )
+        # Chat platforms (plugins/chat): what arrived and how fast it was acknowledged, and the replies sent.
+        self.chat_events = Counter(
+            "chat_events", "Chat webhook requests by outcome.", ["platform", "outcome"], registry=r
+        )
+        self.chat_ack = Histogram(
+            "chat_ack_duration_seconds",
+            "From a chat webhook request received to its acknowledgement.",
+            ["platform"],
+            registry=r,
+        )
+        self.chat_replies = Counter(
+            "chat_replies", "Replies sent to chat platforms.", ["platform", "status"], registry=r
+        )
+        self.chat_reply_duration = Histogram(
+            "chat_reply_duration_seconds",
+            "One reply call to a chat platform's API, retries included.",
+            ["platform"],
+            registry=r,
         )
         # The hot path finds its cells with one dict lookup on its own label values.
         self._children: dict[tuple[int, tuple[str, ...]], object] = {}

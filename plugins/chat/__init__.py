@@ -1,0 +1,1 @@
+"""Chat platforms: one built-in plugin per platform, and `step.chat_reply`."""
