@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import json
 import logging
 import math
 import textwrap
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
@@ -28,6 +31,7 @@ from server.errors import ConfigError
 from server.hooks.registry import Registry, StepType
 from server.keys import RELOADER, REPLICATOR
 from server.reload.loader import build_module, collect, read_source
+from tests.chat_fake import PUBLIC_URL, SLACK_SECRET, TWILIO_SID, TWILIO_TOKEN, slack_headers, twilio_headers
 from tests.conftest import ROOT, run_cli, until
 
 COMPONENTS = ROOT / "components"
@@ -900,3 +904,68 @@ async def test_pricing_example_rejects_a_nan_quantity(make_server):
     answer = await response.json()
     assert response.status == 400
     assert (answer["step"], answer["field"]) == ("price", "items.0.qty")
+
+
+# --------------------------------------------------------------------------- the chat example on Slack and SMS
+
+
+def _slack_event(event_id: str, text: str) -> str:
+    event = {"type": "message", "channel": "C1", "user": "U1", "text": text, "ts": "1700000000.000100"}
+    return json.dumps({"type": "event_callback", "team_id": "T1", "event_id": event_id, "event": event})
+
+
+async def test_chat_example_answers_nothing_on_chat_without_secrets(make_server, monkeypatch) -> None:
+    for name in ("SLACK_SIGNING_SECRET", "SLACK_BOT_TOKEN", "TWILIO_AUTH_TOKEN", "TWILIO_ACCOUNT_SID"):
+        monkeypatch.delenv(name, raising=False)
+    srv = await shipped_server(make_server, CHAT_EXAMPLE.read_text())
+    for path in ("/webhooks/slack/events", "/webhooks/twilio/sms"):
+        response = await srv.client.post(path, data="{}")
+        assert response.status == 404, path
+
+
+async def test_chat_example_triages_slack_and_sms(make_server, monkeypatch, fake_api, caplog) -> None:
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", SLACK_SECRET)
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
+    monkeypatch.setenv("SLACK_API_BASE", f"{fake_api.url}/slack/api")
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", TWILIO_TOKEN)
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", TWILIO_SID)
+    monkeypatch.setenv("TWILIO_PUBLIC_URL", PUBLIC_URL)
+    monkeypatch.setenv("TWILIO_API_BASE", f"{fake_api.url}/twilio")
+    srv = await shipped_server(make_server, CHAT_EXAMPLE.read_text())
+
+    body = _slack_event("Ev1", "checkout is down, urgent")
+    response = await srv.client.post("/webhooks/slack/events", data=body, headers=slack_headers(body, int(time.time())))
+    assert (response.status, await response.text()) == (200, "")
+    await until(lambda: len(fake_api.to("/chat.postMessage")) == 2)
+    escalation, answer = (call.body for call in fake_api.to("/chat.postMessage"))
+    assert escalation == {"channel": "#incidents", "text": "Urgent (p1) from <@U1> in <#C1>: checkout is down, urgent"}
+    assert answer == {
+        "channel": "C1",
+        "thread_ts": "1700000000.000100",
+        "text": 'Escalated as p1 (matched ["down","urgent"]). Someone is on it.',
+    }
+
+    body = _slack_event("Ev2", "thanks for the help")
+    response = await srv.client.post("/webhooks/slack/events", data=body, headers=slack_headers(body, int(time.time())))
+    assert response.status == 200
+    await until(lambda: len(fake_api.to("/chat.postMessage")) == 3)
+    assert fake_api.to("/chat.postMessage")[2].body == {
+        "channel": "C1",
+        "thread_ts": "1700000000.000100",
+        "text": "Thanks, logged with low priority.",
+    }
+
+    params = {"MessageSid": "SM1", "AccountSid": TWILIO_SID, "From": "+15550001111", "To": "+15559998888",
+              "Body": "my order is broken, urgent"}  # fmt: skip
+    response = await srv.client.post(
+        "/webhooks/twilio/sms",
+        data=urlencode(params),
+        headers={**twilio_headers("/webhooks/twilio/sms", params), "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert (response.status, await response.text()) == (
+        200,
+        '<?xml version="1.0" encoding="UTF-8"?><Response><Message>'
+        "Thanks. This is urgent (p1): we will call you back shortly.</Message></Response>",
+    )
+    expected = 'escalated p1 message from +15550001111: my order is broken, urgent (matched ["urgent"])'
+    await until(lambda: any(r.getMessage() == expected for r in caplog.records))
