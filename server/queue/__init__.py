@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from ..settings import Settings
 from .base import DEDUPE_TTL, PIPELINE, Job, Queue, Stats
+from .worker import Workers
 
-__all__ = ["DEDUPE_TTL", "PIPELINE", "Job", "Queue", "Stats", "open_queue"]
+__all__ = ["DEDUPE_TTL", "PIPELINE", "Job", "Queue", "Stats", "Workers", "open_queue"]
 
 
 def open_queue(settings: Settings) -> Queue:
