@@ -112,3 +112,50 @@ async def ready(session: aiohttp.ClientSession, server: Replica) -> bool:
 async def status(session: aiohttp.ClientSession, server: Replica, execution_id: str, expected: str) -> Any:
     code, body = await _get(session, server.url(f"/executions/{execution_id}"))
     return code == 200 and body["status"] == expected
+
+
+async def test_a_replica_killed_mid_run_leaves_its_job_to_another(pg_schema_dsn: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WORKFLOW_", "JWT_"))}
+    env.update(
+        JWT_SECRET=SECRET,
+        WORKFLOW_LOG_LEVEL="warning",
+        WORKFLOW_LOG_FORMAT="text",
+        WORKFLOW_SHUTDOWN_TIMEOUT="5s",
+        WORKFLOW_QUEUE_VISIBILITY_TIMEOUT="1s",
+        WORKFLOW_DB_HOST="127.0.0.1",
+        WORKFLOW_DB_NAME="test",
+        WORKFLOW_DB_USER="postgres",
+        WORKFLOW_DB_SCHEMA=pg_schema_dsn.split("search_path=")[1].rstrip("'"),
+        WORKFLOW_DB_POOL_SIZE="3",
+    )
+    (tmp_path / "config.yaml").write_text(config(tmp_path))
+    first, second = (Replica(name, tmp_path, tmp_path / "config.yaml", env) for name in ("a", "b"))
+    for replica in (first, second):
+        (replica.components / "gated.py").write_text(GATED)
+    effects = tmp_path / "effects"
+    try:
+        async with aiohttp.ClientSession() as session:
+            await first.start()
+            await until(lambda: ready(session, first), "a ready", [first], 20)
+            async with session.post(first.url("/effect"), json={}) as response:
+                execution_id = (await response.json())["execution_id"]
+            await until(lambda: status(session, first, execution_id, "running"), "running on a", [first])
+            await second.start()
+            await until(lambda: ready(session, second), "b ready", [second], 20)
+            # b sees a's job through the shared queue, running (a's heartbeat keeps extending the claim).
+            assert await status(session, second, execution_id, "running")
+            await asyncio.sleep(1.5)
+            assert await status(session, second, execution_id, "running")
+            first.signal(signal.SIGKILL)
+            assert await first.stopped() == -signal.SIGKILL
+            (tmp_path / "go").touch()
+            await until(lambda: status(session, second, execution_id, "success"), "ran on b", [second], 15)
+            await asyncio.sleep(1.5)
+            assert effects.read_text() == execution_id + "\n"
+            second.signal(signal.SIGTERM)
+            assert await second.stopped() == 0, second.log.read_text()
+    finally:
+        for replica in (first, second):
+            replica.signal(signal.SIGKILL)
+            if replica.proc is not None:
+                await asyncio.wait_for(replica.proc.wait(), 10)

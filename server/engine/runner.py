@@ -164,6 +164,8 @@ class Engine:
 
     async def run_queued(self, execution_id: str, name: str, payload: Mapping[str, Any], workflow_type: str) -> Outcome:
         """Run a stored job: the pipeline called `name` in the config in service now (it may have been reloaded)."""
+        if self.executions.get(execution_id) is None:  # enqueued by another replica (or before a restart)
+            self.executions.submitted(execution_id, name, workflow_type)
         self.executions.started(execution_id)
         state = self.state
         current = state.config.pipelines.get(name)

@@ -1,11 +1,12 @@
 """Enqueue latency of the durable queue while the recorder writes 2000-row batches into the same database.
 
     .venv/bin/python tests/bench/bench_enqueue.py [--rate 500] [--seconds 10] [--backend sqlite|postgres|both]
-        [--pg-dsn DSN] [--quiet]
+        [--pg-dsn DSN] [--quiet] [--recorded PER_SECOND]
 
 Enqueues one job with a de-duplication key (as a chat event does) every 1/--rate s for --seconds, timing each
 call from start to commit, while another task writes 2000-execution batches to the store back to back (the
-recorder's worst case; --quiet leaves the store idle). Prints p50, p99 and max in ms, and how many recorder
+recorder's worst case), or --recorded executions/s in one batch per 0.5 s as the Recorder does (--quiet:
+no writes). Prints p50, p99 and max in ms, and how many recorder
 batches went by. PostgreSQL: --pg-dsn or WORKFLOW_TEST_PG_DSN, in a fresh schema dropped afterwards.
 """
 
@@ -26,10 +27,11 @@ import psycopg2
 from server.queue import Job, Queue
 from server.queue.postgres import PostgresQueue
 from server.queue.sqlite import SqliteQueue
-from server.store import ExecutionRow, SqliteStore, StepRow, Store
+from server.store import ExecutionRow, SqliteStore, StepRow, Store, sql
 from server.store.postgres import PostgresStore
 
 BATCH = 2000
+INTERVAL = 0.5  # the Recorder's flush interval
 
 
 def rows() -> list[ExecutionRow]:
@@ -41,17 +43,23 @@ def rows() -> list[ExecutionRow]:
     ]
 
 
-async def recorder(store: Store, stop: asyncio.Event, batches: list[int]) -> None:
+async def recorder(store: Store, stop: asyncio.Event, batches: list[int], recorded: float) -> None:
+    # Converted beforehand, as the Recorder does when executions are added: only new ids are made here.
+    size = min(BATCH, int(recorded * INTERVAL)) if recorded else BATCH
+    template = sql.records(rows())[:size]
     while not stop.is_set():
-        await store.record_executions(rows())
+        began = time.perf_counter()
+        await store.record_executions([r._replace(id=secrets.token_hex(16)) for r in template])
         batches[0] += 1
+        if recorded:  # the Recorder's pace: one batch per interval
+            await asyncio.sleep(max(0.0, INTERVAL - (time.perf_counter() - began)))
 
 
-async def measure(store: Store, queue: Queue, rate: float, seconds: float, quiet: bool) -> None:
+async def measure(store: Store, queue: Queue, rate: float, seconds: float, quiet: bool, recorded: float) -> None:
     await store.open()
     await queue.open()
     stop, batches = asyncio.Event(), [0]
-    writer = None if quiet else asyncio.create_task(recorder(store, stop, batches))
+    writer = None if quiet else asyncio.create_task(recorder(store, stop, batches, recorded))
     await asyncio.sleep(0.5)
     latencies: list[float] = []
     start = time.perf_counter()
@@ -81,11 +89,16 @@ def main() -> None:
         "--pg-dsn", default=os.environ.get("WORKFLOW_TEST_PG_DSN", "host=127.0.0.1 user=postgres dbname=test")
     )
     parser.add_argument("--quiet", action="store_true", help="no recorder writes meanwhile")
+    parser.add_argument(
+        "--recorded", type=float, default=0, help="executions/s the recorder writes (0: 2000-row batches back to back)"
+    )
     args = parser.parse_args()
     if args.backend in ("sqlite", "both"):
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "workflow.db"
-            asyncio.run(measure(SqliteStore(path), SqliteQueue(path), args.rate, args.seconds, args.quiet))
+            asyncio.run(
+                measure(SqliteStore(path), SqliteQueue(path), args.rate, args.seconds, args.quiet, args.recorded)
+            )
     if args.backend in ("postgres", "both"):
         schema = f"bench_{secrets.token_hex(4)}"
         admin = psycopg2.connect(args.pg_dsn)
@@ -93,7 +106,9 @@ def main() -> None:
         admin.cursor().execute(f"CREATE SCHEMA {schema}")
         dsn = f"{args.pg_dsn} options='-c search_path={schema}'"
         try:
-            asyncio.run(measure(PostgresStore(dsn), PostgresQueue(dsn), args.rate, args.seconds, args.quiet))
+            asyncio.run(
+                measure(PostgresStore(dsn), PostgresQueue(dsn), args.rate, args.seconds, args.quiet, args.recorded)
+            )
         finally:
             admin.cursor().execute(f"DROP SCHEMA {schema} CASCADE")
             admin.close()
