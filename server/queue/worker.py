@@ -6,6 +6,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from ..engine.executor import Outcome
@@ -151,7 +152,7 @@ class Workers:
         ceiling = min(self.retry_delay * 2.0 ** (attempts - 1), MAX_DELAY)
         return ceiling * random.uniform(0.5, 1.0)
 
-    async def _settle(self, job: Job, call: Any, outcome: str | None) -> bool:
+    async def _settle(self, job: Job, call: Awaitable[bool], outcome: str | None) -> bool:
         """Await the backend call that settles `job` and count it; a lost claim or an outage is only logged."""
         try:
             settled = bool(await call)
