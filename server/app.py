@@ -28,9 +28,10 @@ from .http.handlers import handle_execution, handle_trigger, handle_webhook
 from .http.health import add_health_routes, add_loop_watchdog, add_metrics_route
 from .http.middleware import middleware
 from .http.openapi import openapi
-from .keys import DATABASES, ENGINE, METRICS, RECORDER, RELOADER, REPLICATOR, SETTINGS, STARTUP_FAILED, STORE
+from .keys import DATABASES, ENGINE, METRICS, QUEUE, RECORDER, RELOADER, REPLICATOR, SETTINGS, STARTUP_FAILED, STORE
 from .logs import install_context_ids
 from .metrics.catalog import Metrics
+from .queue import Workers, open_queue
 from .reload.manager import ComponentManager
 from .reload.watcher import reload_config, watching
 from .settings import Settings
@@ -88,6 +89,7 @@ def create_apps(settings: Settings, *, engine: Engine | None = None, background_
         components,
         Replicator(components, engine, store),
         asyncio.Event(),
+        Workers(open_queue(settings), engine, settings),
     )
     main = _base_app(shared)
     main.cleanup_ctx.append(_running(background_start))
@@ -113,6 +115,7 @@ class _Shared:
     components: ComponentManager
     replicator: Replicator
     startup_failed: asyncio.Event
+    queue: Workers
 
 
 def _base_app(shared: _Shared) -> web.Application:
@@ -120,6 +123,7 @@ def _base_app(shared: _Shared) -> web.Application:
     app[SETTINGS], app[ENGINE], app[METRICS] = shared.settings, shared.engine, shared.engine.metrics
     app[STORE], app[RECORDER], app[DATABASES] = shared.store, shared.recorder, shared.databases
     app[RELOADER], app[REPLICATOR], app[STARTUP_FAILED] = shared.components, shared.replicator, shared.startup_failed
+    app[QUEUE] = shared.queue
     add_health_routes(app)
     add_metrics_route(app)
     return app
@@ -165,6 +169,12 @@ async def startup(app: web.Application, stack: AsyncExitStack) -> None:
     manager, replicator = app[RELOADER], app[REPLICATOR]
     # 2. The store (and its recorder); it closes last, after the queue has drained.
     await stack.enter_async_context(running_store(app[STORE], app[RECORDER], settings))
+    # The durable queue, on the store's database (migrated by it); from here on submitting stores jobs.
+    workers = app[QUEUE]
+    await workers.queue.open()
+    stack.push_async_callback(workers.queue.close)
+    engine.use_queue(workers)
+    stack.callback(engine.use_queue, None)
     # The resources steps share, and the built-in plugins' startup hooks (their shutdown runs before these close).
     services = await stack.enter_async_context(_services(app))
     engine.use(services, app[RECORDER] if settings.record_executions else None)
@@ -198,8 +208,10 @@ async def startup(app: web.Application, stack: AsyncExitStack) -> None:
     started.set()
     # 6. Reconcile with the store and listen to the other replicas; the queue workers and schedules; ready.
     await stack.enter_async_context(replicator.running())
-    engine.start()
-    stack.push_async_callback(engine.stop)  # on the way down: the queue drains before components stop
+    stack.push_async_callback(engine.stop)
+    workers.start()
+    # On the way down the workers drain first (running jobs finish, bounded; unstarted ones stay stored).
+    stack.push_async_callback(workers.stop, settings.shutdown_timeout)
     await stack.enter_async_context(scheduling(engine))
     engine.ready = True
     log.info("ready: %d pipeline(s), %d component(s)", len(engine.config.pipelines), len(manager.components))

@@ -95,6 +95,10 @@ class ServiceUnavailable(WorkflowError):
     status = 503
 
 
+class QueueUnavailable(ServiceUnavailable):
+    """The durable queue cannot store a job now: the caller answers 503 so its client retries."""
+
+
 class Unauthorized(WorkflowError):
     """No token, or one that does not verify: 401 with a Bearer challenge."""
 

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from .engine.runner import Engine
     from .engine.watchdog import LoopWatchdog
     from .metrics.catalog import Metrics
+    from .queue import Workers
     from .reload.manager import ComponentManager
     from .settings import Settings
     from .store.base import Store
@@ -30,6 +31,7 @@ DATABASES: web.AppKey[Databases] = web.AppKey("databases")
 # Set when a start-up running in the background fails: the command line then exits non-zero.
 STARTUP_FAILED: web.AppKey[asyncio.Event] = web.AppKey("startup_failed", asyncio.Event)
 WATCHDOG: web.AppKey[LoopWatchdog] = web.AppKey("watchdog")
+QUEUE: web.AppKey[Workers] = web.AppKey("queue")
 
 # Held by every admin write from its existence check to its store record: two calls for one id must not
 # interleave (two POSTs both creating, or two PUTs renaming their files in another order than they served).

@@ -69,7 +69,9 @@ class Settings:
     shutdown_timeout: float = 30.0
     step_timeout: float = 30.0
     async_workers: int = 8
-    async_queue_size: int = 10_000
+    queue_visibility: float = 60.0  # a claimed job whose worker stopped heartbeating runs again after this
+    queue_max_attempts: int = 5  # then the job goes to the dead-letter list
+    queue_retry_delay: float = 1.0  # the first retry's backoff; it doubles per attempt, with jitter
     execution_history: int = 10_000
     step_threads: int = 16
     watch: bool = True
@@ -146,7 +148,9 @@ def from_environment(
         shutdown_timeout=_duration(env, "WORKFLOW_SHUTDOWN_TIMEOUT", "30s"),
         step_timeout=_duration(env, "WORKFLOW_STEP_TIMEOUT", "30s"),
         async_workers=_positive_int(env, "WORKFLOW_ASYNC_WORKERS", 8),
-        async_queue_size=_positive_int(env, "WORKFLOW_ASYNC_QUEUE_SIZE", 10_000),
+        queue_visibility=_duration(env, "WORKFLOW_QUEUE_VISIBILITY_TIMEOUT", "60s"),
+        queue_max_attempts=_positive_int(env, "WORKFLOW_QUEUE_MAX_ATTEMPTS", 5),
+        queue_retry_delay=_duration(env, "WORKFLOW_QUEUE_RETRY_DELAY", "1s"),
         execution_history=_positive_int(env, "WORKFLOW_EXECUTION_HISTORY", 10_000),
         step_threads=_positive_int(env, "WORKFLOW_STEP_THREADS", 16),
         watch=_flag(env, "WORKFLOW_WATCH", True),

@@ -60,6 +60,17 @@ async def fail(ctx) -> None:
     raise StepError(str(ctx.config.get("message", "failed on purpose")))
 
 
+# While true, `test.flaky` fails (a queue job failing every attempt until a test flips it).
+FLAKY = {"fail": True}
+
+
+async def flaky(ctx) -> dict[str, Any]:
+    """Fail while FLAKY["fail"] is set, else succeed."""
+    if FLAKY["fail"]:
+        raise StepError("flaky step failed")
+    return {"flaky": "ok"}
+
+
 @hookimpl
 def register_steps(register) -> None:
     """The test step types."""
@@ -68,6 +79,7 @@ def register_steps(register) -> None:
     register("test.sync_sleep", sync_sleep)
     register("test.boom", boom)
     register("test.fail", fail)
+    register("test.flaky", flaky)
 
 
 def build_test_engine(settings: Settings, text: str, *, strict: bool = True) -> Engine:

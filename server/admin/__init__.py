@@ -8,7 +8,7 @@ from importlib import resources
 from aiohttp import web
 
 from ..keys import COMPONENT_WRITES
-from . import components_api, queries
+from . import components_api, queries, queue_api
 from .auth import Authenticator, require_admin
 
 COMPONENT_PREFIXES = ("/api/dynamic/components", "/api/v1/admin/components")
@@ -41,4 +41,7 @@ def setup_admin(app: web.Application, authenticator: Authenticator) -> None:
     app.router.add_get("/api/executions", admin(queries.list_executions))
     app.router.add_get("/api/executions/{id}", admin(queries.get_execution))
     app.router.add_get("/api/pipelines", admin(queries.list_pipelines))
+    app.router.add_get("/api/queue", admin(queue_api.list_queue))
+    app.router.add_get("/api/queue/dead", admin(queue_api.list_dead))
+    app.router.add_post("/api/queue/dead/{id}/retry", admin(queue_api.retry_dead))
     app.router.add_get("/", admin_page)

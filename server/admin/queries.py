@@ -29,7 +29,7 @@ async def list_executions(request: web.Request) -> web.Response:
             status=status,
             since=_time(query, "since"),
             until=_time(query, "until"),
-            limit=_limit(query),
+            limit=limit_of(query),
             before=query.get("before") or None,
         )
     except InvalidCursor:
@@ -117,7 +117,8 @@ def _time(query: Any, key: str) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _limit(query: Any) -> int:
+def limit_of(query: Any) -> int:
+    """The `limit` query argument, 1 to 1000 (50 when absent)."""
     raw = query.get("limit", "50")
     if not raw.isdigit() or not 1 <= int(raw) <= 1000:
         raise BadRequest("limit must be a whole number from 1 to 1000", field="limit")

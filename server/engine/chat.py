@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -21,9 +19,6 @@ ChatMessage = Mapping[str, Any]
 # A platform's reply function: reply(http, settings, message, reply) -> what the step outputs.
 Replier = Callable[[Any, Mapping[str, Any], ChatMessage, Mapping[str, Any]], Awaitable[Mapping[str, Any]]]
 
-DEDUPE_TTL = 24 * 3600.0
-DEDUPE_CAPACITY = 100_000
-
 
 def matching_pipelines(config: AppConfig, message: ChatMessage) -> tuple[Pipeline, ...]:
     """The chat pipelines of `config` whose trigger filters accept `message`."""
@@ -32,28 +27,6 @@ def matching_pipelines(config: AppConfig, message: ChatMessage) -> tuple[Pipelin
         for p in config.chats.get(str(message.get("platform")), ())
         if p.trigger.chat is not None and p.trigger.chat.accepts(message)
     )
-
-
-class DedupeKeys:
-    """Keys seen within `ttl` seconds, at most `capacity` of them (the oldest evicted first)."""
-
-    def __init__(self, ttl: float = DEDUPE_TTL, capacity: int = DEDUPE_CAPACITY) -> None:
-        self.ttl, self.capacity = ttl, capacity
-        self._seen: OrderedDict[str, float] = OrderedDict()  # key -> when it expires, in insertion order
-
-    def add(self, key: str) -> bool:
-        """Record `key`; False if it was recorded within the TTL (a duplicate)."""
-        now = time.monotonic()
-        while self._seen and (next(iter(self._seen.values())) <= now or len(self._seen) >= self.capacity):
-            self._seen.popitem(last=False)
-        if key in self._seen:
-            return False
-        self._seen[key] = now + self.ttl
-        return True
-
-    def discard(self, key: str) -> None:
-        """Forget `key` (its event was refused, so the platform's retry is new)."""
-        self._seen.pop(key, None)
 
 
 @dataclass(frozen=True, slots=True)

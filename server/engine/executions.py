@@ -87,11 +87,17 @@ class ExecutionLog:
         if record is not None:
             record.status, record.started_at = "running", _now()
 
-    def finished(self, outcome: Outcome) -> None:
-        """Store the outcome of an execution."""
+    def retrying(self, execution_id: str) -> None:
+        """An attempt failed and the job waits in the queue for the next."""
+        record = self._records.get(execution_id)
+        if record is not None:
+            record.status = "queued"
+
+    def finished(self, outcome: Outcome, status: str | None = None) -> None:
+        """Store the outcome of an execution (`status` overrides the outcome's, e.g. `dead`)."""
         record = self._records.get(outcome.execution_id)
         if record is not None:
-            record.status, record.finished_at, record.outcome = outcome.status, _now(), outcome
+            record.status, record.finished_at, record.outcome = status or outcome.status, _now(), outcome
 
     def get(self, execution_id: str) -> ExecutionRecord | None:
         """The record for `execution_id`, if still kept."""

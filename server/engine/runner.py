@@ -7,28 +7,43 @@ import logging
 import weakref
 from collections.abc import Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
 
 from ..config.loader import AppConfig
 from ..config.model import Pipeline
-from ..errors import ServiceUnavailable, StepError, WorkflowError
+from ..errors import QueueUnavailable, StepError, WorkflowError
 from ..hooks.registry import Registry
 from ..metrics.catalog import Metrics
 from ..settings import Settings
-from .chat import ChatMessage, ChatService, DedupeKeys, matching_pipelines
+from .chat import ChatMessage, ChatService, matching_pipelines
 from .context import Services
 from .executions import ExecutionLog
 from .executor import Executor, Outcome
 from .ids import new_id
-from .queue import LocalQueue
 from .state import State
 
 if TYPE_CHECKING:
     from ..store.recorder import Recorder
 
 log = logging.getLogger("workflow.engine")
+
+
+class JobQueue(Protocol):
+    """Where `submit` stores executions for later (server/queue's workers); the engine never imports it."""
+
+    async def put(
+        self,
+        execution_id: str,
+        pipeline: str,
+        workflow_type: str,
+        payload: dict[str, Any],
+        dedupe_key: str | None,
+        dedupe_ttl: float,
+    ) -> bool:
+        """Store the job durably; False when `dedupe_key` was seen within `dedupe_ttl` seconds."""
+        ...
 
 
 class Engine:
@@ -53,11 +68,8 @@ class Engine:
         self.ready = False
         self.draining = False
         self.executions = ExecutionLog(settings.execution_history)
-        self.queue = LocalQueue(
-            workers=settings.async_workers, capacity=settings.async_queue_size, depth_gauge=metrics.queue_depth
-        )
+        self.queue: JobQueue | None = None  # given by use_queue() once the store is open
         self.thread_pool = ThreadPoolExecutor(max_workers=settings.step_threads, thread_name_prefix="workflow-step")
-        self.dedupe = DedupeKeys()  # chat event ids accepted in the last 24 h (in memory until the durable queue)
         self.chat = ChatService(self)  # what the chat platforms' endpoints use (services.chat for steps)
         self.services: Services | None = None  # given by start(), once the HTTP client and databases are open
         self.recorder: Recorder | None = None
@@ -89,14 +101,13 @@ class Engine:
         """What executions need once open: steps get `services`, finished ones go to `recorder` (None: unrecorded)."""
         self.services, self.recorder = services, recorder
 
-    def start(self) -> None:
-        """Start the queue workers (the last step of start-up)."""
-        self.queue.start()
+    def use_queue(self, queue: JobQueue | None) -> None:
+        """Where `submit` stores executions (None: submitting answers 503)."""
+        self.queue = queue
 
     async def stop(self) -> None:
-        """Stop taking work, let queued executions finish (bounded), and stop recording."""
+        """Stop taking work and stop recording (the queue's workers have drained before)."""
         self.ready, self.draining = False, True
-        await self.queue.stop(self.settings.shutdown_timeout)
         self.recorder = None
         self.thread_pool.shutdown(wait=False, cancel_futures=True)
 
@@ -131,60 +142,65 @@ class Engine:
         # The executor's coroutine itself, not one wrapping it: one coroutine fewer per request.
         return self.executor.run(pipeline, payload, **options)
 
-    def submit(self, pipeline: Pipeline, payload: Mapping[str, Any], *, workflow_type: str | None = None) -> str:
-        """Queue `pipeline` for background execution and return the execution id."""
+    async def submit(
+        self,
+        pipeline: Pipeline,
+        payload: Mapping[str, Any],
+        *,
+        workflow_type: str | None = None,
+        dedupe_key: str | None = None,
+        dedupe_ttl: float = 86400.0,
+    ) -> str | None:
+        """Store `pipeline` for background execution; its execution id, or None for a duplicate `dedupe_key`.
+
+        Returns only once the job is stored; raises QueueUnavailable (503) when it cannot be.
+        """
+        if self.queue is None:
+            raise QueueUnavailable("the queue is not open")
         execution_id = new_id()
         kind = workflow_type or pipeline.trigger.workflow_type
-
-        name = pipeline.name
-
-        async def job() -> None:
-            # The config may have been reloaded while this waited: run what is in service now.
-            state = self.state
-            current = state.config.pipelines.get(name)
-            self.executions.started(execution_id)
-            if current is None:
-                outcome = Outcome(
-                    execution_id,
-                    name,
-                    kind,
-                    status="error",
-                    error=StepError(
-                        f"pipeline {name!r} was removed before it could run", status=410, execution_id=execution_id
-                    ),
-                )
-            else:
-                with state.lease:
-                    outcome = await self.executor.run(
-                        current, payload, execution_id=execution_id, workflow_type=kind, state=state
-                    )
-            self.executions.finished(outcome)
-
-        self.queue.submit(job)
+        if not await self.queue.put(execution_id, pipeline.name, kind, dict(payload), dedupe_key, dedupe_ttl):
+            return None
         self.executions.submitted(execution_id, pipeline.name, kind)
         return execution_id
 
-    async def accept(self, message: ChatMessage, *, dedupe_key: str) -> bool:
-        """Store a chat event for the chat pipelines; False if `dedupe_key` was accepted within 24 h (a duplicate).
+    async def run_queued(self, execution_id: str, name: str, payload: Mapping[str, Any], workflow_type: str) -> Outcome:
+        """Run a stored job: the pipeline called `name` in the config in service now (it may have been reloaded)."""
+        if self.executions.get(execution_id) is None:  # enqueued by another replica (or before a restart)
+            self.executions.submitted(execution_id, name, workflow_type)
+        self.executions.started(execution_id)
+        state = self.state
+        current = state.config.pipelines.get(name)
+        if current is None:
+            error = StepError(
+                f"pipeline {name!r} was removed before it could run", status=410, execution_id=execution_id
+            )
+            return Outcome(execution_id, name, workflow_type, status="error", error=error)
+        with state.lease:
+            return await self.executor.run(
+                current, payload, execution_id=execution_id, workflow_type=workflow_type, state=state
+            )
 
-        Raises ServiceUnavailable (503) if it cannot be stored. Kept in memory for now: the dedupe keys in a
-        bounded TTL map and each matching pipeline on the in-process queue.
+    async def accept(self, message: ChatMessage, *, dedupe_key: str) -> bool:
+        """Store a chat event for the pipelines it matches; False when `dedupe_key` was accepted within 24 h.
+
+        Each matching pipeline's job is stored in the durable queue, its de-duplication key (`dedupe_key` and the
+        pipeline's name) in the same transaction, before this returns: the platform is acknowledged only then.
+        Raises QueueUnavailable (503) when the queue cannot store it, so the platform retries.
         """
-        if not self.dedupe.add(dedupe_key):
-            return False
-        try:
-            for pipeline in matching_pipelines(self.config, message):
-                self.submit(pipeline, dict(message), workflow_type="messaging")
-        except ServiceUnavailable:
-            self.dedupe.discard(dedupe_key)  # refused: the platform's retry is a new event and must run
-            raise
-        return True
+        accepted = False
+        for pipeline in matching_pipelines(self.config, message):
+            queued = await self.submit(
+                pipeline, dict(message), workflow_type="messaging", dedupe_key=f"{dedupe_key}|{pipeline.name}"
+            )
+            accepted = accepted or queued is not None
+        return accepted
 
     async def publish(self, topic: str, payload: Mapping[str, Any]) -> int:
         """Start every pipeline whose event trigger listens on `topic`; return how many were queued."""
         pipelines = self.config.events.get(topic, ())
         for pipeline in pipelines:
-            self.submit(pipeline, dict(payload))
+            await self.submit(pipeline, dict(payload))
         return len(pipelines)
 
     async def run_by_name(self, name: str, payload: Mapping[str, Any], *, depth: int = 0) -> Outcome:

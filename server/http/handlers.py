@@ -9,7 +9,7 @@ from aiohttp import hdrs, web
 
 from ..engine.executor import Outcome
 from ..errors import BadRequest, MethodNotAllowed, NotFound, ServiceUnavailable
-from ..keys import ENGINE, ROUTE_LABEL
+from ..keys import ENGINE, QUEUE, ROUTE_LABEL, STORE
 from .middleware import error_response, json_response
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -32,7 +32,7 @@ async def handle_trigger(request: web.Request) -> web.StreamResponse:
         payload["params"] = params
         payload["query"] = dict(request.query) if request.query_string else {}
         if pipeline.trigger.is_async:
-            execution_id = engine.submit(pipeline, payload)
+            execution_id = await engine.submit(pipeline, payload)
             location = f"/executions/{execution_id}"
             return json_response(
                 {"execution_id": execution_id, "status": "queued", "location": location}, 202, {"Location": location}
@@ -52,11 +52,26 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
 
 
 async def handle_execution(request: web.Request) -> web.Response:
-    """`GET /executions/{id}`: the status of an async execution and, once finished, its result."""
-    record = request.app[ENGINE].executions.get(request.match_info["id"])
-    if record is None:
-        raise NotFound(f"no execution {request.match_info['id']!r} (unknown, or expired from history)")
-    return json_response(record.to_json())
+    """`GET /executions/{id}` from any replica: status, result and error, never the payload.
+
+    This replica's own record first; then the queue, since a job still stored has not finished (the store
+    may hold an earlier failed attempt); then the store's recorded execution; else 404.
+    """
+    execution_id = request.match_info["id"]
+    record = request.app[ENGINE].executions.get(execution_id)
+    if record is not None:
+        return json_response(record.to_json())
+    queued = await request.app[QUEUE].queue.status(execution_id)
+    if queued is not None and queued[0] != "dead":
+        return json_response({"id": execution_id, "status": queued[0]})
+    row = await request.app[STORE].get_execution(execution_id)
+    if row is not None and queued is None:
+        body: dict[str, Any] = {"id": row.id, "pipeline": row.pipeline, "status": row.status}
+        body.update({"error": row.error} if row.error is not None else {"result": row.result})
+        return json_response(body)
+    if queued is not None:
+        return json_response({"id": execution_id, "status": "dead", "error": {"error": queued[1]}})
+    raise NotFound(f"no execution {execution_id!r} (unknown, or expired from history)")
 
 
 async def read_payload(request: web.Request) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from ..engine.watchdog import LoopWatchdog
-from ..keys import ENGINE, METRICS, RELOADER, REPLICATOR, STORE, WATCHDOG
+from ..keys import ENGINE, METRICS, QUEUE, RELOADER, REPLICATOR, STORE, WATCHDOG
 from ..metrics.catalog import Metrics
 from .middleware import json_response
 
@@ -33,7 +33,6 @@ async def readyz(request: web.Request) -> web.Response:
 async def healthz(request: web.Request) -> web.Response:
     """Overall health with one entry per check; 503 when any check fails."""
     engine = request.app[ENGINE]
-    queue = engine.queue
     components = request.app[RELOADER]
     # Degraded only while the folder or the store holds something that does not serve; a refused API call
     # changed nothing, so it shows only as that component's last_error in the admin API.
@@ -46,11 +45,7 @@ async def healthz(request: web.Request) -> web.Response:
             "step_types": len(engine.registry.steps),
             "providers": len(engine.registry.providers()),
         },
-        "queue": {
-            "status": "ok" if queue.depth < engine.settings.async_queue_size else "full",
-            "depth": queue.depth,
-            "capacity": engine.settings.async_queue_size,
-        },
+        "queue": request.app[QUEUE].health(),
         "components": {
             "status": "degraded" if failing or stuck else "ok",
             "in_service": len(components.components),

@@ -58,7 +58,14 @@ class Metrics:
             "workflow_duration_seconds", "Pipeline execution time.", ["workflow_type", "action"], registry=r
         )
         self.active = FastGauge("active_workflows", "Pipeline executions running now.", ["workflow_type"], registry=r)
-        self.queue_depth = Gauge("workflow_queue_depth", "Executions waiting in the async queue.", registry=r)
+        # Cluster-wide values from the shared queue, refreshed by every replica (dashboards take max()).
+        self.queue_depth = Gauge("workflow_queue_depth", "Jobs waiting or running in the durable queue.", registry=r)
+        self.queue_oldest = Gauge(
+            "queue_oldest_job_age_seconds", "Age of the oldest job waiting or running (0 when empty).", registry=r
+        )
+        self.queue_jobs = FastCounter(
+            "queue_jobs", "Queue jobs settled, by outcome (done, retried, dead).", ["outcome"], registry=r
+        )
         self.module_operations = FastCounter(
             "module_operations", "Module operations by outcome.", ["module", "operation", "status"], registry=r
         )

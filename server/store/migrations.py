@@ -75,6 +75,21 @@ SQLITE: tuple[Migration, ...] = (
             "PRIMARY KEY (replica, component))",
         ),
     ),
+    # Times are seconds since the epoch (float): one representation for both dialects and cheap to compare.
+    Migration(
+        5,
+        "the durable queue and its de-duplication keys",
+        (
+            "CREATE TABLE queue_jobs (id TEXT PRIMARY KEY, kind TEXT NOT NULL, pipeline TEXT NOT NULL, "
+            "workflow_type TEXT NOT NULL, payload TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, "
+            "state TEXT NOT NULL, enqueued_at REAL NOT NULL, available_at REAL NOT NULL, "
+            "dedupe_key TEXT, receipt TEXT, claimed_by TEXT, last_error TEXT)",
+            "CREATE INDEX queue_jobs_due ON queue_jobs (available_at) WHERE state <> 'dead'",
+            "CREATE INDEX queue_jobs_dead ON queue_jobs (enqueued_at) WHERE state = 'dead'",
+            "CREATE TABLE queue_dedupe (key TEXT PRIMARY KEY, expires_at REAL NOT NULL)",
+            "CREATE INDEX queue_dedupe_expiry ON queue_dedupe (expires_at)",
+        ),
+    ),
 )
 
 POSTGRES: tuple[Migration, ...] = (
@@ -115,6 +130,21 @@ POSTGRES: tuple[Migration, ...] = (
             "CREATE TABLE replica_components (replica TEXT NOT NULL, component TEXT NOT NULL, version INTEGER, "
             "sha256 TEXT, status TEXT NOT NULL, error TEXT, reported_at TIMESTAMPTZ NOT NULL, "
             "PRIMARY KEY (replica, component))",
+        ),
+    ),
+    # Times are seconds since the epoch (float): one representation for both dialects and cheap to compare.
+    Migration(
+        5,
+        "the durable queue and its de-duplication keys",
+        (
+            "CREATE TABLE queue_jobs (id TEXT PRIMARY KEY, kind TEXT NOT NULL, pipeline TEXT NOT NULL, "
+            "workflow_type TEXT NOT NULL, payload TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, "
+            "state TEXT NOT NULL, enqueued_at DOUBLE PRECISION NOT NULL, available_at DOUBLE PRECISION NOT NULL, "
+            "dedupe_key TEXT, receipt TEXT, claimed_by TEXT, last_error TEXT)",
+            "CREATE INDEX queue_jobs_due ON queue_jobs (available_at) WHERE state <> 'dead'",
+            "CREATE INDEX queue_jobs_dead ON queue_jobs (enqueued_at) WHERE state = 'dead'",
+            "CREATE TABLE queue_dedupe (key TEXT PRIMARY KEY, expires_at DOUBLE PRECISION NOT NULL)",
+            "CREATE INDEX queue_dedupe_expiry ON queue_dedupe (expires_at)",
         ),
     ),
 )

@@ -1,0 +1,24 @@
+"""The durable queue: executions that do not answer their request (async triggers, events, schedules).
+
+Backends: the store's database (PostgreSQL, or the embedded SQLite file); Redis Streams can join behind
+the same interface (base.Queue). The store migrates the tables, so the queue opens after the store.
+"""
+
+from __future__ import annotations
+
+from ..settings import Settings
+from .base import DEDUPE_TTL, PIPELINE, Job, Queue, Stats
+from .worker import Workers
+
+__all__ = ["DEDUPE_TTL", "PIPELINE", "Job", "Queue", "Stats", "Workers", "open_queue"]
+
+
+def open_queue(settings: Settings) -> Queue:
+    """The configured backend, not yet opened: PostgreSQL when `settings.db` is set, else the SQLite file."""
+    if settings.db is not None:
+        from .postgres import PostgresQueue  # psycopg2 loads only when PostgreSQL is configured
+
+        return PostgresQueue(settings.db.dsn())
+    from .sqlite import SqliteQueue
+
+    return SqliteQueue(settings.sqlite_path)
