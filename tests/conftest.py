@@ -156,6 +156,11 @@ def metric_value(text: str, name: str, **labels: str) -> float:
     return matches[0] if matches else 0.0
 
 
+def server_command(config: str | Path, addr: str, admin_addr: str) -> list[str]:
+    """The command line of a real `workflow-server` process (`python -m server`) on the given addresses."""
+    return [sys.executable, "-m", "server", "-config", str(config), "--addr", addr, "--admin-addr", admin_addr]
+
+
 def service_unavailable(reason: str) -> None:
     """Skip, or fail under WORKFLOW_TEST_STRICT (CI), because a service a test needs is missing."""
     if os.environ.get("WORKFLOW_TEST_STRICT"):

@@ -21,7 +21,7 @@ import yaml
 from slack_sdk.signature import SignatureVerifier
 
 from tests.chat_fake import SLACK_SECRET
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, server_command
 from tests.deploy.tools import DEPLOY, TOOLS_VENV, tool
 from tests.test_deploy_prometheus import CONTRACT_METRICS, RULES, alert_rules, metric_names
 
@@ -222,17 +222,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
     }
     (tmp / "live.yaml").write_text(yaml.safe_dump(config))
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "server",
-            "-config",
-            str(tmp / "live.yaml"),
-            "--addr",
-            f"127.0.0.1:{port}",
-            "--admin-addr",
-            f"127.0.0.1:{admin}",
-        ],
+        server_command(tmp / "live.yaml", f"127.0.0.1:{port}", f"127.0.0.1:{admin}"),
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

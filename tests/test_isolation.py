@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from server.keys import RELOADER
 from server.reload.isolation import Isolation
 from server.reload.loader import Source
 from server.reload.manager import ComponentManager
-from tests.conftest import ROOT, Server, until
+from tests.conftest import ROOT, Server, free_port, server_command, until
 from tests.hub import HUB
 
 SECRET = "i" * 40
@@ -328,17 +327,9 @@ async def test_the_helper_and_its_candidates_die_with_a_sigkilled_server(tmp_pat
         WORKFLOW_LOG_FORMAT="json",
         WORKFLOW_IMPORT_TIMEOUT="60s",
     )
-    port, admin = _free_port(), _free_port()
+    port, admin = free_port(), free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "server",
-        "-config",
-        str(config),
-        "--addr",
-        f"127.0.0.1:{port}",
-        "--admin-addr",
-        f"127.0.0.1:{admin}",
+        *server_command(config, f"127.0.0.1:{port}", f"127.0.0.1:{admin}"),
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -365,12 +356,6 @@ async def test_isolation_can_be_turned_off(start, components) -> None:
         expected(components / "hello.py", 1, "failed to import: KeyboardInterrupt"),
     )
     assert await answer(server, "/hello") == (200, 1)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _alive(pid: int) -> bool:

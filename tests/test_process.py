@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.conftest import ROOT, free_port, metric_value
+from tests.conftest import ROOT, free_port, metric_value, server_command
 
 
 async def _start(
@@ -30,15 +30,7 @@ async def _start(
         **env_vars,
     }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "server",
-        "-config",
-        str(config),
-        "--addr",
-        f"127.0.0.1:{port}",
-        "-admin-addr",
-        f"127.0.0.1:{admin}",
+        *server_command(config, f"127.0.0.1:{port}", f"127.0.0.1:{admin}"),
         *extra,
         cwd=ROOT,
         env=env,

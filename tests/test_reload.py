@@ -23,7 +23,7 @@ from server.http import handlers as http_module
 from server.keys import RELOADER, REPLICATOR
 from server.reload.loader import MODULE_PREFIX
 from server.reload.manager import ComponentManager
-from tests.conftest import ROOT, Server, free_port, metric_value, run_cli, until
+from tests.conftest import ROOT, Server, free_port, metric_value, run_cli, server_command, until
 from tests.hub import HUB
 
 # Shared by a test and the component versions it writes (`from tests.hub import HUB`):
@@ -777,15 +777,7 @@ async def test_sighup_reloads_the_config_of_the_real_process(tmp_path: Path) -> 
         "WORKFLOW_COMPONENTS_DIR": str(tmp_path / "components"),
     }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "server",
-        "-config",
-        str(config),
-        "--addr",
-        f"127.0.0.1:{port}",
-        "--admin-addr",
-        f"127.0.0.1:{admin}",
+        *server_command(config, f"127.0.0.1:{port}", f"127.0.0.1:{admin}"),
         cwd=ROOT,
         env=env,
         stderr=asyncio.subprocess.PIPE,

@@ -10,7 +10,6 @@ import asyncio
 import os
 import shutil
 import signal
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import ADMIN, ROOT, SECRET, equals, free_port, hello
+from tests.conftest import ADMIN, ROOT, SECRET, equals, free_port, hello, server_command
 
 CONFIG = textwrap.dedent("""
     pipelines:
@@ -51,15 +50,7 @@ class Replica:
     async def start(self) -> None:
         with self.log.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "server",
-                "-config",
-                str(self.config),
-                "--addr",
-                f"127.0.0.1:{self.port}",
-                "--admin-addr",
-                f"127.0.0.1:{self.admin_port}",
+                *server_command(self.config, f"127.0.0.1:{self.port}", f"127.0.0.1:{self.admin_port}"),
                 cwd=ROOT,
                 env=self.env,
                 stdin=asyncio.subprocess.DEVNULL,

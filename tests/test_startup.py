@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import ROOT, MakeServer
+from tests.conftest import ROOT, MakeServer, server_command
 
 SLOW_START = """
 import asyncio
@@ -60,17 +60,7 @@ def test_a_port_in_use_is_one_line_and_exit_1_before_anything_is_touched(tmp_pat
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "server",
-                "-config",
-                str(config),
-                "--addr",
-                f"127.0.0.1:{port}",
-                "--admin-addr",
-                "127.0.0.1:0",
-            ],
+            server_command(config, f"127.0.0.1:{port}", "127.0.0.1:0"),
             cwd=ROOT,
             env=_env(tmp_path),
             capture_output=True,
@@ -96,15 +86,7 @@ async def test_livez_answers_while_the_components_start_and_readyz_waits_for_the
         port = probe.getsockname()[1]
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "server",
-        "-config",
-        str(config),
-        "--addr",
-        f"127.0.0.1:{port}",
-        "--admin-addr",
-        "127.0.0.1:0",
+        *server_command(config, f"127.0.0.1:{port}", "127.0.0.1:0"),
         cwd=ROOT,
         env=_env(tmp_path),
         stdout=asyncio.subprocess.DEVNULL,
