@@ -87,6 +87,7 @@ class Settings:
     jwt_jwks_url: str | None = None
     db: Database | None = None
     redis_addr: str | None = None
+    deployment: str | None = None  # prefix of the queue's Redis keys; None: the store's identity (deployment_name)
     replica_id: str = "local"
     reconcile_interval: float = 30.0
     history_days: float = 7.0
@@ -101,6 +102,15 @@ class Settings:
     def sqlite_path(self) -> Path:
         """The embedded store's file (also the default connection of the database steps without PostgreSQL)."""
         return self.data_dir / "workflow.db"
+
+    @property
+    def deployment_name(self) -> str:
+        """WORKFLOW_DEPLOYMENT, else the store's identity: replicas sharing a store share the queue's Redis keys."""
+        if self.deployment:
+            return self.deployment
+        if self.db is not None:
+            return f"{self.db.host}:{self.db.port}/{self.db.name}/{self.db.schema or 'default'}"
+        return str(self.sqlite_path.resolve())
 
 
 def parse_address(text: str, *, name: str) -> Address:
@@ -166,6 +176,7 @@ def from_environment(
         jwt_jwks_url=env.get("JWT_JWKS_URL") or None,
         db=_database(env),
         redis_addr=_redis_url(env.get("WORKFLOW_REDIS_ADDR")),
+        deployment=env.get("WORKFLOW_DEPLOYMENT") or None,
         replica_id=env.get("WORKFLOW_REPLICA_ID") or _default_replica_id(addr or env.get("WORKFLOW_ADDR", ":8080")),
         reconcile_interval=_duration(env, "WORKFLOW_RECONCILE_INTERVAL", "30s"),
         history_days=_duration(env, "WORKFLOW_HISTORY_RETENTION", "168h") / 86400,

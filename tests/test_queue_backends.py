@@ -1,25 +1,50 @@
-"""The durable queue's contract (server/queue/base.py), run against each store backend: SQLite and PostgreSQL."""
+"""The durable queue's contract (server/queue/base.py), run against each backend: SQLite, PostgreSQL and Redis."""
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 from server.errors import QueueUnavailable
 from server.queue import Job, Queue
 from server.queue.postgres import PostgresQueue
+from server.queue.redis import RedisQueue, deployment_prefix
 from server.queue.sqlite import SqliteQueue
 from server.store import SqliteStore
 from server.store.postgres import PostgresStore
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+async def delete_keys(url: str, deployment: str) -> None:
+    """Remove a test deployment's keys from the shared Redis."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        keys = [k async for k in client.scan_iter(match=deployment_prefix(deployment).replace("{", "\\{") + "*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(params=["sqlite", "postgres", "redis"])
 async def queue(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Queue]:
-    """An open queue on a freshly migrated store of each kind."""
+    """An open queue on a freshly migrated store of each kind, or on Redis under a deployment of its own."""
+    if request.param == "redis":
+        url = f"redis://{request.getfixturevalue('redis_addr')}"
+        deployment = f"test-{secrets.token_hex(6)}"
+        redis_queue = RedisQueue(url, deployment)
+        await redis_queue.open()
+        try:
+            yield redis_queue
+        finally:
+            await redis_queue.close()
+            await delete_keys(url, deployment)
+        return
     if request.param == "sqlite":
         store: SqliteStore | PostgresStore = SqliteStore(tmp_path / "q.db")
         backend: Queue = SqliteQueue(tmp_path / "q.db")
@@ -159,3 +184,66 @@ async def test_a_closed_queue_raises_queue_unavailable(queue: Queue) -> None:
         await queue.enqueue(job(1))
     assert caught.value.status == 503
     await queue.open()
+
+
+@pytest.fixture
+async def redis_queue(redis_addr: str) -> AsyncIterator[RedisQueue]:
+    """A Redis queue under a deployment of its own, its keys deleted afterwards."""
+    url, deployment = f"redis://{redis_addr}", f"test-{secrets.token_hex(6)}"
+    backend = RedisQueue(url, deployment)
+    await backend.open()
+    try:
+        yield backend
+    finally:
+        await backend.close()
+        await delete_keys(url, deployment)
+
+
+async def test_redis_trimming_keeps_pending_entries_and_a_dead_consumers_job_is_claimed_again(
+    redis_queue: RedisQueue, redis_addr: str
+) -> None:
+    client = aioredis.Redis.from_url(f"redis://{redis_addr}", decode_responses=True)
+    stream = redis_queue.prefix + "stream"
+    try:
+        # An entry delivered and acknowledged but never deleted, older than every job: trimming is what removes it.
+        await client.xadd(stream, {"id": "stray"})
+        [[_, [(stray, _)]]] = await client.xreadgroup("workers", "someone", {stream: ">"}, count=1)
+        await client.xack(stream, "workers", stray)
+        for n in range(5):
+            await redis_queue.enqueue(job(n))
+        [held] = await redis_queue.claim("dead-consumer", 1, 0.3)  # job-0: its consumer dies holding it
+        done = await redis_queue.claim("live-consumer", 2, 30)
+        for finished in done:
+            assert await redis_queue.ack(finished) is True
+        entries_before = await client.xlen(stream)
+        await redis_queue.prune()
+        entries = [e for e, _ in await client.xrange(stream)]
+        pending = await client.xpending_range(stream, "workers", "-", "+", 10)
+        assert [p["message_id"] for p in pending] == [entries[0]]  # the pending entry is the oldest one kept
+        assert len(entries) == entries_before - 1 == 3  # the stray went, job-0 (pending) and job-3/4 (waiting) stay
+        assert [j.id for j in await redis_queue.claim("live-consumer", 10, 30)] == ["job-3", "job-4"]
+        assert await redis_queue.claim("other", 1, 30) == []  # job-0 is still within its visibility
+        await asyncio.sleep(0.4)
+        await redis_queue.prune()
+        [again] = await redis_queue.claim("other", 1, 30)  # XCLAIM: the entry moves to the live consumer
+        assert (again.id, again.attempts) == (held.id, 2)
+        [moved] = await client.xpending_range(stream, "workers", "-", "+", 10, consumername="other")
+        assert moved["times_delivered"] == 1 + 1
+        assert await redis_queue.ack(held) is False  # the dead consumer's receipt is fenced off
+        assert await redis_queue.ack(again) is True
+        assert (await redis_queue.stats()).depth == 2  # job-3 and job-4, still running
+    finally:
+        await client.aclose()
+
+
+async def test_redis_deployment_defaults_to_the_stores_identity(tmp_path: Path) -> None:
+    from server.queue import open_queue
+    from server.settings import from_environment
+
+    embedded = from_environment({"WORKFLOW_REDIS_ADDR": "h:1", "WORKFLOW_DATA_DIR": str(tmp_path)})
+    assert embedded.deployment_name == str((tmp_path / "workflow.db").resolve())
+    pg = from_environment({"WORKFLOW_DB_HOST": "db:5433", "WORKFLOW_DB_NAME": "wf"})
+    assert pg.deployment_name.startswith("db:5433/wf/")
+    queue = open_queue(from_environment({"WORKFLOW_REDIS_ADDR": "h:1", "WORKFLOW_DEPLOYMENT": "blue"}))
+    assert isinstance(queue, RedisQueue)
+    assert queue.prefix == "workflow:{blue}:queue:"

@@ -1,7 +1,8 @@
 """The durable queue: executions that do not answer their request (async triggers, events, schedules).
 
-Backends: the store's database (PostgreSQL, or the embedded SQLite file); Redis Streams can join behind
-the same interface (base.Queue). The store migrates the tables, so the queue opens after the store.
+Backends: Redis Streams when WORKFLOW_REDIS_ADDR is set (keys prefixed by WORKFLOW_DEPLOYMENT), else the
+store's database (PostgreSQL, or the embedded SQLite file), all behind one interface (base.Queue). The store
+migrates the tables, so the queue opens after the store.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ __all__ = ["DEDUPE_TTL", "PIPELINE", "Job", "Queue", "Stats", "Workers", "open_q
 
 
 def open_queue(settings: Settings) -> Queue:
-    """The configured backend, not yet opened: PostgreSQL when `settings.db` is set, else the SQLite file."""
+    """The configured backend, not yet opened: Redis when `settings.redis_addr` is set, else PostgreSQL when
+    `settings.db` is set, else the SQLite file."""
+    if settings.redis_addr is not None:
+        from .redis import RedisQueue
+
+        return RedisQueue(settings.redis_addr, settings.deployment_name)
     if settings.db is not None:
         from .postgres import PostgresQueue  # psycopg2 loads only when PostgreSQL is configured
 

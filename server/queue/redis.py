@@ -1,0 +1,356 @@
+"""The queue on Redis Streams: one stream and one consumer group per deployment, every step one Lua script.
+
+Keys, all under `workflow:{<deployment>}:queue:` (one hash slot, so the scripts stay atomic):
+`stream` (entries carry a job id; the group `workers` delivers them with XREADGROUP), `job:<id>` (a hash: the
+job's JSON, state, attempts, last error, the current claim's receipt and stream entry), `running` (a sorted set of
+claimed ids by visibility deadline: an expired one is taken over with XCLAIM), `delayed` (retries by due time,
+moved back into the stream when due), `live` (waiting and running ids by enqueue time: depth and oldest age),
+`dead` (the dead-letter list, by enqueue time), `dedupe:<key>` (SET NX PX, in the same script as the XADD) and
+`dedupes` (their expiry times, for prune). A finished job is XACKed and XDELed; prune also trims the stream with
+XTRIM MINID below the oldest pending entry, so trimming never drops an entry still pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from ..errors import QueueUnavailable
+from ..store.codec import dump_json
+from .base import DEDUPE_TTL, Job, Queue, Stats
+
+_TIMEOUT = 10.0
+_GROUP = "workers"
+_MOVE_BATCH = 100  # delayed retries moved back into the stream per claim
+
+_ENQUEUE = """
+local p = ARGV[1]
+if ARGV[2] ~= '' then
+  if not redis.call('SET', p .. 'dedupe:' .. ARGV[2], '1', 'NX', 'PX', ARGV[3]) then return 0 end
+  redis.call('ZADD', p .. 'dedupes', ARGV[4], ARGV[2])
+end
+local id = ARGV[5]
+local entry = redis.call('XADD', p .. 'stream', '*', 'id', id)
+redis.call('HSET', p .. 'job:' .. id, 'data', ARGV[6], 'state', 'queued', 'attempts', 0, 'entry', entry,
+  'enq', ARGV[7])
+redis.call('HDEL', p .. 'job:' .. id, 'err', 'receipt')
+redis.call('ZADD', p .. 'live', ARGV[7], id)
+return 1
+"""
+
+# ARGV: prefix, group, consumer, count, now, deadline, receipt. Returns flat [data, attempts, err] triples.
+_CLAIM = """
+local p, group, consumer = ARGV[1], ARGV[2], ARGV[3]
+local count, now, deadline, receipt = tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7]
+local stream = p .. 'stream'
+if redis.call('EXISTS', stream) == 0 then redis.call('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM') end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', p .. 'delayed', '-inf', now, 'LIMIT', 0, ARGV[8])) do
+  redis.call('ZREM', p .. 'delayed', id)
+  local entry = redis.call('XADD', stream, '*', 'id', id)
+  redis.call('HSET', p .. 'job:' .. id, 'entry', entry)
+end
+local out = {}
+local function take(id, key)
+  local attempts = redis.call('HINCRBY', key, 'attempts', 1)
+  redis.call('HSET', key, 'state', 'running', 'receipt', receipt)
+  redis.call('ZADD', p .. 'running', deadline, id)
+  out[#out + 1] = redis.call('HGET', key, 'data')
+  out[#out + 1] = attempts
+  out[#out + 1] = redis.call('HGET', key, 'err') or ''
+end
+-- claims whose worker stopped heartbeating: the entry moves to this consumer (XCLAIM), a new receipt fences the old
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', p .. 'running', '-inf', now, 'LIMIT', 0, count)) do
+  local key = p .. 'job:' .. id
+  local entry = redis.call('HGET', key, 'entry')
+  if entry and #redis.call('XCLAIM', stream, group, consumer, 0, entry) == 1 then
+    take(id, key)
+  else  -- the entry is gone (a stream deleted by hand): the job goes back into the stream rather than be lost
+    redis.call('ZREM', p .. 'running', id)
+    if redis.call('HGET', key, 'state') == 'running' then
+      redis.call('HSET', key, 'state', 'queued', 'entry', redis.call('XADD', stream, '*', 'id', id))
+    end
+  end
+end
+if #out < count * 3 then
+  local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count - #out / 3, 'STREAMS', stream, '>')
+  if read then
+    for _, e in ipairs(read[1][2]) do
+      local id = e[2][2]
+      local key = p .. 'job:' .. id
+      if redis.call('HGET', key, 'entry') == e[1] and redis.call('HGET', key, 'state') == 'queued' then
+        take(id, key)
+      else  -- an orphan (its job was re-queued under a newer entry, or is gone): drop it
+        redis.call('XACK', stream, group, e[1])
+        redis.call('XDEL', stream, e[1])
+      end
+    end
+  end
+end
+return out
+"""
+
+# ARGV: prefix, group, id, receipt, action, now-or-deadline, error, delay-due. Returns 1, or 0 for a lost claim.
+_SETTLE = """
+local p, group, id, action = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
+local key = p .. 'job:' .. id
+if redis.call('HGET', key, 'state') ~= 'running' or redis.call('HGET', key, 'receipt') ~= ARGV[4] then return 0 end
+if action == 'extend' then
+  redis.call('ZADD', p .. 'running', ARGV[6], id)
+  return 1
+end
+local entry = redis.call('HGET', key, 'entry')
+redis.call('XACK', p .. 'stream', group, entry)
+redis.call('XDEL', p .. 'stream', entry)
+redis.call('ZREM', p .. 'running', id)
+if action == 'ack' then
+  redis.call('DEL', key)
+  redis.call('ZREM', p .. 'live', id)
+elseif action == 'retry' then
+  redis.call('HSET', key, 'state', 'queued', 'err', ARGV[7], 'entry', '')
+  redis.call('HDEL', key, 'receipt')
+  redis.call('ZADD', p .. 'delayed', ARGV[6], id)
+else
+  redis.call('HSET', key, 'state', 'dead', 'err', ARGV[7], 'entry', '')
+  redis.call('HDEL', key, 'receipt')
+  redis.call('ZREM', p .. 'live', id)
+  redis.call('ZADD', p .. 'dead', redis.call('HGET', key, 'enq'), id)
+end
+return 1
+"""
+
+_REQUEUE = """
+local p, id = ARGV[1], ARGV[2]
+local key = p .. 'job:' .. id
+if redis.call('HGET', key, 'state') ~= 'dead' then return 0 end
+local entry = redis.call('XADD', p .. 'stream', '*', 'id', id)
+redis.call('HSET', key, 'state', 'queued', 'attempts', 0, 'entry', entry)
+redis.call('ZREM', p .. 'dead', id)
+redis.call('ZADD', p .. 'live', redis.call('HGET', key, 'enq'), id)
+return 1
+"""
+
+# Prune: expired de-duplication records, then the stream below its oldest entry still pending (or, with none
+# pending, below the last delivered one: every entry not yet delivered is newer), so no pending entry is dropped.
+_PRUNE = """
+local p, group, now = ARGV[1], ARGV[2], ARGV[3]
+local pruned = redis.call('ZREMRANGEBYSCORE', p .. 'dedupes', '-inf', now)
+local stream = p .. 'stream'
+if redis.call('EXISTS', stream) == 1 then
+  local summary = redis.call('XPENDING', stream, group)
+  local minid = summary[2]
+  if not minid then
+    for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+      for i = 1, #g, 2 do if g[i] == 'name' and g[i + 1] == group then
+        for j = 1, #g, 2 do if g[j] == 'last-delivered-id' then minid = g[j + 1] end end
+      end end
+    end
+  end
+  if minid then redis.call('XTRIM', stream, 'MINID', minid) end
+end
+return pruned
+"""
+
+
+def deployment_prefix(deployment: str) -> str:
+    """Every key of the queue starts with this; the braces keep them in one Redis Cluster hash slot."""
+    return f"workflow:{{{deployment}}}:queue:"
+
+
+class RedisQueue(Queue):
+    """Jobs in Redis Streams at `url`, under the keys of `deployment` (several deployments share one Redis)."""
+
+    backend = "redis"
+
+    def __init__(self, url: str, deployment: str) -> None:
+        self.url = url
+        self.deployment = deployment
+        self.prefix = deployment_prefix(deployment)
+        self._client: aioredis.Redis | None = None
+        self._scripts: dict[str, Any] = {}
+
+    async def open(self) -> None:
+        """Connect and create the stream's consumer group (once per deployment)."""
+        if self._client is not None:
+            return
+        client = aioredis.Redis.from_url(
+            self.url, socket_timeout=_TIMEOUT, socket_connect_timeout=_TIMEOUT, decode_responses=True
+        )
+        self._scripts = {
+            name: client.register_script(text)
+            for name, text in (
+                ("enqueue", _ENQUEUE),
+                ("claim", _CLAIM),
+                ("settle", _SETTLE),
+                ("requeue", _REQUEUE),
+                ("prune", _PRUNE),
+            )
+        }
+        self._client = client
+        try:
+            async with asyncio.timeout(_TIMEOUT):
+                await client.xgroup_create(self.prefix + "stream", _GROUP, id="0", mkstream=True)
+        except RedisError as exc:
+            if "BUSYGROUP" not in str(exc):
+                self._client = None
+                await client.aclose()
+                raise QueueUnavailable(f"the queue cannot be reached: {exc}") from None
+        except (OSError, TimeoutError) as exc:
+            self._client = None
+            await client.aclose()
+            raise QueueUnavailable(f"the queue cannot be reached: {exc}") from None
+
+    async def close(self) -> None:
+        """Close the connections."""
+        client, self._client = self._client, None
+        if client is not None:
+            async with asyncio.timeout(_TIMEOUT):
+                await client.aclose()
+
+    async def _run(self, script: str, *args: Any) -> Any:
+        """Run one of the scripts, bounded; backend failures become QueueUnavailable."""
+        if self._client is None:
+            raise QueueUnavailable("the queue is not open")
+        try:
+            async with asyncio.timeout(_TIMEOUT):
+                return await self._scripts[script](keys=[self.prefix + "stream"], args=[self.prefix, *args])
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise QueueUnavailable(f"the queue cannot be reached: {exc}") from None
+
+    async def _call(self, command: Callable[[aioredis.Redis], Awaitable[Any]]) -> Any:
+        """One plain command, bounded, with the same error mapping."""
+        if self._client is None:
+            raise QueueUnavailable("the queue is not open")
+        try:
+            async with asyncio.timeout(_TIMEOUT):
+                return await command(self._client)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise QueueUnavailable(f"the queue cannot be reached: {exc}") from None
+
+    async def enqueue(self, job: Job, dedupe_key: str | None = None, dedupe_ttl: float = DEDUPE_TTL) -> bool:
+        """SET NX the de-duplication key and XADD the job in one script: both or neither."""
+        job.dedupe_key = dedupe_key
+        now = job.enqueued_at = job.enqueued_at or time.time()
+        ttl_ms = max(1, int(dedupe_ttl * 1000))
+        stored = await self._run(
+            "enqueue", dedupe_key or "", ttl_ms, repr(now + dedupe_ttl), job.id, _dump(job), repr(now)
+        )
+        return int(stored) == 1
+
+    async def claim(self, consumer: str, count: int, visibility: float) -> list[Job]:
+        """Due retries into the stream, expired claims taken over (XCLAIM), then new entries (XREADGROUP)."""
+        now, receipt = time.time(), secrets.token_hex(8)
+        flat = await self._run(
+            "claim", _GROUP, consumer, count, repr(now), repr(now + visibility), receipt, _MOVE_BATCH
+        )
+        jobs = [_load(flat[i], int(flat[i + 1]), flat[i + 2], receipt) for i in range(0, len(flat), 3)]
+        return sorted(jobs, key=lambda j: j.enqueued_at)
+
+    async def _settle(self, job: Job, action: str, when: float = 0.0, error: str = "") -> bool:
+        return int(await self._run("settle", _GROUP, job.id, job.receipt or "", action, repr(when), error)) == 1
+
+    async def extend(self, job: Job, visibility: float) -> bool:
+        """Push the claim's deadline out."""
+        return await self._settle(job, "extend", time.time() + visibility)
+
+    async def ack(self, job: Job) -> bool:
+        """XACK and XDEL the entry, delete the job."""
+        return await self._settle(job, "ack")
+
+    async def retry(self, job: Job, error: str, delay: float) -> bool:
+        """XACK the entry; the job waits in the delayed set until `delay` from now."""
+        return await self._settle(job, "retry", time.time() + delay, error)
+
+    async def bury(self, job: Job, error: str) -> bool:
+        """XACK the entry; the job goes to the dead-letter list."""
+        return await self._settle(job, "bury", 0.0, error)
+
+    async def _jobs(self, ids: list[str]) -> list[tuple[Job, str]]:
+        """The stored jobs of `ids` with their state, skipping any finished meanwhile."""
+        if not ids or self._client is None:
+            return []
+        try:
+            async with asyncio.timeout(_TIMEOUT):
+                pipe = self._client.pipeline(transaction=False)
+                for job_id in ids:
+                    pipe.hmget(self.prefix + "job:" + job_id, "data", "attempts", "err", "state")
+                rows = await pipe.execute()
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise QueueUnavailable(f"the queue cannot be reached: {exc}") from None
+        return [(_load(r[0], int(r[1] or 0), r[2] or "", None), r[3]) for r in rows if r[0] is not None]
+
+    async def pending(self, limit: int) -> list[tuple[Job, str]]:
+        """Waiting and running jobs, oldest first."""
+        ids = await self._call(lambda c: c.zrange(self.prefix + "live", 0, limit - 1))
+        return [(job, state) for job, state in await self._jobs(list(ids)) if state in ("queued", "running")]
+
+    async def dead(self, limit: int) -> list[Job]:
+        """Dead letters, oldest first."""
+        ids = await self._call(lambda c: c.zrange(self.prefix + "dead", 0, limit - 1))
+        return [job for job, state in await self._jobs(list(ids)) if state == "dead"]
+
+    async def requeue(self, job_id: str) -> bool:
+        """Put a dead job back into the stream with its attempts reset."""
+        return int(await self._run("requeue", job_id)) == 1
+
+    async def status(self, job_id: str) -> tuple[str, str | None] | None:
+        """The stored job's state and last error."""
+        state, error = await self._call(lambda c: c.hmget(self.prefix + "job:" + job_id, ["state", "err"]))
+        return (state, error or None) if state is not None else None
+
+    async def stats(self) -> Stats:
+        """Depth and oldest age from the live set, dead from the dead-letter list: the same on every replica."""
+        if self._client is None:
+            raise QueueUnavailable("the queue is not open")
+        try:
+            async with asyncio.timeout(_TIMEOUT):
+                pipe = self._client.pipeline(transaction=True)
+                pipe.zcard(self.prefix + "live")
+                pipe.zcard(self.prefix + "dead")
+                pipe.zrange(self.prefix + "live", 0, 0, withscores=True)
+                depth, dead, oldest = await pipe.execute()
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise QueueUnavailable(f"the queue cannot be reached: {exc}") from None
+        age = max(0.0, time.time() - float(oldest[0][1])) if oldest else 0.0
+        return Stats(int(depth), int(dead), age)
+
+    async def prune(self) -> int:
+        """Drop expired de-duplication records and trim the stream below its oldest pending entry."""
+        return int(await self._run("prune", _GROUP, repr(time.time())))
+
+
+def _dump(job: Job) -> str:
+    return json.dumps(
+        {
+            "id": job.id,
+            "kind": job.kind,
+            "pipeline": job.pipeline,
+            "workflow_type": job.workflow_type,
+            "payload": json.loads(dump_json(job.payload) or "{}"),
+            "enqueued_at": job.enqueued_at,
+            "dedupe_key": job.dedupe_key,
+        }
+    )
+
+
+def _load(data: str, attempts: int, error: str, receipt: str | None) -> Job:
+    d = json.loads(data)
+    payload = d.get("payload")
+    return Job(
+        id=d["id"],
+        pipeline=d["pipeline"],
+        workflow_type=d["workflow_type"],
+        payload=payload if isinstance(payload, dict) else {},
+        kind=d["kind"],
+        attempts=attempts,
+        enqueued_at=float(d["enqueued_at"]),
+        dedupe_key=d.get("dedupe_key"),
+        receipt=receipt,
+        last_error=error or None,
+    )
