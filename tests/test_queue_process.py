@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import redis
 
+from server.queue.redis import deployment_prefix
 from tests.conftest import SECRET
 from tests.test_replicas_process import Replica, _get, until
 
@@ -47,9 +51,9 @@ def config(root: Path) -> str:
     """)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def backend_env(request: pytest.FixtureRequest) -> dict[str, str]:
-    """The process environment for each store backend."""
+@pytest.fixture(params=["sqlite", "postgres", "redis"])
+def backend_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """The process environment for each backend (Redis: the embedded store, the queue under its own deployment)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WORKFLOW_", "JWT_"))}
     env.update(
         JWT_SECRET=SECRET,
@@ -67,7 +71,16 @@ def backend_env(request: pytest.FixtureRequest) -> dict[str, str]:
             WORKFLOW_DB_SCHEMA=dsn.split("search_path=")[1].rstrip("'"),
             WORKFLOW_DB_POOL_SIZE="3",
         )
-    return env
+    if request.param != "redis":
+        yield env
+        return
+    url, deployment = f"redis://{request.getfixturevalue('redis_addr')}", f"test-{secrets.token_hex(6)}"
+    env.update(WORKFLOW_REDIS_ADDR=url, WORKFLOW_DEPLOYMENT=deployment)
+    yield env
+    with redis.Redis.from_url(url) as client:
+        keys = list(client.scan_iter(match=deployment_prefix(deployment).replace("{", "\\{") + "*"))
+        if keys:
+            client.delete(*keys)
 
 
 async def test_a_stored_job_survives_kill_9_and_runs_exactly_once(backend_env: dict[str, str], tmp_path: Path) -> None:
