@@ -88,6 +88,8 @@ class Settings:
     db: Database | None = None
     redis_addr: str | None = None
     deployment: str | None = None  # prefix of the queue's Redis keys; None: the store's identity (deployment_name)
+    # The queue on Redis Streams (WORKFLOW_QUEUE_REDIS, with WORKFLOW_REDIS_ADDR); otherwise on the store.
+    queue_on_redis: bool = False
     replica_id: str = "local"
     reconcile_interval: float = 30.0
     history_days: float = 7.0
@@ -177,6 +179,7 @@ def from_environment(
         db=_database(env),
         redis_addr=_redis_url(env.get("WORKFLOW_REDIS_ADDR")),
         deployment=env.get("WORKFLOW_DEPLOYMENT") or None,
+        queue_on_redis=_queue_on_redis(env),
         replica_id=env.get("WORKFLOW_REPLICA_ID") or _default_replica_id(addr or env.get("WORKFLOW_ADDR", ":8080")),
         reconcile_interval=_duration(env, "WORKFLOW_RECONCILE_INTERVAL", "30s"),
         history_days=_duration(env, "WORKFLOW_HISTORY_RETENTION", "168h") / 86400,
@@ -248,6 +251,14 @@ def _names(raw: str | None) -> frozenset[str] | None:
 def _name_list(raw: str | None) -> tuple[str, ...]:
     """A comma-separated list of names, in order (empty when unset)."""
     return tuple(name.strip() for name in (raw or "").split(",") if name.strip())
+
+
+def _queue_on_redis(env: Mapping[str, str]) -> bool:
+    """WORKFLOW_QUEUE_REDIS: the durable queue on Redis Streams; it needs WORKFLOW_REDIS_ADDR."""
+    wanted = _flag(env, "WORKFLOW_QUEUE_REDIS", False)
+    if wanted and not env.get("WORKFLOW_REDIS_ADDR"):
+        raise SettingsError("WORKFLOW_QUEUE_REDIS: the queue on Redis needs WORKFLOW_REDIS_ADDR")
+    return wanted
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:

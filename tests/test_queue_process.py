@@ -75,7 +75,7 @@ def backend_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
         yield env
         return
     url, deployment = f"redis://{request.getfixturevalue('redis_addr')}", f"test-{secrets.token_hex(6)}"
-    env.update(WORKFLOW_REDIS_ADDR=url, WORKFLOW_DEPLOYMENT=deployment)
+    env.update(WORKFLOW_REDIS_ADDR=url, WORKFLOW_DEPLOYMENT=deployment, WORKFLOW_QUEUE_REDIS="1")
     yield env
     with redis.Redis.from_url(url) as client:
         keys = list(client.scan_iter(match=deployment_prefix(deployment).replace("{", "\\{") + "*"))
