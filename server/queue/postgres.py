@@ -15,7 +15,8 @@ import psycopg2
 from ..databases.pools import close_pool
 from ..errors import QueueUnavailable
 from . import sql
-from .base import DEDUPE_TTL, Job, Queue, Stats
+from .base import DEDUPE_TTL, Job
+from .sql import SqlQueue
 
 # A pool of its own: enqueues (on the request path) never wait behind the recorder's batches.
 _POOL_SIZE = 4
@@ -26,7 +27,7 @@ def _pg(query: str) -> str:
     return query.replace("?", "%s")
 
 
-class PostgresQueue(Queue):
+class PostgresQueue(SqlQueue):
     """Jobs in the `queue_jobs` table of the database at `dsn` (migrated by the store)."""
 
     backend = "postgres"
@@ -94,44 +95,3 @@ class PostgresQueue(Queue):
         claim = sql.CLAIM.format(lock=" FOR UPDATE SKIP LOCKED")
         rows = await self._rows(claim, (now + visibility, receipt, consumer, now, count))
         return sorted((sql.job_from(r, receipt) for r in rows), key=lambda j: j.enqueued_at)
-
-    async def extend(self, job: Job, visibility: float) -> bool:
-        """Push the job's visibility out."""
-        return await self._one(sql.EXTEND, (time.time() + visibility, job.id, job.receipt)) == 1
-
-    async def ack(self, job: Job) -> bool:
-        """Delete the finished job."""
-        return await self._one(sql.ACK, (job.id, job.receipt)) == 1
-
-    async def retry(self, job: Job, error: str, delay: float) -> bool:
-        """Release the job until `delay` from now."""
-        return await self._one(sql.RETRY, (time.time() + delay, error, job.id, job.receipt)) == 1
-
-    async def bury(self, job: Job, error: str) -> bool:
-        """Mark the job dead."""
-        return await self._one(sql.BURY, (error, job.id, job.receipt)) == 1
-
-    async def pending(self, limit: int) -> list[tuple[Job, str]]:
-        """Waiting and running jobs, oldest first."""
-        return [(sql.job_from(r), r[-1]) for r in await self._rows(sql.PENDING, (limit,))]
-
-    async def dead(self, limit: int) -> list[Job]:
-        """Dead letters, oldest first."""
-        return [sql.job_from(r) for r in await self._rows(sql.DEAD, (limit,))]
-
-    async def requeue(self, job_id: str) -> bool:
-        """Make a dead job due now."""
-        return await self._one(sql.REQUEUE, (time.time(), job_id)) == 1
-
-    async def status(self, job_id: str) -> tuple[str, str | None] | None:
-        """The stored job's state and last error."""
-        rows = await self._rows(sql.STATUS, (job_id,))
-        return (rows[0][0], rows[0][1]) if rows else None
-
-    async def stats(self) -> Stats:
-        """Depth, dead and oldest age."""
-        return sql.stats_from((await self._rows(sql.STATS, ()))[0], time.time())
-
-    async def prune(self) -> int:
-        """Delete expired de-duplication keys."""
-        return await self._one(sql.PRUNE, (time.time(),))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import abc
 import json
+import time
 from typing import Any
 
 from ..store.codec import dump_json
-from .base import Job, Stats
+from .base import Job, Queue, Stats
 
 COLUMNS = "id, kind, pipeline, workflow_type, payload, attempts, enqueued_at, dedupe_key, last_error"
 
@@ -79,3 +81,56 @@ def stats_from(row: tuple[Any, ...], now: float) -> Stats:
     """Stats from the STATS row at `now`."""
     oldest = row[2]
     return Stats(int(row[0]), int(row[1]), max(0.0, now - float(oldest)) if oldest is not None else 0.0)
+
+
+class SqlQueue(Queue):
+    """What the PostgreSQL and SQLite backends share: every operation but enqueue and claim is one statement."""
+
+    @abc.abstractmethod
+    async def _one(self, query: str, params: tuple[Any, ...]) -> int:
+        """Run one statement of this module; the number of rows it changed."""
+
+    @abc.abstractmethod
+    async def _rows(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """Run one query of this module; its rows as tuples."""
+
+    async def extend(self, job: Job, visibility: float) -> bool:
+        """Push the job's visibility out."""
+        return await self._one(EXTEND, (time.time() + visibility, job.id, job.receipt)) == 1
+
+    async def ack(self, job: Job) -> bool:
+        """Delete the finished job."""
+        return await self._one(ACK, (job.id, job.receipt)) == 1
+
+    async def retry(self, job: Job, error: str, delay: float) -> bool:
+        """Release the job until `delay` from now."""
+        return await self._one(RETRY, (time.time() + delay, error, job.id, job.receipt)) == 1
+
+    async def bury(self, job: Job, error: str) -> bool:
+        """Mark the job dead."""
+        return await self._one(BURY, (error, job.id, job.receipt)) == 1
+
+    async def pending(self, limit: int) -> list[tuple[Job, str]]:
+        """Waiting and running jobs, oldest first."""
+        return [(job_from(r), r[-1]) for r in await self._rows(PENDING, (limit,))]
+
+    async def dead(self, limit: int) -> list[Job]:
+        """Dead letters, oldest first."""
+        return [job_from(r) for r in await self._rows(DEAD, (limit,))]
+
+    async def requeue(self, job_id: str) -> bool:
+        """Make a dead job due now."""
+        return await self._one(REQUEUE, (time.time(), job_id)) == 1
+
+    async def status(self, job_id: str) -> tuple[str, str | None] | None:
+        """The stored job's state and last error."""
+        rows = await self._rows(STATUS, (job_id,))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    async def stats(self) -> Stats:
+        """Depth, dead and oldest age."""
+        return stats_from((await self._rows(STATS, ()))[0], time.time())
+
+    async def prune(self) -> int:
+        """Delete expired de-duplication keys."""
+        return await self._one(PRUNE, (time.time(),))

@@ -16,7 +16,8 @@ import aiosqlite
 
 from ..errors import QueueUnavailable
 from . import sql
-from .base import DEDUPE_TTL, Job, Queue, Stats
+from .base import DEDUPE_TTL, Job
+from .sql import SqlQueue
 
 # SQLite's own busy handler sleeps up to 100 ms at a time once a wait grows, so a waiter wakes long after
 # the recorder's batch committed; BEGIN is retried here every 2 ms instead, for at most 10 s (the store's bound).
@@ -24,7 +25,7 @@ _RETRY_SECONDS = 0.002
 _BUSY_SECONDS = 10.0
 
 
-class SqliteQueue(Queue):
+class SqliteQueue(SqlQueue):
     """Jobs in the `queue_jobs` table of the SQLite file at `path` (WAL: readers never wait for the writer)."""
 
     backend = "sqlite"
@@ -77,9 +78,9 @@ class SqliteQueue(Queue):
         async with self._tx() as db, db.execute(query, params) as cursor:
             return cursor.rowcount
 
-    async def _rows(self, query: str, params: tuple[Any, ...]) -> list[Any]:
+    async def _rows(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         async with self._tx(write=False) as db:
-            return list(await db.execute_fetchall(query, params))
+            return [tuple(r) for r in await db.execute_fetchall(query, params)]
 
     async def enqueue(self, job: Job, dedupe_key: str | None = None, dedupe_ttl: float = DEDUPE_TTL) -> bool:
         """Insert the de-duplication key and the job in one transaction."""
@@ -102,47 +103,6 @@ class SqliteQueue(Queue):
                 sql.CLAIM.format(lock=""), (now + visibility, receipt, consumer, now, count)
             )
         return sorted((sql.job_from(tuple(r), receipt) for r in rows), key=lambda j: j.enqueued_at)
-
-    async def extend(self, job: Job, visibility: float) -> bool:
-        """Push the job's visibility out."""
-        return await self._one(sql.EXTEND, (time.time() + visibility, job.id, job.receipt)) == 1
-
-    async def ack(self, job: Job) -> bool:
-        """Delete the finished job."""
-        return await self._one(sql.ACK, (job.id, job.receipt)) == 1
-
-    async def retry(self, job: Job, error: str, delay: float) -> bool:
-        """Release the job until `delay` from now."""
-        return await self._one(sql.RETRY, (time.time() + delay, error, job.id, job.receipt)) == 1
-
-    async def bury(self, job: Job, error: str) -> bool:
-        """Mark the job dead."""
-        return await self._one(sql.BURY, (error, job.id, job.receipt)) == 1
-
-    async def pending(self, limit: int) -> list[tuple[Job, str]]:
-        """Waiting and running jobs, oldest first."""
-        return [(sql.job_from(tuple(r)), r[-1]) for r in await self._rows(sql.PENDING, (limit,))]
-
-    async def dead(self, limit: int) -> list[Job]:
-        """Dead letters, oldest first."""
-        return [sql.job_from(tuple(r)) for r in await self._rows(sql.DEAD, (limit,))]
-
-    async def requeue(self, job_id: str) -> bool:
-        """Make a dead job due now."""
-        return await self._one(sql.REQUEUE, (time.time(), job_id)) == 1
-
-    async def status(self, job_id: str) -> tuple[str, str | None] | None:
-        """The stored job's state and last error."""
-        rows = await self._rows(sql.STATUS, (job_id,))
-        return (rows[0][0], rows[0][1]) if rows else None
-
-    async def stats(self) -> Stats:
-        """Depth, dead and oldest age."""
-        return sql.stats_from(tuple((await self._rows(sql.STATS, ()))[0]), time.time())
-
-    async def prune(self) -> int:
-        """Delete expired de-duplication keys."""
-        return await self._one(sql.PRUNE, (time.time(),))
 
 
 async def _begin(db: aiosqlite.Connection) -> None:
