@@ -36,6 +36,7 @@ from .reload.manager import ComponentManager
 from .reload.watcher import reload_config, watching
 from .settings import Settings
 from .store import Recorder, Store, open_store, running_store
+from .tasks import cancel_and_wait
 
 log = logging.getLogger("workflow.server")
 
@@ -143,9 +144,7 @@ def _running(background: bool) -> Callable[[web.Application], AsyncIterator[None
             task.add_done_callback(_startup_done(app))
             yield
             app[ENGINE].ready, app[ENGINE].draining = False, True
-            if not task.done():
-                task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await cancel_and_wait(task)
 
     return context
 

@@ -26,6 +26,7 @@ from .logs import setup_logging
 from .reload.isolation import Isolation, load_folder
 from .settings import Settings, SettingsError, from_environment
 from .shutdown import StopSignals, exit_if_threads_remain
+from .tasks import cancel_and_wait
 
 log = logging.getLogger("workflow.server")
 MIN_SECRET_BYTES = 32
@@ -105,9 +106,7 @@ async def serve(
     for waiting in waits:
         waiting.cancel()
     loop.remove_signal_handler(signal.SIGHUP)  # no config reload may start while the components stop
-    for reload in list(reloads):
-        reload.cancel()
-    await asyncio.gather(*reloads, return_exceptions=True)
+    await cancel_and_wait(*reloads)
     started = time.monotonic()
     log.info("stopping: draining in-flight work (up to %.0fs)", settings.shutdown_timeout)
     for runner in reversed(runners):  # admin first; the main app owns the shared resources

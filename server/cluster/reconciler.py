@@ -22,6 +22,7 @@ from ..errors import ComponentError, StoreUnavailable
 from ..reload.files import unlink, write_atomically
 from ..reload.loader import Component, Source
 from ..store.base import ComponentRow, ComponentVersion
+from ..tasks import cancel_and_wait
 from .bases import Synced
 from .bus import CHANNEL, ReloadBus
 from .ledger import Ledger
@@ -228,8 +229,7 @@ class Reconciler(Ledger):
         try:
             yield
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await cancel_and_wait(task)
             await self.drain()
             if self.bus is not None:
                 await self.bus.stop()

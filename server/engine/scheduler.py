@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 from ..errors import ServiceUnavailable
+from ..tasks import cancel_and_wait
 from .runner import Engine
 
 log = logging.getLogger("workflow.scheduler")
@@ -22,8 +23,7 @@ async def scheduling(engine: Engine) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait(task)
 
 
 async def _tick(engine: Engine) -> None:

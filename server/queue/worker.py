@@ -13,6 +13,7 @@ from ..engine.executor import Outcome
 from ..engine.runner import Engine
 from ..errors import QueueUnavailable
 from ..settings import Settings
+from ..tasks import cancel_and_wait
 from .base import Job, Queue, Stats
 
 log = logging.getLogger("workflow.queue")
@@ -78,11 +79,8 @@ class Workers:
             for task in late:
                 job = self._running[task]
                 log.warning("queue job %s still running after %.1fs; it runs again later", job.id, timeout)
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+            await cancel_and_wait(*late)
+        await cancel_and_wait(*self._tasks)
 
     async def _dispatch(self) -> None:
         while not self._stopping:
@@ -125,7 +123,8 @@ class Workers:
             died = f"its worker stopped during each of {job.attempts - 1} attempts"
             await self._settle(job, self.queue.bury(job, died), "dead")
             return
-        heartbeat = asyncio.create_task(self._heartbeat(job), name=f"queue-heartbeat-{job.id}")
+        finished = asyncio.Event()
+        heartbeat = asyncio.create_task(self._heartbeat(job, finished), name=f"queue-heartbeat-{job.id}")
         outcome: Outcome | None = None
         error: str | None
         try:
@@ -135,7 +134,8 @@ class Workers:
             log.exception("queue job %s failed", job.id)
             error = f"{type(exc).__name__}: {exc}"
         finally:
-            heartbeat.cancel()
+            finished.set()
+            await cancel_and_wait(heartbeat)  # ends it mid-extend too, so no extend follows the settling call
         if error is None:
             done = await self._settle(job, self.queue.ack(job), "done")
         elif job.attempts >= self.max_attempts:
@@ -165,10 +165,15 @@ class Workers:
             self.engine.metrics.child(self.engine.metrics.queue_jobs, outcome).value += 1.0
         return settled
 
-    async def _heartbeat(self, job: Job) -> None:
+    async def _heartbeat(self, job: Job, finished: asyncio.Event) -> None:
         """Keep the claim while the job runs, so a slow pipeline is never handed to another worker."""
-        while True:
-            await asyncio.sleep(self.visibility / 3)
+        while not finished.is_set():
+            try:
+                async with asyncio.timeout(self.visibility / 3):
+                    await finished.wait()
+                return
+            except TimeoutError:
+                pass
             try:
                 if not await self.queue.extend(job, self.visibility):
                     log.warning("queue job %s: claim lost while running", job.id)

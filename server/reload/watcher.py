@@ -14,6 +14,7 @@ import watchfiles
 
 from ..errors import ConfigError
 from ..settings import Settings
+from ..tasks import cancel_and_wait
 from .loader import component_files, is_component_file
 from .manager import ComponentManager
 
@@ -81,9 +82,7 @@ async def watching(
         yield
     finally:
         stop.set()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*tasks)
 
 
 def _watch_options(settings: Settings) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from ..tasks import cancel_and_wait
 from . import sql
 from .base import ExecutionRow
 from .sql import Record
@@ -127,8 +128,7 @@ class Recorder:
         done, _ = await asyncio.wait({self._task}, timeout=timeout)
         if not done:
             self.abandoned = self.pending
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task)
             self._buffer.clear()
             log.error(
                 "execution recorder stopped with %d executions unwritten: the store did not accept them within %gs",

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
+from ..tasks import cancel_and_wait
 from .base import Store
 
 log = logging.getLogger("workflow.store.retention")
@@ -40,8 +41,7 @@ class Retention:
     async def stop(self) -> None:
         """Stop the periodic task; a prune in progress is abandoned (its committed chunks stay deleted)."""
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def _run(self) -> None:
