@@ -88,8 +88,8 @@ class Settings:
     db: Database | None = None
     redis_addr: str | None = None
     deployment: str | None = None  # prefix of the queue's Redis keys; None: the store's identity (deployment_name)
-    # The queue on Redis Streams (WORKFLOW_QUEUE_REDIS, with WORKFLOW_REDIS_ADDR); otherwise on the store.
-    queue_on_redis: bool = False
+    # WORKFLOW_QUEUE_BACKEND: "redis", "store", or None for Redis whenever redis_addr is set (see queue_on_redis).
+    queue_backend: str | None = None
     replica_id: str = "local"
     reconcile_interval: float = 30.0
     history_days: float = 7.0
@@ -104,6 +104,11 @@ class Settings:
     def sqlite_path(self) -> Path:
         """The embedded store's file (also the default connection of the database steps without PostgreSQL)."""
         return self.data_dir / "workflow.db"
+
+    @property
+    def queue_on_redis(self) -> bool:
+        """The durable queue lives in Redis Streams (CONTRACT §8), unless WORKFLOW_QUEUE_BACKEND=store."""
+        return self.redis_addr is not None and self.queue_backend != "store"
 
     @property
     def deployment_name(self) -> str:
@@ -179,7 +184,7 @@ def from_environment(
         db=_database(env),
         redis_addr=_redis_url(env.get("WORKFLOW_REDIS_ADDR")),
         deployment=env.get("WORKFLOW_DEPLOYMENT") or None,
-        queue_on_redis=_queue_on_redis(env),
+        queue_backend=_queue_backend(env),
         replica_id=env.get("WORKFLOW_REPLICA_ID") or _default_replica_id(addr or env.get("WORKFLOW_ADDR", ":8080")),
         reconcile_interval=_duration(env, "WORKFLOW_RECONCILE_INTERVAL", "30s"),
         history_days=_duration(env, "WORKFLOW_HISTORY_RETENTION", "168h") / 86400,
@@ -253,12 +258,17 @@ def _name_list(raw: str | None) -> tuple[str, ...]:
     return tuple(name.strip() for name in (raw or "").split(",") if name.strip())
 
 
-def _queue_on_redis(env: Mapping[str, str]) -> bool:
-    """WORKFLOW_QUEUE_REDIS: the durable queue on Redis Streams; it needs WORKFLOW_REDIS_ADDR."""
-    wanted = _flag(env, "WORKFLOW_QUEUE_REDIS", False)
-    if wanted and not env.get("WORKFLOW_REDIS_ADDR"):
-        raise SettingsError("WORKFLOW_QUEUE_REDIS: the queue on Redis needs WORKFLOW_REDIS_ADDR")
-    return wanted
+def _queue_backend(env: Mapping[str, str]) -> str | None:
+    """WORKFLOW_QUEUE_BACKEND: `redis` (the default when WORKFLOW_REDIS_ADDR is set) or `store`."""
+    raw = env.get("WORKFLOW_QUEUE_BACKEND")
+    if not raw:
+        return None
+    backend = raw.strip().lower()
+    if backend not in ("redis", "store"):
+        raise SettingsError(f"WORKFLOW_QUEUE_BACKEND: {backend!r} is neither 'redis' nor 'store'")
+    if backend == "redis" and not env.get("WORKFLOW_REDIS_ADDR"):
+        raise SettingsError("WORKFLOW_QUEUE_BACKEND: the queue on Redis needs WORKFLOW_REDIS_ADDR")
+    return backend
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:

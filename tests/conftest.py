@@ -32,6 +32,7 @@ from aiohttp.test_utils import TestClient
 from server.app import build_engine, create_apps
 from server.engine.runner import Engine
 from server.keys import REPLICATOR, STORE
+from server.queue.redis import deployment_prefix
 from server.settings import Database, Settings
 from server.store import Store
 from tests.chat_fake import FakeApi, fake_app
@@ -356,8 +357,21 @@ def database(pg_schema_dsn: str) -> Database:
 
 
 @pytest.fixture
-def start_replica(database: Database, redis_addr: str, aiohttp_client, tmp_path: Path) -> StartReplica:
-    # `database` first: torn down last, after every replica has closed its connections.
+def replica_queue_keys(database: Database, redis_addr: str) -> Iterator[None]:
+    """After the test: delete the Redis keys of the replicas' shared queue (named after the test's schema)."""
+    yield
+    prefix = deployment_prefix(Settings(db=database).deployment_name)
+    with redis.Redis.from_url(f"redis://{redis_addr}") as client:
+        keys = list(client.scan_iter(match=prefix.replace("{", "\\{").replace("}", "\\}") + "*"))
+        if keys:
+            client.delete(*keys)
+
+
+@pytest.fixture
+def start_replica(
+    database: Database, redis_addr: str, replica_queue_keys: None, aiohttp_client, tmp_path: Path
+) -> StartReplica:
+    # `database` and the queue's keys first: cleaned up last, after every replica has closed its connections.
     """Start replica NAME with its own folders, sharing the database and Redis; again after stop: a restart."""
     config = tmp_path / "config.yaml"
     config.write_text(REPLICA_CONFIG)

@@ -244,17 +244,23 @@ async def test_redis_deployment_defaults_to_the_stores_identity(tmp_path: Path) 
     assert embedded.deployment_name == str((tmp_path / "workflow.db").resolve())
     pg = from_environment({"WORKFLOW_DB_HOST": "db:5433", "WORKFLOW_DB_NAME": "wf"})
     assert pg.deployment_name.startswith("db:5433/wf/")
-    on_redis = {"WORKFLOW_REDIS_ADDR": "h:1", "WORKFLOW_DEPLOYMENT": "blue", "WORKFLOW_QUEUE_REDIS": "1"}
+    on_redis = {"WORKFLOW_REDIS_ADDR": "h:1", "WORKFLOW_DEPLOYMENT": "blue"}
     queue = open_queue(from_environment(on_redis))
     assert isinstance(queue, RedisQueue)
     assert queue.prefix == "workflow:{blue}:queue:"
 
 
-def test_the_queue_on_redis_is_asked_for_and_needs_a_redis() -> None:
+def test_the_queue_is_on_redis_when_redis_is_configured_unless_told_to_stay_in_the_store(tmp_path: Path) -> None:
     from server.queue import open_queue
     from server.queue.sqlite import SqliteQueue
     from server.settings import SettingsError, from_environment
 
-    assert isinstance(open_queue(from_environment({"WORKFLOW_REDIS_ADDR": "h:1"})), SqliteQueue)
-    with pytest.raises(SettingsError, match="WORKFLOW_QUEUE_REDIS: the queue on Redis needs WORKFLOW_REDIS_ADDR"):
-        from_environment({"WORKFLOW_QUEUE_REDIS": "1"})
+    data = {"WORKFLOW_DATA_DIR": str(tmp_path)}
+    assert isinstance(open_queue(from_environment({**data, "WORKFLOW_REDIS_ADDR": "h:1"})), RedisQueue)
+    assert isinstance(open_queue(from_environment(data)), SqliteQueue)
+    stay = {**data, "WORKFLOW_REDIS_ADDR": "h:1", "WORKFLOW_QUEUE_BACKEND": "store"}
+    assert isinstance(open_queue(from_environment(stay)), SqliteQueue)
+    with pytest.raises(SettingsError, match="WORKFLOW_QUEUE_BACKEND: the queue on Redis needs WORKFLOW_REDIS_ADDR"):
+        from_environment({"WORKFLOW_QUEUE_BACKEND": "redis"})
+    with pytest.raises(SettingsError, match="WORKFLOW_QUEUE_BACKEND: 'kafka' is neither 'redis' nor 'store'"):
+        from_environment({"WORKFLOW_QUEUE_BACKEND": "Kafka"})

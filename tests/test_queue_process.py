@@ -75,7 +75,7 @@ def backend_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
         yield env
         return
     url, deployment = f"redis://{request.getfixturevalue('redis_addr')}", f"test-{secrets.token_hex(6)}"
-    env.update(WORKFLOW_REDIS_ADDR=url, WORKFLOW_DEPLOYMENT=deployment, WORKFLOW_QUEUE_REDIS="1")
+    env.update(WORKFLOW_REDIS_ADDR=url, WORKFLOW_DEPLOYMENT=deployment)
     yield env
     with redis.Redis.from_url(url) as client:
         keys = list(client.scan_iter(match=deployment_prefix(deployment).replace("{", "\\{") + "*"))
@@ -127,20 +127,9 @@ async def status(session: aiohttp.ClientSession, server: Replica, execution_id: 
     return code == 200 and body["status"] == expected
 
 
-async def test_a_replica_killed_mid_run_leaves_its_job_to_another(pg_schema_dsn: str, tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WORKFLOW_", "JWT_"))}
-    env.update(
-        JWT_SECRET=SECRET,
-        WORKFLOW_LOG_LEVEL="warning",
-        WORKFLOW_LOG_FORMAT="text",
-        WORKFLOW_SHUTDOWN_TIMEOUT="5s",
-        WORKFLOW_QUEUE_VISIBILITY_TIMEOUT="1s",
-        WORKFLOW_DB_HOST="127.0.0.1",
-        WORKFLOW_DB_NAME="test",
-        WORKFLOW_DB_USER="postgres",
-        WORKFLOW_DB_SCHEMA=pg_schema_dsn.split("search_path=")[1].rstrip("'"),
-        WORKFLOW_DB_POOL_SIZE="3",
-    )
+@pytest.mark.parametrize("backend_env", ["postgres", "redis"], indirect=True)
+async def test_a_replica_killed_mid_run_leaves_its_job_to_another(backend_env: dict[str, str], tmp_path: Path) -> None:
+    env = backend_env  # replicas share PostgreSQL (the store, and the queue unless Redis carries it)
     (tmp_path / "config.yaml").write_text(config(tmp_path))
     first, second = (Replica(name, tmp_path, tmp_path / "config.yaml", env) for name in ("a", "b"))
     for replica in (first, second):

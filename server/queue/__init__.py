@@ -15,12 +15,8 @@ __all__ = ["DEDUPE_TTL", "PIPELINE", "Job", "Queue", "Stats", "Workers", "open_q
 
 
 def open_queue(settings: Settings) -> Queue:
-    """The configured backend, not yet opened: Redis Streams when asked for (`WORKFLOW_QUEUE_REDIS`), else
-    PostgreSQL when `settings.db` is set, else the SQLite file.
-
-    Redis is opt-in for now, not implied by WORKFLOW_REDIS_ADDR as CONTRACT §8 says: replicas restarting with
-    their queue on Redis hung once in a few runs of the replication tests, and the cause is not found yet.
-    """
+    """The configured backend, not yet opened: Redis Streams when Redis is configured (unless
+    `WORKFLOW_QUEUE_BACKEND=store`), else PostgreSQL when `settings.db` is set, else the SQLite file."""
     if settings.queue_on_redis and settings.redis_addr is not None:
         from .redis import RedisQueue
 

@@ -50,7 +50,8 @@ _CLAIM = """
 local p, group, consumer = ARGV[1], ARGV[2], ARGV[3]
 local count, now, deadline, receipt = tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7]
 local stream = p .. 'stream'
-if redis.call('EXISTS', stream) == 0 then redis.call('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM') end
+-- the group, again if a Redis that restarted without its data has lost it (BUSYGROUP when it exists)
+redis.pcall('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', p .. 'delayed', '-inf', now, 'LIMIT', 0, ARGV[8])) do
   redis.call('ZREM', p .. 'delayed', id)
   local entry = redis.call('XADD', stream, '*', 'id', id)
@@ -143,6 +144,7 @@ local p, group, now = ARGV[1], ARGV[2], ARGV[3]
 local pruned = redis.call('ZREMRANGEBYSCORE', p .. 'dedupes', '-inf', now)
 local stream = p .. 'stream'
 if redis.call('EXISTS', stream) == 1 then
+  redis.pcall('XGROUP', 'CREATE', stream, group, '0')
   local summary = redis.call('XPENDING', stream, group)
   local minid = summary[2]
   if not minid then
