@@ -262,10 +262,11 @@ def hello(version: int, *, step: str = "step.hello", wait: bool = False) -> str:
 
 def token(sub: str = "ada", secret: str = SECRET, **claims: Any) -> dict[str, str]:
     """Authorization headers with an HS256 token (admin role unless `claims` say otherwise)."""
-    body = {"sub": sub, "role": "admin", "exp": int(time.time()) + 300, **claims}
+    body = {"sub": sub, "role": "admin", "exp": int(time.time()) + 3600, **claims}
     return {"Authorization": "Bearer " + jwt.encode(body, secret, algorithm="HS256")}
 
 
+# Made once at import: valid for an hour, so a long run (a busy CI machine) never sees it expire.
 ADMIN = token()
 
 
