@@ -91,7 +91,10 @@ async def read_payload(request: web.Request) -> dict[str, Any]:
     # JSON, the usual body, is told apart without aiohttp's full parse of the header (done anew per request).
     is_json = request.headers.get(hdrs.CONTENT_TYPE, "").startswith("application/json")
     if not is_json and request.content_type in FORM_TYPES:
-        form = await request.post()
+        try:
+            form = await request.post()
+        except ValueError as exc:  # a multipart type without its boundary, or a malformed part
+            raise BadRequest(f"request body is not a valid form: {exc}") from None
         return {key: value for key, value in form.items() if isinstance(value, str)}
     raw = await request.read()
     if not raw or raw.isspace():
