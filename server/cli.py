@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-USAGE = """\
+_COMMANDS = """\
 commands:
   workflow-server -config FILE [--addr :8080] [--admin-addr 127.0.0.1:8081] [--dev]
                                   run the server (the default command; also `workflow-server run ...`)
@@ -81,7 +81,7 @@ def _run(args: list[str]) -> int:
         ),
         allow_abbrev=False,
         description="Run the workflow server, validate a config, or print an admin token.",
-        epilog=USAGE,
+        epilog=_COMMANDS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-config", "--config", "-c", dest="config", help="config file (env WORKFLOW_CONFIG)")
