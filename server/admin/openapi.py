@@ -57,12 +57,24 @@ _LIMIT = {
     "description": "page size, 1 to 1000 (default 50)",
     "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
 }
+_EXAMPLE_ID = "hello_example"
+_EXAMPLE_SOURCE = (
+    "from server import hookimpl\n\n\nasync def hello(ctx):\n    return {'hello': 'world'}\n\n\n"
+    "@hookimpl\ndef register_steps(register):\n    register('step.hello_example', hello)\n"
+)
+_SOURCE = {"type": "string", "minLength": 1, "description": "the component's Python source"}
 _COMPONENT_BODY = {
     "type": "object",
     "required": ["id", "source"],
-    "properties": {"id": {"type": "string", "pattern": f"^{COMPONENT_ID.pattern}$"}, "source": {"type": "string"}},
+    "properties": {"id": {"type": "string", "pattern": f"^{COMPONENT_ID.pattern}$"}, "source": _SOURCE},
+    "examples": [{"id": _EXAMPLE_ID, "source": _EXAMPLE_SOURCE}],
 }
-_SOURCE_BODY = {"type": "object", "required": ["source"], "properties": {"source": {"type": "string"}}}
+_SOURCE_BODY = {
+    "type": "object",
+    "required": ["source"],
+    "properties": {"source": _SOURCE},
+    "examples": [{"source": _EXAMPLE_SOURCE}],
+}
 
 
 def _obj(required: list[str], **properties: Any) -> dict[str, Any]:
@@ -73,8 +85,9 @@ def _query(name: str, description: str, schema: dict[str, Any] | None = None) ->
     return {"name": name, "in": "query", "required": False, "description": description, "schema": schema or _STRING}
 
 
-def _path(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[^/]+$"}}
+def _path(name: str, example: str | None = None) -> dict[str, Any]:
+    parameter = {"name": name, "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[^/]+$"}}
+    return parameter if example is None else {**parameter, "example": example}
 
 
 def _op(summary: str, ok: dict[str, Any], *errors: tuple[int, str], **extra: Any) -> dict[str, Any]:
@@ -95,7 +108,7 @@ def _component_paths(prefix: str) -> dict[str, dict[str, Any]]:
     missing = (404, "no such component")
     too_big = (413, "the body or the source is over its limit")
     refused = (422, "the source does not load: the error and its line; nothing is replaced")
-    one = {"parameters": [_path("id")]}
+    one = {"parameters": [_path("id", _EXAMPLE_ID)]}
     listing = _obj(["components"], components={"type": "array", "items": _COMPONENT})
     return {
         prefix: {
