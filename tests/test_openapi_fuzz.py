@@ -52,8 +52,14 @@ class Running:
 
 
 @pytest.fixture
-def running(tmp_path: Path) -> Iterator[Running]:
-    """`workflow-server` serving the quick start's example, with a copy of the shipped components."""
+def example() -> str:
+    """The example config the server runs: the quick start's, unless a test asks for another."""
+    return "order-processing-pipeline.yaml"
+
+
+@pytest.fixture
+def running(tmp_path: Path, example: str) -> Iterator[Running]:
+    """`workflow-server` serving `example`, with a copy of the shipped components."""
     home = tmp_path
     shutil.copytree(ROOT / "components", home / "components", ignore=shutil.ignore_patterns(".*", "__pycache__"))
     port, admin = free_port(), free_port()
@@ -64,7 +70,7 @@ def running(tmp_path: Path) -> Iterator[Running]:
         "WORKFLOW_LOG_FORMAT": "json",
         "JWT_SECRET": SECRET,
     }
-    config = ROOT / "example" / "order-processing-pipeline.yaml"
+    config = ROOT / "example" / example
     log = (home / "server.log").open("w")
     proc = subprocess.Popen(
         server_command(config, f"127.0.0.1:{port}", f"127.0.0.1:{admin}"), cwd=ROOT, env=env, stderr=log
@@ -93,6 +99,8 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     pytest.fail(f"the server did not become ready:\n{log.read_text()}")
 
 
+# The webhook example adds conditional routes, two json_response statuses and nested required_fields.
+@pytest.mark.parametrize("example", ["order-processing-pipeline.yaml", "webhook-pipeline.yaml"])
 def test_the_main_listener_keeps_its_document(running: Running) -> None:
     document = running.main + "/openapi.json"
     result = schemathesis(document, running.home)
