@@ -16,6 +16,7 @@ COPY --chown=10001:10001 example ./example
 COPY --chown=10001:10001 components ./components
 RUN mkdir -p /app/data && chown 10001:10001 /app/data
 USER 10001:10001
+# The admin listener's default is 127.0.0.1:8081; in a container it must bind every interface to be published.
 ENV WORKFLOW_ADDR=:8080 \
     WORKFLOW_ADMIN_ADDR=:8081 \
     WORKFLOW_COMPONENTS_DIR=/app/components \

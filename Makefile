@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= example/order-processing-pipeline.yaml
 
-.PHONY: run test lint validate bench clean
+.PHONY: run token test lint validate bench clean
 
 # The virtual environment is rebuilt whenever pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -13,8 +13,14 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# --dev: without JWT_SECRET, admin tokens are signed with a random secret kept in data/dev-jwt-secret (mode 0600,
+# ignored by git); the server prints a ready admin token at start.
 run: $(VENV)/.installed
-	$(BIN)/workflow-server -config $(CONFIG)
+	$(BIN)/workflow-server -config $(CONFIG) --dev
+
+# A fresh development admin token (`export TOKEN=$$(make -s token)`), signed like the ones `make run` prints.
+token: $(VENV)/.installed
+	@$(BIN)/workflow-server token --dev --sub dev --role admin
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -17,6 +17,7 @@ from aiohttp import web
 from .app import create_apps, reload_config_file
 from .config.durations import parse_duration
 from .config.loader import load_config_file
+from .devsecret import banner, dev_secret, with_dev_secret
 from .errors import ConfigError, ListenError, RegistrationError
 from .hooks.manager import build_plugin_manager
 from .hooks.registry import Registry, build_registry
@@ -48,15 +49,57 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+_COMMANDS = """\
+commands:
+  workflow-server -config FILE [--addr :8080] [--admin-addr 127.0.0.1:8081] [--dev]
+                                  run the server (the default command; also `workflow-server run ...`)
+  workflow-server validate FILE   check a config; exit 0, or 1 with every problem as file:line: message
+  workflow-server token --sub NAME [--role admin|viewer] [--ttl 1h] [--dev]
+                                  print an admin API token signed with JWT_SECRET
+
+examples:
+  workflow-server -config example/order-processing-pipeline.yaml
+  workflow-server -config example/order-processing-pipeline.yaml --dev    # what `make run` does
+  workflow-server validate example/order-processing-pipeline.yaml
+  JWT_SECRET=... workflow-server token --sub ada --role admin --ttl 15m
+  workflow-server token --dev --sub ada                                  # signed with data/dev-jwt-secret
+
+`workflow-server validate --help` and `workflow-server token --help` say more.
+"""
+_DEV_HELP = (
+    "when JWT_SECRET is unset, sign admin tokens with the development secret WORKFLOW_DATA_DIR/dev-jwt-secret "
+    "(random, created on first use, mode 0600)"
+)
+
+
 def _run(args: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="workflow-server", allow_abbrev=False, description="Run the workflow server.")
+    parser = argparse.ArgumentParser(
+        prog="workflow-server",
+        usage=(
+            "workflow-server [run] [-config FILE] [--addr ADDR] [--admin-addr ADDR] [--dev]\n"
+            "       workflow-server validate FILE\n"
+            "       workflow-server token --sub NAME [--role ROLE] [--ttl TTL] [--dev]"
+        ),
+        allow_abbrev=False,
+        description="Run the workflow server, validate a config, or print an admin token.",
+        epilog=_COMMANDS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("-config", "--config", "-c", dest="config", help="config file (env WORKFLOW_CONFIG)")
     parser.add_argument("-addr", "--addr", dest="addr", help="main listener, e.g. :8080 (env WORKFLOW_ADDR)")
     parser.add_argument(
-        "-admin-addr", "--admin-addr", dest="admin_addr", help="admin listener, e.g. :8081 (env WORKFLOW_ADMIN_ADDR)"
+        "-admin-addr",
+        "--admin-addr",
+        dest="admin_addr",
+        help="admin listener (env WORKFLOW_ADMIN_ADDR; default 127.0.0.1:8081, loopback only)",
     )
+    parser.add_argument("-dev", "--dev", action="store_true", help=_DEV_HELP + "; print a ready admin token at start")
     ns = parser.parse_args(args)
     settings = from_environment(config=ns.config, addr=ns.addr, admin_addr=ns.admin_addr)
+    dev_note = None
+    if ns.dev and settings.jwt_secret is None:
+        settings = with_dev_secret(settings)
+        dev_note = banner(settings)
     setup_logging(settings.log_format, settings.log_level)
     if settings.config_path is None:
         parser.error("no config file: pass -config FILE or set WORKFLOW_CONFIG")
@@ -66,6 +109,8 @@ def _run(args: list[str]) -> int:
     except ListenError as exc:
         print(f"workflow-server: {exc}", file=sys.stderr)
         return 1
+    if dev_note is not None:
+        print(dev_note, file=sys.stderr, flush=True)
     try:
         apps = create_apps(settings, background_start=True)
     except BaseException:
@@ -119,6 +164,8 @@ def _validate(args: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="workflow-server validate",
         description="Check a config file against the plugins and the components folder.",
+        epilog="example:\n  workflow-server validate example/order-processing-pipeline.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("file", type=Path)
     ns = parser.parse_args(args)
@@ -146,12 +193,22 @@ async def _load_folder(base: Registry, settings: Settings) -> tuple[Registry, li
 def _token(args: list[str]) -> int:
     import jwt
 
-    parser = argparse.ArgumentParser(prog="workflow-server token", description="Print an admin JWT.")
+    parser = argparse.ArgumentParser(
+        prog="workflow-server token",
+        description="Print an admin JWT signed with JWT_SECRET (HS256).",
+        epilog=(
+            "examples:\n  JWT_SECRET=... workflow-server token --sub ada --role admin --ttl 15m\n"
+            "  workflow-server token --dev --sub ada        # signed with the secret `make run` uses"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("-sub", "--sub", required=True, help="the token's subject (who)")
     parser.add_argument("-role", "--role", default="admin", help="role claim (default admin)")
     parser.add_argument("-ttl", "--ttl", default="1h", help="lifetime, e.g. 15m, 1h (default 1h)")
+    parser.add_argument("-dev", "--dev", action="store_true", help=_DEV_HELP)
     ns = parser.parse_args(args)
-    secret = from_environment().jwt_secret
+    settings = from_environment()
+    secret = settings.jwt_secret or (dev_secret(settings.data_dir) if ns.dev else None)
     if not secret or len(secret.encode()) < MIN_SECRET_BYTES:
         print(f"workflow-server: JWT_SECRET must be set to at least {MIN_SECRET_BYTES} bytes", file=sys.stderr)
         return 1

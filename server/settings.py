@@ -11,6 +11,10 @@ from pathlib import Path
 
 from .config.durations import parse_duration
 
+# The admin listener can change running code, so it binds loopback unless configured (CONTRACT §3); the
+# Dockerfile, compose and the Helm chart set `:8081` explicitly.
+DEFAULT_ADMIN_ADDR = "127.0.0.1:8081"
+
 
 class SettingsError(ValueError):
     """A flag or environment variable with an unusable value; the message names it."""
@@ -60,7 +64,7 @@ class Settings:
 
     config_path: Path | None = None
     addr: Address = Address("", 8080)
-    admin_addr: Address = Address("", 8081)
+    admin_addr: Address = Address("127.0.0.1", 8081)  # it can change running code: loopback unless told otherwise
     components_dir: Path = Path("components")
     data_dir: Path = Path("data")
     log_format: str = "text"
@@ -154,7 +158,7 @@ def from_environment(
         config_path=Path(config) if config else None,
         addr=parse_address(addr or env.get("WORKFLOW_ADDR", ":8080"), name="--addr" if addr else "WORKFLOW_ADDR"),
         admin_addr=parse_address(
-            admin_addr or env.get("WORKFLOW_ADMIN_ADDR", ":8081"),
+            admin_addr or env.get("WORKFLOW_ADMIN_ADDR", DEFAULT_ADMIN_ADDR),
             name="--admin-addr" if admin_addr else "WORKFLOW_ADMIN_ADDR",
         ),
         components_dir=Path(env.get("WORKFLOW_COMPONENTS_DIR", "components")),

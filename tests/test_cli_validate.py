@@ -57,7 +57,7 @@ def clean_process(monkeypatch: pytest.MonkeyPatch):
 
 def test_validate_good_file() -> None:
     result = run_cli("validate", EXAMPLE)
-    assert (result.returncode, result.stdout, result.stderr) == (0, f"{EXAMPLE}: ok (3 pipelines)\n", "")
+    assert (result.returncode, result.stdout, result.stderr) == (0, f"{EXAMPLE}: ok (4 pipelines)\n", "")
 
 
 def test_validate_bad_file_prints_every_problem(tmp_path: Path) -> None:
@@ -115,7 +115,7 @@ def test_validate_uses_the_environment(tmp_path: Path) -> None:
 
 def test_validate_in_process(clean_process, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["validate", str(ROOT / EXAMPLE)]) == 0
-    assert capsys.readouterr().out == f"{ROOT / EXAMPLE}: ok (3 pipelines)\n"
+    assert capsys.readouterr().out == f"{ROOT / EXAMPLE}: ok (4 pipelines)\n"
     path = write(tmp_path, BAD_CONFIG)
     assert cli.main(["validate", str(path)]) == 1
     captured = capsys.readouterr()

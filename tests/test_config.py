@@ -72,10 +72,16 @@ def flow_names(config: AppConfig, pipeline: str) -> dict[str, str | None]:
 
 
 def test_order_processing_example_loads(registry: Registry) -> None:
-    config = load_config_file(ROOT / "example/order-processing-pipeline.yaml", registry)
+    path = ROOT / "example/order-processing-pipeline.yaml"
+    config = load_config_file(path, registry, strict=False, log_warnings=False)
     assert config.name == "order-processing"
-    assert config.warnings == ()
-    assert list(config.pipelines) == ["create-order", "notify-customer", "get-order"]
+    # step.greet comes from components/greeting.py, which these built-in plugins lack (tests/test_startup.py
+    # starts the example with the shipped components: no warning there).
+    assert config.warnings == (
+        f"{path}:93: pipeline 'greet', step 'greet': unknown step type 'step.greet' "
+        "(the pipeline answers 503 until a plugin provides it)",
+    )
+    assert list(config.pipelines) == ["create-order", "notify-customer", "get-order", "greet"]
     create = config.pipelines["create-order"]
     assert (create.trigger.type, create.trigger.method, create.trigger.path) == ("http", "POST", "/api/orders")
     assert [s.name for s in create.steps] == ["validate", "normalize", "price", "announce", "respond"]
@@ -88,7 +94,7 @@ def test_order_processing_example_loads(registry: Registry) -> None:
     ]
     assert (create.on_error, create.timeout, create.compensation) == ("stop", 30.0, ())
     assert create.flow == (1, 2, 3, 4, END)
-    assert create.steps[0].line == 16 and create.line == 9
+    assert create.steps[0].line == 18 and create.line == 11
     assert create.steps[0].prepared[0] == "json_schema"
     assert [p.name for p in config.events["order.created"]] == ["notify-customer"]
     assert config.pipelines["notify-customer"].timeout == 30.0  # the default
@@ -96,6 +102,7 @@ def test_order_processing_example_loads(registry: Registry) -> None:
     target, route, params = config.router.match("GET", "/api/orders/3f2a")
     assert (target.name, route, params) == ("get-order", "/api/orders/{id}", {"id": "3f2a"})
     assert sorted((m, t) for m, t, _ in config.router.routes()) == [
+        ("GET", "/api/greet"),
         ("GET", "/api/orders/{id}"),
         ("POST", "/api/orders"),
     ]

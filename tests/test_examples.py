@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import ROOT, metric_value, until
+from tests.conftest import ROOT, equals, metric_value, until
 
 ORDERS = (ROOT / "example" / "order-processing-pipeline.yaml").read_text()
 WEBHOOKS = (ROOT / "example" / "webhook-pipeline.yaml").read_text()
@@ -55,6 +55,24 @@ async def test_create_order_rejects_bad_orders(make_server, payload, needle):
     assert response.status == 400
     assert needle in body["error"]
     assert body["step"] in ("validate", "normalize")
+
+
+async def test_the_greeting_component_reloads_on_save_without_a_config_edit(make_server, components):
+    """The README's edit-save-call loop: edit components/greeting.py, save, call again, see the change."""
+    greeting = components / "greeting.py"
+    greeting.write_text((ROOT / "components" / "greeting.py").read_text())
+    srv = await make_server(ORDERS, debounce=0.01)
+
+    async def greeted() -> str:
+        response = await srv.client.get("/api/greet", params={"name": "Ada"})
+        return (await response.json())["greeting"] if response.status == 200 else ""
+
+    await until(lambda: equals(greeted(), "hello Ada"))
+    assert await (await srv.client.get("/api/greet")).json() == {"greeting": "hello world"}
+    source = greeting.read_text()
+    assert source.count('"hello"') == 1  # the README tells the reader to change this word
+    greeting.write_text(source.replace('"hello"', '"good morning"'))
+    await until(lambda: equals(greeted(), "good morning Ada"))
 
 
 async def test_order_lookup_reads_the_path_parameter(make_server):

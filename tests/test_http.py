@@ -53,6 +53,16 @@ async def test_form_fields_become_data(make_server):
     assert (response.status, body["name"], body["lang"]) == (200, "Ada", "en")
 
 
+async def test_a_multipart_body_without_its_boundary_is_400(make_server):
+    # Found by schemathesis (tests/test_openapi_fuzz.py): aiohttp's form parser raised, and the answer was 500.
+    srv = await make_server(ECHO)
+    response = srv.client.post("/echo", data=b"a=1", headers={"Content-Type": "multipart/form-data"})
+    assert await answer(response) == (
+        400,
+        {"error": "request body is not a valid form: boundary missed for Content-Type: multipart/form-data"},
+    )
+
+
 async def test_path_params_and_query(make_server):
     srv = await make_server(ECHO)
     response = await srv.client.get("/items/42?q=shoes")

@@ -115,7 +115,9 @@ async def test_livez_answers_while_the_components_start_and_readyz_waits_for_the
     assert proc.returncode == 0, err.decode()
 
 
-@pytest.mark.parametrize("example", ["chat-triage-pipeline.yaml", "order-pricing-pipeline.yaml"])
+@pytest.mark.parametrize(
+    "example", ["chat-triage-pipeline.yaml", "order-pricing-pipeline.yaml", "order-processing-pipeline.yaml"]
+)
 async def test_the_shipped_examples_start_without_unknown_step_type_warnings(
     make_server: MakeServer, example: str, caplog: pytest.LogCaptureFixture
 ) -> None:

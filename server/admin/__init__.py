@@ -10,6 +10,7 @@ from aiohttp import web
 from ..keys import COMPONENT_WRITES
 from . import components_api, queries, queue_api
 from .auth import Authenticator, require_admin
+from .openapi import admin_openapi
 
 COMPONENT_PREFIXES = ("/api/dynamic/components", "/api/v1/admin/components")
 _PAGE = resources.files(__package__).joinpath("index.html").read_bytes()
@@ -44,4 +45,5 @@ def setup_admin(app: web.Application, authenticator: Authenticator) -> None:
     app.router.add_get("/api/queue", admin(queue_api.list_queue))
     app.router.add_get("/api/queue/dead", admin(queue_api.list_dead))
     app.router.add_post("/api/queue/dead/{id}/retry", admin(queue_api.retry_dead))
+    app.router.add_get("/api/openapi.json", admin_openapi)  # no token: it describes the API, it holds no data
     app.router.add_get("/", admin_page)

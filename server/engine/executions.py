@@ -1,4 +1,4 @@
-"""Recent executions kept in memory so `GET /executions/{id}` can answer for async triggers."""
+"""Recent queued executions kept in memory, so `GET /executions/{id}` follows them from queued to finished."""
 
 from __future__ import annotations
 
@@ -28,33 +28,13 @@ class ExecutionRecord:
     outcome: Outcome | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The body of `GET /executions/{id}`."""
-        body: dict[str, Any] = {
-            "id": self.id,
-            "pipeline": self.pipeline,
-            "workflow_type": self.workflow_type,
-            "status": self.status,
-            "submitted_at": self.submitted_at,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-        }
+        """The body of `GET /executions/{id}` on the public listener: status, then result or error, nothing else."""
+        body: dict[str, Any] = {"id": self.id, "pipeline": self.pipeline, "status": self.status}
         if self.outcome is not None:
             if self.outcome.error is not None:
                 body["error"] = self.outcome.error.to_json()
             else:
                 body["result"] = self.outcome.result
-                if self.outcome.response is not None:
-                    body["response_status"] = self.outcome.response.status
-            body["steps"] = [
-                {
-                    "name": s.name,
-                    "type": s.type,
-                    "status": s.status,
-                    "duration_ms": round(s.duration * 1000, 3),
-                    "error": s.error,
-                }
-                for s in self.outcome.steps
-            ]
         return body
 
 

@@ -9,7 +9,7 @@ from aiohttp import hdrs, web
 
 from ..engine.executor import Outcome
 from ..errors import BadRequest, MethodNotAllowed, NotFound, ServiceUnavailable
-from ..keys import ENGINE, QUEUE, ROUTE_LABEL, STORE
+from ..keys import ENGINE, QUEUE, RECORDER, ROUTE_LABEL, STORE
 from .middleware import error_response, json_response
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -52,10 +52,11 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
 
 
 async def handle_execution(request: web.Request) -> web.Response:
-    """`GET /executions/{id}` from any replica: status, result and error, never the payload.
+    """`GET /executions/{id}` from any replica, for every recorded execution: status, result and error only.
 
-    This replica's own record first; then the queue, since a job still stored has not finished (the store
-    may hold an earlier failed attempt); then the store's recorded execution; else 404.
+    This listener is public, so never the payload or step outputs (CONTRACT §6). This replica's queued record
+    first; then the queue, since a job still stored has not finished (the store may hold an earlier failed
+    attempt); then the recorder's buffer (written behind, not in the store yet); then the store; else 404.
     """
     execution_id = request.match_info["id"]
     record = request.app[ENGINE].executions.get(execution_id)
@@ -64,14 +65,23 @@ async def handle_execution(request: web.Request) -> web.Response:
     queued = await request.app[QUEUE].queue.status(execution_id)
     if queued is not None and queued[0] != "dead":
         return json_response({"id": execution_id, "status": queued[0]})
-    row = await request.app[STORE].get_execution(execution_id)
-    if row is not None and queued is None:
-        body: dict[str, Any] = {"id": row.id, "pipeline": row.pipeline, "status": row.status}
-        body.update({"error": row.error} if row.error is not None else {"result": row.result})
-        return json_response(body)
     if queued is not None:
         return json_response({"id": execution_id, "status": "dead", "error": {"error": queued[1]}})
+    pending = request.app[RECORDER].find(execution_id)
+    if pending is not None:
+        error, result = json.loads(pending.error or "null"), json.loads(pending.result or "null")
+        return json_response(_finished(pending.id, pending.pipeline, pending.status, error, result))
+    row = await request.app[STORE].get_execution(execution_id)
+    if row is not None:
+        return json_response(_finished(row.id, row.pipeline, row.status, row.error, row.result))
     raise NotFound(f"no execution {execution_id!r} (unknown, or expired from history)")
+
+
+def _finished(execution_id: str, pipeline: str, status: str, error: Any, result: Any) -> dict[str, Any]:
+    """The public body of a finished execution: its result, or its error."""
+    body: dict[str, Any] = {"id": execution_id, "pipeline": pipeline, "status": status}
+    body.update({"error": error} if error is not None else {"result": result})
+    return body
 
 
 async def read_payload(request: web.Request) -> dict[str, Any]:
@@ -81,7 +91,10 @@ async def read_payload(request: web.Request) -> dict[str, Any]:
     # JSON, the usual body, is told apart without aiohttp's full parse of the header (done anew per request).
     is_json = request.headers.get(hdrs.CONTENT_TYPE, "").startswith("application/json")
     if not is_json and request.content_type in FORM_TYPES:
-        form = await request.post()
+        try:
+            form = await request.post()
+        except ValueError as exc:  # a multipart type without its boundary, or a malformed part
+            raise BadRequest(f"request body is not a valid form: {exc}") from None
         return {key: value for key, value in form.items() if isinstance(value, str)}
     raw = await request.read()
     if not raw or raw.isspace():

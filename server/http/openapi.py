@@ -1,62 +1,51 @@
-"""`GET /openapi.json`: an OpenAPI 3.1 document of the live triggers and the fixed paths."""
+"""`GET /openapi.json`: an OpenAPI 3.1 document of the live triggers and the fixed paths of the main listener."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from aiohttp import web
 
 from ..keys import ENGINE
 from .middleware import json_response
+from .openapi_pipelines import operation
+from .openapi_schema import components, error, fixed_paths, ok_json
 
-_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_ERROR = {
-    "description": "error",
-    "content": {
-        "application/json": {
-            "schema": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
-        }
+_EXECUTION = {
+    "type": "object",
+    "required": ["id", "status"],
+    "properties": {
+        "id": {"type": "string"},
+        "pipeline": {"type": "string"},
+        "status": {"type": "string", "description": "queued, running, success, error, timeout or dead"},
+        "result": {"description": "what the caller saw: the response body, or the final data"},
+        "error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
     },
-}
-_FIXED = {
-    "/healthz": "Health with named checks",
-    "/readyz": "Readiness",
-    "/livez": "Liveness",
-    "/metrics": "Prometheus metrics",
+    "additionalProperties": False,  # never the payload or step outputs: this listener is public
 }
 
 
 async def openapi(request: web.Request) -> web.Response:
-    """The document, built from the config in service now."""
-    engine = request.app[ENGINE]
+    """The document, built from the config and the step types in service now."""
+    state = request.app[ENGINE].state
     paths: dict[str, dict[str, Any]] = {}
-    for method, template, pipeline in engine.config.router.routes():
-        operation = {
-            "operationId": pipeline.name,
-            "summary": f"pipeline {pipeline.name}",
-            "parameters": [
-                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-                for p in _PARAM.findall(template)
-            ],
-            "responses": _responses(pipeline.trigger.is_async),
-        }
-        if method in ("POST", "PUT", "PATCH"):
-            operation["requestBody"] = {"content": {"application/json": {"schema": {"type": "object"}}}}
-        paths.setdefault(template, {})[method.lower()] = operation
+    for method, template, pipeline in state.config.router.routes():
+        paths.setdefault(template, {})[method.lower()] = operation(method, template, pipeline)
     paths["/executions/{id}"] = {
         "get": {
             "operationId": "getExecution",
-            "summary": "Status and result of an async execution",
+            "summary": "Status of any recorded execution, then its result or its error",
             "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "responses": {"200": {"description": "the execution"}, "404": _ERROR},
+            "responses": {"200": ok_json("the execution", _EXECUTION), "404": error("unknown, or expired")},
         }
     }
-    for path, summary in _FIXED.items():
-        paths[path] = {"get": {"summary": summary, "responses": {"200": {"description": "ok"}}}}
-    return json_response({"openapi": "3.1.0", "info": {"title": engine.config.name, "version": "1"}, "paths": paths})
-
-
-def _responses(is_async: bool) -> dict[str, Any]:
-    ok = {"202": {"description": "queued; see Location"}} if is_async else {"200": {"description": "ok"}}
-    return {**ok, "400": _ERROR, "404": _ERROR, "413": _ERROR, "500": _ERROR, "503": _ERROR, "504": _ERROR}
+    paths.update(fixed_paths())
+    paths["/openapi.json"] = {"get": {"summary": "This document", "responses": {"200": ok_json("OpenAPI 3.1")}}}
+    return json_response(
+        {
+            "openapi": "3.1.0",
+            "info": {"title": state.config.name, "version": "1"},
+            "paths": paths,
+            "components": components(),
+        }
+    )

@@ -86,6 +86,16 @@ class Recorder:
         """Executions not yet written: waiting plus in flight."""
         return len(self._buffer) + len(self._inflight)
 
+    def find(self, execution_id: str) -> Record | None:
+        """The execution `execution_id` if it waits to be written (newest first), else None."""
+        for record in reversed(self._buffer):
+            if record.id == execution_id:
+                return record
+        for record in self._inflight:
+            if record.id == execution_id:
+                return record
+        return None
+
     @property
     def healthy(self) -> bool:
         """False while writes are failing."""
