@@ -40,6 +40,7 @@ import resource
 import secrets
 import shlex
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -72,6 +73,22 @@ pipelines:
     trigger: {{type: chat, config: {{platform: slack}}}}
     steps:
       - {{name: reply, type: step.chat_reply, config: {{text: "re: {{{{ .event_id }}}}"}}}}
+"""
+
+
+# `python -c` code running `python -m server` under cProfile timed by the main thread's CPU time, not the wall
+# clock: on a shared machine a wall-clock profile charges the time other processes held the CPU to whatever
+# call was running (a socket send that woke the peer, a log write).
+PROFILED_SERVER = """\
+import cProfile, runpy, sys, time
+prof = cProfile.Profile(time.thread_time)
+sys.argv[0] = "server"
+try:
+    prof.runcall(runpy.run_module, "server", run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+finally:
+    prof.dump_stats({path!r})
 """
 
 
@@ -278,9 +295,9 @@ def proc_cpu(pid: int) -> float:
     return 0.0 if value != value else value  # NaN: gone
 
 
-def named_cpu(names: tuple[str, ...]) -> dict[str, float]:
-    """CPU seconds used so far by every process whose comm is one of `names` (whoever runs them)."""
-    total = dict.fromkeys(names, 0.0)
+def named_cpu(names: tuple[str, ...]) -> dict[str, dict[int, float]]:
+    """CPU seconds used so far by each process whose comm is one of `names` (whoever runs them), by pid."""
+    found: dict[str, dict[int, float]] = {name: {} for name in names}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -289,10 +306,16 @@ def named_cpu(names: tuple[str, ...]) -> dict[str, float]:
         except OSError:
             continue
         comm = stat[stat.find("(") + 1 : stat.rfind(")")]
-        if comm in total:
+        if comm in found:
             fields = stat.rpartition(")")[2].split()
-            total[comm] += (int(fields[11]) + int(fields[12])) / CPU_TICK
-    return total
+            found[comm][int(entry.name)] = (int(fields[11]) + int(fields[12])) / CPU_TICK
+    return found
+
+
+def named_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU used between two named_cpu readings by the processes alive at the second (a process that exited
+    meanwhile is left out: its time cannot be read any more, and subtracting it would go negative)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
 
 
 def machine_cpu() -> tuple[float, float]:
@@ -312,9 +335,20 @@ class CpuMark:
     server: float
     fake: float
     client: float
-    services: dict[str, float]
+    services: dict[str, dict[int, float]]
     machine_busy: float
     machine_total: float
+    server_sched: tuple[float, float]  # the server's main (event loop) thread: seconds on a CPU, waiting for one
+    client_sched: tuple[float, float]
+
+
+def schedstat(pid: int, tid: int | None = None) -> tuple[float, float]:
+    """(seconds on a CPU, seconds runnable but waiting for a CPU) of one thread (the main one by default)."""
+    try:
+        fields = Path(f"/proc/{pid}/task/{tid or pid}/schedstat").read_text().split()
+        return int(fields[0]) / 1e9, int(fields[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return float("nan"), float("nan")
 
 
 def cpu_mark(server_pid: int, fake_pid: int) -> CpuMark:
@@ -328,6 +362,8 @@ def cpu_mark(server_pid: int, fake_pid: int) -> CpuMark:
         named_cpu(("redis-server", "postgres")),
         busy,
         total,
+        schedstat(server_pid),
+        schedstat(os.getpid(), threading.get_native_id()),
     )
 
 
@@ -337,20 +373,25 @@ def cpu_lines(before: CpuMark, after: CpuMark, events: int) -> list[str]:
     server = after.server - before.server
     fake = after.fake - before.fake
     client = after.client - before.client
-    services = {k: after.services[k] - before.services[k] for k in after.services}
+    services = {k: named_delta(before.services[k], after.services[k]) for k in after.services}
     ours = server + fake + client + sum(services.values())
     busy = after.machine_busy - before.machine_busy
     per = 1e6 / max(events, 1)
+    s_run, s_wait = (after.server_sched[i] - before.server_sched[i] for i in (0, 1))
+    c_run, c_wait = (after.client_sched[i] - before.client_sched[i] for i in (0, 1))
     return [
         f"cpu over {wall:.1f} s wall ({cores} cores shared with other engineers = {cores * wall:.1f} core-s):",
         f"  server   {server:6.2f} s  ({server / wall * 100:3.0f} % of one core)  {server * per:6.0f} µs/event",
         f"  fake API {fake:6.2f} s  ({fake / wall * 100:3.0f} %)  client (this script) {client:.2f} s "
         f"({client / wall * 100:.0f} %)",
         f"  redis-server {services['redis-server']:.2f} s, postgres {services['postgres']:.2f} s "
-        "(every process of that name on the machine)",
+        "(every process of that name on the machine, other engineers' included)",
         f"  machine busy {busy:.2f} core-s ({busy / (cores * wall) * 100:.0f} % of all cores); "
         f"other work (not the above) {max(busy - ours, 0.0):.2f} core-s",
         f"  per event: server {server * per:.0f} µs, server + fake + client + redis + postgres {ours * per:.0f} µs",
+        f"  server event-loop thread: on a CPU {s_run:.2f} s, runnable but waiting for a CPU {s_wait:.2f} s "
+        f"({s_wait / wall * 100:.0f} % of the wall time); client loop: on a CPU {c_run:.2f} s, waiting {c_wait:.2f} s "
+        "(/proc/PID/task/TID/schedstat)",
     ]
 
 
@@ -551,7 +592,7 @@ async def run_backend(
     cmd += ["--admin-addr", f"{c.HOST}:{admin}"]
     profile_path = tmp / f"server-{backend.name}.prof"
     if ns.profile:
-        cmd[1:3] = ["-m", "cProfile", "-o", str(profile_path), "-m", "server"]
+        cmd[1:3] = ["-c", PROFILED_SERVER.format(path=str(profile_path))]
     shown = {k: v for k, v in backend.env.items() if k.startswith("WORKFLOW_")}
     print(f"\n== backend {backend.name}")
     print(f"  server: {shlex.join(cmd)}")
@@ -745,7 +786,10 @@ def print_profile(path: Path) -> None:
         pstats.Stats(str(path), stream=out).strip_dirs().sort_stats(order).print_stats(25)
         text = out.getvalue()
         start = text.find("   ncalls")
-        print(f"== server profile (cProfile, main thread, sorted by {order}; the whole run, start-up included)")
+        print(
+            f"== server profile (cProfile timed by the main thread's CPU time, sorted by {order}; "
+            "the whole run, start-up included; figures under the profiler are slower)"
+        )
         print("\n".join("  " + line for line in text[start:].rstrip().splitlines()))
 
 
