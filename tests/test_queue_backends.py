@@ -100,6 +100,13 @@ async def test_prune_deletes_only_expired_keys(queue: Queue) -> None:
     assert await queue.enqueue(job(4), "old", 3600) is True
 
 
+async def test_a_burst_of_more_enqueues_than_connections_is_stored_not_refused(queue: Queue) -> None:
+    # 150 at once: more than Redis's pool of 100 connections (bench_chat.py saw "Too many connections" 503s).
+    stored = await asyncio.gather(*(queue.enqueue(job(n), f"burst:{n}") for n in range(150)))
+    assert stored == [True] * 150
+    assert (await queue.stats()).depth == 150
+
+
 async def test_two_consumers_never_claim_the_same_job(queue: Queue) -> None:
     for n in range(40):
         await queue.enqueue(job(n))

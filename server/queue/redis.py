@@ -27,6 +27,7 @@ from ..store.codec import dump_json
 from .base import DEDUPE_TTL, Job, Queue, Stats
 
 _TIMEOUT = 10.0
+_MAX_CONNECTIONS = 100  # redis-py's default pool size, now waited for when all are in use
 _GROUP = "workers"
 _MOVE_BATCH = 100  # delayed retries moved back into the stream per claim
 
@@ -181,9 +182,17 @@ class RedisQueue(Queue):
         """Connect and create the stream's consumer group (once per deployment)."""
         if self._client is not None:
             return
-        client = aioredis.Redis.from_url(
-            self.url, socket_timeout=_TIMEOUT, socket_connect_timeout=_TIMEOUT, decode_responses=True
+        # A blocking pool: a burst of more concurrent calls than connections waits for one (bounded by _TIMEOUT)
+        # instead of failing with "Too many connections", which would refuse events with 503 while Redis is fine.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.url,
+            max_connections=_MAX_CONNECTIONS,
+            timeout=_TIMEOUT,
+            socket_timeout=_TIMEOUT,
+            socket_connect_timeout=_TIMEOUT,
+            decode_responses=True,
         )
+        client = aioredis.Redis.from_pool(pool)
         self._scripts = {
             name: client.register_script(text)
             for name, text in (
