@@ -24,9 +24,9 @@ from .errors import ConfigError
 from .hooks.lifecycle import run_hook, run_hook_logged
 from .hooks.manager import build_plugin_manager
 from .hooks.registry import build_registry
-from .http.handlers import handle_execution, handle_trigger, handle_webhook
+from .http.handlers import handle_execution, handle_trigger, handle_webhook, refuse_other_methods
 from .http.health import add_health_routes, add_loop_watchdog, add_metrics_route
-from .http.middleware import middleware
+from .http.middleware import PROTOCOL_LOG, middleware
 from .http.openapi import openapi
 from .keys import DATABASES, ENGINE, METRICS, QUEUE, RECORDER, RELOADER, REPLICATOR, SETTINGS, STARTUP_FAILED, STORE
 from .logs import install_context_ids
@@ -97,6 +97,7 @@ def create_apps(settings: Settings, *, engine: Engine | None = None, background_
     main.router.add_get("/executions/{id}", handle_execution)
     main.router.add_route("*", "/webhooks/{tail:.*}", handle_webhook)
     main.router.add_route("*", "/{tail:.*}", handle_trigger)
+    refuse_other_methods(main)
     admin = _base_app(shared)
     setup_admin(admin, Authenticator(settings))
     add_loop_watchdog(main, admin, engine.metrics)  # puts its cleanup context first in main's
@@ -119,7 +120,11 @@ class _Shared:
 
 
 def _base_app(shared: _Shared) -> web.Application:
-    app = web.Application(middlewares=[middleware], client_max_size=shared.settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[middleware],
+        client_max_size=shared.settings.max_body_bytes,
+        handler_args={"logger": PROTOCOL_LOG},  # a request aiohttp's parser refuses is one log line
+    )
     app[SETTINGS], app[ENGINE], app[METRICS] = shared.settings, shared.engine, shared.engine.metrics
     app[STORE], app[RECORDER], app[DATABASES] = shared.store, shared.recorder, shared.databases
     app[RELOADER], app[REPLICATOR], app[STARTUP_FAILED] = shared.components, shared.replicator, shared.startup_failed

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 from .. import logs
@@ -113,6 +116,26 @@ def _error_answer(request: web.Request, exc: Exception) -> web.StreamResponse:
     log.error("unhandled error in %s %s", request.method, request.path, exc_info=exc)
     return json_response({"error": "internal server error", "request_id": logs.request_id.get()}, 500)
 
+
+class ProtocolLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's request-handler logger: a request its HTTP parser refuses is one line, never a traceback.
+
+    aiohttp answers those (URL or header too long, too many headers, a NUL in a header) itself, before any
+    middleware runs; anything else it logs keeps its traceback.
+    """
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        """Log a refused request as one warning; any other error as aiohttp would."""
+        exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        if isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500:
+            reason = " ".join(str(exc.message).split())
+            self.logger.warning("refused a malformed request (%d): %s", exc.code, reason[:300])
+            return
+        self.logger.exception(msg, *args, exc_info=exc_info, **kwargs)
+
+
+# aiohttp's own logger name, so its other records still read as aiohttp's.
+PROTOCOL_LOG = ProtocolLog(logging.getLogger("aiohttp.server"))
 
 # The `path` label of requests no route matched (a scan of random URLs must not grow the label set).
 UNMATCHED = "unmatched"
