@@ -150,9 +150,14 @@ def _token(args: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="workflow-server token", description="Print an admin JWT.")
     parser.add_argument("-sub", "--sub", required=True, help="the token's subject (who)")
     parser.add_argument("-role", "--role", default="admin", help="role claim (default admin)")
-    parser.add_argument("-ttl", "--ttl", default="1h", help="lifetime, e.g. 15m, 1h (default 1h)")
+    parser.add_argument(
+        "-ttl", "--ttl", default="1h", help="lifetime, e.g. 15m, 1h (default 1h; at most JWT_MAX_LIFETIME)"
+    )
     ns = parser.parse_args(args)
-    secret = from_environment().jwt_secret
+    if not ns.sub.strip():
+        parser.error("--sub must name who the token is for")
+    settings = from_environment()
+    secret = settings.jwt_secret
     if not secret or len(secret.encode()) < MIN_SECRET_BYTES:
         print(f"workflow-server: JWT_SECRET must be set to at least {MIN_SECRET_BYTES} bytes", file=sys.stderr)
         return 1
@@ -160,6 +165,8 @@ def _token(args: list[str]) -> int:
         ttl = parse_duration(ns.ttl)
     except ValueError as exc:
         parser.error(f"--ttl: {exc}")
+    if ttl > settings.jwt_max_lifetime:  # the server would refuse the token
+        parser.error(f"--ttl: {ns.ttl} is longer than JWT_MAX_LIFETIME ({settings.jwt_max_lifetime / 3600:g}h)")
     now = int(time.time())
     claims = {"sub": ns.sub, "role": ns.role, "iat": now, "exp": now + int(ttl)}
     print(jwt.encode(claims, secret, algorithm="HS256"))
