@@ -60,9 +60,13 @@ def build_engine(
     pm = build_plugin_manager(entry_points=entry_points)
     registry = build_registry(pm)
     if config_text is not None:
-        config = load_config_text(config_text, registry, strict=False, log_warnings=False)
+        config = load_config_text(
+            config_text, registry, strict=False, log_warnings=False, max_depth=settings.max_json_depth
+        )
     elif settings.config_path is not None:
-        config = load_config_file(settings.config_path, registry, strict=False, log_warnings=False)
+        config = load_config_file(
+            settings.config_path, registry, strict=False, log_warnings=False, max_depth=settings.max_json_depth
+        )
     else:
         raise ConfigError(["no config file: pass -config FILE or set WORKFLOW_CONFIG"])
     return Engine(settings, metrics or Metrics(), pm, registry, config)

@@ -128,7 +128,7 @@ def _validate(args: list[str]) -> int:
     base = build_registry(build_plugin_manager())
     registry, problems = asyncio.run(_load_folder(base, settings))
     try:
-        config = load_config_file(ns.file, registry)
+        config = load_config_file(ns.file, registry, max_depth=settings.max_json_depth)
     except ConfigError as exc:
         problems += exc.problems
     if problems:
