@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from server.settings import SettingsError, from_environment
+
 ECHO = """
 pipelines:
   echo:
@@ -60,10 +62,10 @@ async def test_json_at_the_limit_is_read_and_the_limit_is_a_setting(make_server)
     # Brackets inside strings nest nothing.
     status, body = await post(srv, b'{"s": "' + b"[" * 500 + b'\\"{{{"}')
     assert (status, body["s"]) == (200, "[" * 500 + '"{{{')
-    srv = await make_server(ECHO, max_json_depth=3)
-    assert (await post(srv, nested(3)))[0] == 200
-    assert (await post(srv, nested(4)))[1]["error"].endswith(
-        "deeper than the limit of 3 levels (WORKFLOW_MAX_JSON_DEPTH)"
+    srv = await make_server(ECHO, max_json_depth=8)  # the config itself nests 7 levels
+    assert (await post(srv, nested(8)))[0] == 200
+    assert (await post(srv, nested(9)))[1]["error"].endswith(
+        "deeper than the limit of 8 levels (WORKFLOW_MAX_JSON_DEPTH)"
     )
 
 
@@ -244,5 +246,28 @@ async def test_requests_aiohttp_refuses_are_one_log_line_without_traceback(make_
     assert reason.lower() in lines[0].getMessage().lower()
     no_tracebacks(caplog)
     # and the server keeps serving
+    response = await srv.client.post("/echo", json={"a": 1})
+    assert response.status == 200
+
+
+def test_the_limits_are_settings_that_name_themselves_when_wrong():
+    assert (from_environment({}).max_json_depth, from_environment({}).jwt_max_lifetime) == (64, 86400.0)
+    settings = from_environment({"WORKFLOW_MAX_JSON_DEPTH": "10", "JWT_MAX_LIFETIME": "15m"})
+    assert (settings.max_json_depth, settings.jwt_max_lifetime) == (10, 900.0)
+    with pytest.raises(SettingsError, match="WORKFLOW_MAX_JSON_DEPTH: '0' is not a positive whole number"):
+        from_environment({"WORKFLOW_MAX_JSON_DEPTH": "0"})
+    with pytest.raises(SettingsError, match="JWT_MAX_LIFETIME: 'forever' is not a duration"):
+        from_environment({"JWT_MAX_LIFETIME": "forever"})
+
+
+async def test_a_body_that_does_not_decompress_is_400_without_traceback(make_server, caplog):
+    srv = await make_server(ECHO)
+    response = await srv.client.post("/echo", data=b"not gzip at all", headers={**JSON, "Content-Encoding": "gzip"})
+    assert (response.status, await response.json()) == (
+        400,
+        {"error": "the request body cannot be read: Can not decode content-encoding: gzip"},
+    )
+    assert response.headers["Connection"] == "close"  # what is left of the body cannot be told from a request
+    no_tracebacks(caplog)
     response = await srv.client.post("/echo", json={"a": 1})
     assert response.status == 200
