@@ -30,7 +30,7 @@ def body_kind(request: web.Request, *, forms: bool = True) -> str:
     """The one rule for which bodies are read: JSON types (or none given) as JSON, forms as fields, else 415."""
     header = request.headers.get(hdrs.CONTENT_TYPE)
     # JSON, the usual body, is told apart without aiohttp's full parse of the header (done anew per request).
-    if header is None or header.startswith("application/json"):
+    if header is None or header == "application/json" or header.startswith("application/json;"):
         return "json"
     media = request.content_type
     if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
@@ -38,7 +38,7 @@ def body_kind(request: web.Request, *, forms: bool = True) -> str:
     if forms and media in FORM_TYPES:
         return "form"
     accepted = "application/json" + (", application/x-www-form-urlencoded or multipart/form-data" if forms else "")
-    raise UnsupportedMediaType(f"a {clip(media, 64)} body is not read: send {accepted}", accepted=accepted)
+    raise UnsupportedMediaType(f"a body of type {clip(media, 64)} is not read: send {accepted}", accepted=accepted)
 
 
 def json_object(raw: bytes, max_depth: int) -> dict[str, Any]:
