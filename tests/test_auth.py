@@ -200,6 +200,7 @@ async def test_jwks_tokens_from_an_identity_provider(admin_client, aiohttp_serve
         ({"role": "admin", "exp": NOW + 60}, "the token needs a 'sub' claim naming who it is for"),
         ({"sub": "", "role": "admin", "exp": NOW + 60}, "the token needs a 'sub' claim naming who it is for"),
         ({"sub": 7, "role": "admin", "exp": NOW + 60}, "the token needs a 'sub' claim naming who it is for"),
+        ({"sub": "x" * 129, "role": "admin", "exp": NOW + 60}, "the token's 'sub' is longer than 128 characters"),
         ({"sub": "a", "role": "admin", "exp": str(NOW + 60)}, "the token has an 'exp' claim that is not a number"),
         ({"sub": "a", "role": "admin", "exp": True}, "the token has an 'exp' claim that is not a number"),
         ({"sub": "a", "role": "admin", "exp": "soon"}, "the token has an 'exp' claim that is not a number"),

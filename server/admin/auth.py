@@ -22,6 +22,7 @@ log = logging.getLogger("workflow.auth")
 
 MIN_SECRET_BYTES = 32
 ADMIN_ROLE = "admin"
+MAX_SUBJECT = 128
 ASYMMETRIC = ["RS256", "ES256"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -112,6 +113,8 @@ def _check_claims(claims: dict[str, Any], max_lifetime: float) -> None:
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub:
         raise Unauthorized("the token needs a 'sub' claim naming who it is for")
+    if len(sub) > MAX_SUBJECT:  # it is echoed in answers and written to the audit log
+        raise Unauthorized(f"the token's 'sub' is longer than {MAX_SUBJECT} characters")
     for name in ("exp", "iat", "nbf"):
         value = claims.get(name)
         if (value is not None or name == "exp") and (isinstance(value, bool) or not isinstance(value, int | float)):

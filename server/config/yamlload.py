@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -96,6 +97,20 @@ class _OverLimit(Exception):
         self.line, self.message = line, message
 
 
+class _Unreadable(_OverLimit, ValueError):
+    """A scalar whose conversion failed (an integer of 5,000 digits, a date with month 13)."""
+
+
+def _unreadable(node: yaml.Node, exc: Exception) -> str:
+    """Why a value cannot be read, in the config author's terms rather than Python's."""
+    if "integer string conversion" in str(exc):
+        return f"a number has more than {sys.get_int_max_str_digits()} digits"
+    shown = (
+        str(node.value)[:40] + ("…" if len(str(node.value)) > 40 else "") if isinstance(node, yaml.ScalarNode) else ""
+    )
+    return f"the value {shown!r} cannot be read as {node.tag.rsplit(':', 1)[-1]}: {exc}"
+
+
 class _Loader(yaml.SafeLoader):
     env: Mapping[str, str]
     problems: list[tuple[int, str]]
@@ -149,6 +164,15 @@ class _Loader(yaml.SafeLoader):
 
     def _too_deep(self) -> str:
         return f"the YAML nests deeper than the limit of {self.max_depth} levels (WORKFLOW_MAX_JSON_DEPTH)"
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # PyYAML lets a value's own conversion error out bare (an int of 5,000 digits, month 13): give it a line.
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError) as exc:
+            if isinstance(exc, _Unreadable):
+                raise
+            raise _Unreadable(node.start_mark.line + 1, _unreadable(node, exc)) from None
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> LineDict:
         self._check_duplicates(node)
