@@ -10,9 +10,8 @@ from typing import Any
 
 DEFAULT_MAX_DEPTH = 64
 
-# A JSON string, escapes included: brackets inside strings do not nest anything.
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
+_TO_PARENS = bytes.maketrans(b"[{]}", b"(())")
 
 
 class JSONBodyError(ValueError):
@@ -25,7 +24,7 @@ def loads(raw: bytes | str, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     if depth_exceeds(data, max_depth):
         raise JSONBodyError(f"JSON nested deeper than the limit of {max_depth} levels (WORKFLOW_MAX_JSON_DEPTH)")
     try:
-        return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
+        return _DECODER.decode(data.decode(json.detect_encoding(data), "surrogatepass"))
     except JSONBodyError:
         raise
     except RecursionError:  # the depth check ran first; this is a safety net, not the rule
@@ -43,8 +42,16 @@ def depth_exceeds(data: bytes, limit: int) -> bool:
     """Whether the arrays and objects in `data` nest deeper than `limit` (computed without recursion)."""
     if data.count(b"[") + data.count(b"{") <= limit:  # the usual case costs two C scans
         return False
-    brackets = _STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
-    brackets = brackets.translate(bytes.maketrans(b"[{]}", b"(())"))
+    # Brackets inside strings nest nothing. Escapes go first (an escaped backslash, then an escaped quote), so
+    # every quote left opens or closes a string; the pieces between pairs of quotes are outside strings.
+    # All of it is bytes methods, in C: a megabyte takes milliseconds.
+    unescaped = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    # `""` is the end of one string and the start of the next, or an empty one: dropping it keeps the pairing,
+    # and leaves quotes only around the (rare) strings that hold brackets.
+    structure = unescaped.translate(None, _NOT_STRUCTURE).replace(b'""', b"")
+    if b'"' in structure:
+        structure = b"".join(structure.split(b'"')[::2])
+    brackets = structure.translate(_TO_PARENS)
     # Each pass removes every innermost pair, so the number of passes is the depth.
     for _ in range(limit):
         if b"()" not in brackets:
@@ -79,6 +86,10 @@ def _finite_float(text: str) -> float:
     if math.isinf(value):
         raise JSONBodyError(f"the number {text[:32]} is out of range")
     return value
+
+
+# One decoder, built once: json.loads with any option builds a new decoder and scanner on every call.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
 def _plain(exc: ValueError) -> str:
