@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import logging
 from typing import Any
 
 import pytest
 
+from server import jsonbody
 from server.settings import SettingsError, from_environment
 
 ECHO = """
@@ -271,3 +273,20 @@ async def test_a_body_that_does_not_decompress_is_400_without_traceback(make_ser
     no_tracebacks(caplog)
     response = await srv.client.post("/echo", json={"a": 1})
     assert response.status == 200
+
+
+@pytest.mark.parametrize(
+    ("raw", "too_deep"),
+    [
+        (b"[" * 64 + b"]" * 64, False),
+        (b"[" * 65 + b"]" * 65, True),
+        (b'["[", "]", ' + b"[" * 63 + b"]" * 63 + b"]", False),  # brackets in strings nest nothing
+        (b'["]]]", ' + b"[" * 64 + b"]" * 64 + b"]", True),  # nor do they close anything
+        (b'["\\\\", ' + b"[" * 64 + b"]" * 64 + b"]", True),  # an escaped backslash does not escape the quote
+        (b'["\\"[[[", ' + b"[" * 63 + b"]" * 63 + b"]", False),  # an escaped quote does not end the string
+        (b'{"": "", "a": "[[[[", "b": [' + b"{}," * 100 + b"{}]}", False),
+    ],
+)
+def test_the_depth_scan_reads_strings_as_json_does(raw, too_deep):
+    assert jsonbody.depth_exceeds(raw, 64) is too_deep
+    json.loads(raw)  # each case is valid JSON
