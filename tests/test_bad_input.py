@@ -290,3 +290,12 @@ async def test_a_body_that_does_not_decompress_is_400_without_traceback(make_ser
 def test_the_depth_scan_reads_strings_as_json_does(raw, too_deep):
     assert jsonbody.depth_exceeds(raw, 64) is too_deep
     json.loads(raw)  # each case is valid JSON
+
+
+async def test_a_multipart_body_without_its_boundary_is_400(make_server, caplog):
+    srv = await make_server(ECHO)
+    response = await srv.client.post("/echo", data=b"a=1", headers={"Content-Type": "multipart/form-data"})
+    body = await response.json()
+    assert response.status == 400
+    assert body["error"].startswith("request body is not a valid form: ")
+    no_tracebacks(caplog)

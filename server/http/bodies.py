@@ -18,7 +18,10 @@ async def read_payload(request: web.Request) -> dict[str, Any]:
     if not request.body_exists:
         return {}
     if body_kind(request) == "form":
-        form = await request.post()
+        try:
+            form = await request.post()
+        except ValueError as exc:  # a multipart type without its boundary, or a malformed part
+            raise BadRequest(f"request body is not a valid form: {exc}") from None
         return {key: value for key, value in form.items() if isinstance(value, str)}
     raw = await request.read()
     if not raw or raw.isspace():
