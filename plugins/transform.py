@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -89,4 +90,6 @@ def _convert(field: str, value: Any, kind: str) -> Any:
             return int(float(value))
         return {"int": int, "float": float, "str": str}[kind](value)
     except (TypeError, ValueError, OverflowError):  # int(inf) overflows: still bad input, not a crash
-        raise ValidationError(f"{field}: cannot convert {value!r} to {kind}", field=field) from None
+        shown = json.dumps(value, default=str)  # as the client sent it, cut short: a whole body must not echo back
+        shown = shown if len(shown) <= 64 else shown[:63] + "…"
+        raise ValidationError(f"{field}: cannot convert {shown} to {kind}", field=field) from None

@@ -1,6 +1,15 @@
 """workflow-server: the public API for plugin and component authors."""
 
-from .chat import Refused, body_digest, chat_endpoint, chat_post, fresh_timestamp, hmac_hex, same_signature
+from .chat import (
+    Refused,
+    body_digest,
+    chat_endpoint,
+    chat_post,
+    fresh_timestamp,
+    hmac_hex,
+    json_body,
+    same_signature,
+)
 from .engine.chat import Accepted, ChatMessage, ChatService, Replier
 from .engine.context import Response, Services, StepContext, StepResult
 from .errors import RegistrationError, StepError, ValidationError, WorkflowError
@@ -27,5 +36,6 @@ __all__ = [
     "fresh_timestamp",
     "hmac_hex",
     "hookimpl",
+    "json_body",
     "same_signature",
 ]

@@ -24,9 +24,9 @@ from .errors import ConfigError
 from .hooks.lifecycle import run_hook, run_hook_logged
 from .hooks.manager import build_plugin_manager
 from .hooks.registry import build_registry
-from .http.handlers import handle_execution, handle_trigger, handle_webhook
+from .http.handlers import handle_execution, handle_trigger, handle_webhook, refuse_other_methods
 from .http.health import add_health_routes, add_loop_watchdog, add_metrics_route
-from .http.middleware import middleware
+from .http.middleware import PROTOCOL_LOG, middleware
 from .http.openapi import openapi
 from .keys import DATABASES, ENGINE, METRICS, QUEUE, RECORDER, RELOADER, REPLICATOR, SETTINGS, STARTUP_FAILED, STORE
 from .logs import install_context_ids
@@ -61,9 +61,13 @@ def build_engine(
     pm = build_plugin_manager(entry_points=entry_points)
     registry = build_registry(pm)
     if config_text is not None:
-        config = load_config_text(config_text, registry, strict=False, log_warnings=False)
+        config = load_config_text(
+            config_text, registry, strict=False, log_warnings=False, max_depth=settings.max_json_depth
+        )
     elif settings.config_path is not None:
-        config = load_config_file(settings.config_path, registry, strict=False, log_warnings=False)
+        config = load_config_file(
+            settings.config_path, registry, strict=False, log_warnings=False, max_depth=settings.max_json_depth
+        )
     else:
         raise ConfigError(["no config file: pass -config FILE or set WORKFLOW_CONFIG"])
     return Engine(settings, metrics or Metrics(), pm, registry, config)
@@ -98,6 +102,7 @@ def create_apps(settings: Settings, *, engine: Engine | None = None, background_
     main.router.add_get("/executions/{id}", handle_execution)
     main.router.add_route("*", "/webhooks/{tail:.*}", handle_webhook)
     main.router.add_route("*", "/{tail:.*}", handle_trigger)
+    refuse_other_methods(main)
     admin = _base_app(shared)
     setup_admin(admin, Authenticator(settings))
     add_loop_watchdog(main, admin, engine.metrics)  # puts its cleanup context first in main's
@@ -120,7 +125,11 @@ class _Shared:
 
 
 def _base_app(shared: _Shared) -> web.Application:
-    app = web.Application(middlewares=[middleware], client_max_size=shared.settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[middleware],
+        client_max_size=shared.settings.max_body_bytes,
+        handler_args={"logger": PROTOCOL_LOG},  # a request aiohttp's parser refuses is one log line
+    )
     app[SETTINGS], app[ENGINE], app[METRICS] = shared.settings, shared.engine, shared.engine.metrics
     app[STORE], app[RECORDER], app[DATABASES] = shared.store, shared.recorder, shared.databases
     app[RELOADER], app[REPLICATOR], app[STARTUP_FAILED] = shared.components, shared.replicator, shared.startup_failed

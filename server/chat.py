@@ -14,9 +14,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from . import jsonbody
 from .engine.chat import ChatService
 from .errors import StepError
-from .keys import ENGINE
+from .keys import ENGINE, SETTINGS
 
 # handle(request, chat, settings): `settings` is the platform's block of the config in service.
 ChatHandler = Callable[[web.Request, ChatService, Mapping[str, Any]], Awaitable[web.StreamResponse]]
@@ -64,6 +65,14 @@ def chat_endpoint(platform: str, handle: ChatHandler) -> Callable[[web.Request],
         return response
 
     return handler
+
+
+def json_body(request: web.Request, body: bytes | str) -> Any:
+    """A webhook body as JSON within the server's limits (WORKFLOW_MAX_JSON_DEPTH, finite numbers): Refused 400 else."""
+    try:
+        return jsonbody.loads(body, request.app[SETTINGS].max_json_depth)
+    except jsonbody.JSONBodyError as exc:
+        raise Refused.invalid(f"the body: {exc}") from None
 
 
 def hmac_hex(secret: str, data: bytes, digest: str = "sha256") -> str:

@@ -174,7 +174,7 @@ def _validate(args: list[str]) -> int:
     base = build_registry(build_plugin_manager())
     registry, problems = asyncio.run(_load_folder(base, settings))
     try:
-        config = load_config_file(ns.file, registry)
+        config = load_config_file(ns.file, registry, max_depth=settings.max_json_depth)
     except ConfigError as exc:
         problems += exc.problems
     if problems:
@@ -204,9 +204,13 @@ def _token(args: list[str]) -> int:
     )
     parser.add_argument("-sub", "--sub", required=True, help="the token's subject (who)")
     parser.add_argument("-role", "--role", default="admin", help="role claim (default admin)")
-    parser.add_argument("-ttl", "--ttl", default="1h", help="lifetime, e.g. 15m, 1h (default 1h)")
+    parser.add_argument(
+        "-ttl", "--ttl", default="1h", help="lifetime, e.g. 15m, 1h (default 1h; at most JWT_MAX_LIFETIME)"
+    )
     parser.add_argument("-dev", "--dev", action="store_true", help=_DEV_HELP)
     ns = parser.parse_args(args)
+    if not ns.sub.strip():
+        parser.error("--sub must name who the token is for")
     settings = from_environment()
     secret = settings.jwt_secret or (dev_secret(settings.data_dir) if ns.dev else None)
     if not secret or len(secret.encode()) < MIN_SECRET_BYTES:
@@ -216,6 +220,8 @@ def _token(args: list[str]) -> int:
         ttl = parse_duration(ns.ttl)
     except ValueError as exc:
         parser.error(f"--ttl: {exc}")
+    if ttl > settings.jwt_max_lifetime:  # the server would refuse the token
+        parser.error(f"--ttl: {ns.ttl} is longer than JWT_MAX_LIFETIME ({settings.jwt_max_lifetime / 3600:g}h)")
     now = int(time.time())
     claims = {"sub": ns.sub, "role": ns.role, "iat": now, "exp": now + int(ttl)}
     print(jwt.encode(claims, secret, algorithm="HS256"))

@@ -6,6 +6,13 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+ECHO_LIMIT = 128  # characters of a client's value (an id, a path) an error message repeats
+
+
+def clip(value: str, limit: int = ECHO_LIMIT) -> str:
+    """`value` cut to `limit` characters for an error message, with an ellipsis when it was longer."""
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
 
 class WorkflowError(Exception):
     """Base of every error the server answers with a JSON body and an HTTP status."""
@@ -59,6 +66,12 @@ class MethodNotAllowed(WorkflowError):
         self.allowed = allowed
         self.headers = {"Allow": ", ".join(allowed)}
         self.route = route  # the matched path's template, for the metrics label
+
+
+class UnsupportedMediaType(WorkflowError):
+    """A request body of a type the endpoint does not read."""
+
+    status = 415
 
 
 class PayloadTooLarge(WorkflowError):

@@ -70,6 +70,7 @@ class Settings:
     log_format: str = "text"
     log_level: str = "INFO"
     max_body_bytes: int = 1024 * 1024
+    max_json_depth: int = 64  # nesting limit of JSON bodies and of YAML configs alike
     shutdown_timeout: float = 30.0
     step_timeout: float = 30.0
     async_workers: int = 8
@@ -89,6 +90,7 @@ class Settings:
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_jwks_url: str | None = None
+    jwt_max_lifetime: float = 86400.0  # longest token lifetime accepted, and the cap of `workflow-server token --ttl`
     db: Database | None = None
     redis_addr: str | None = None
     deployment: str | None = None  # prefix of the queue's Redis keys; None: the store's identity (deployment_name)
@@ -166,6 +168,7 @@ def from_environment(
         log_format=log_format,
         log_level=log_level,
         max_body_bytes=_positive_int(env, "WORKFLOW_MAX_BODY_BYTES", 1024 * 1024),
+        max_json_depth=_positive_int(env, "WORKFLOW_MAX_JSON_DEPTH", 64),
         shutdown_timeout=_duration(env, "WORKFLOW_SHUTDOWN_TIMEOUT", "30s"),
         step_timeout=_duration(env, "WORKFLOW_STEP_TIMEOUT", "30s"),
         async_workers=_positive_int(env, "WORKFLOW_ASYNC_WORKERS", 8),
@@ -185,6 +188,7 @@ def from_environment(
         jwt_issuer=env.get("JWT_ISSUER") or None,
         jwt_audience=env.get("JWT_AUDIENCE") or None,
         jwt_jwks_url=env.get("JWT_JWKS_URL") or None,
+        jwt_max_lifetime=_duration(env, "JWT_MAX_LIFETIME", "24h"),
         db=_database(env),
         redis_addr=_redis_url(env.get("WORKFLOW_REDIS_ADDR")),
         deployment=env.get("WORKFLOW_DEPLOYMENT") or None,

@@ -362,8 +362,21 @@ async def test_bad_bodies_are_400(start, components) -> None:
     server = await start()
     for body in ({"id": "x"}, {"id": "x", "source": ""}, {"id": "x", "source": 5}, [1], "text"):
         assert (await call(server, "POST", PREFIXES[0], body))[0] == 400, body
-    response = await server.admin.post(PREFIXES[0], data=b"{not json", headers=ADMIN)
+    response = await server.admin.post(
+        PREFIXES[0], data=b"{not json", headers={**ADMIN, "Content-Type": "application/json"}
+    )
     assert response.status == 400 and "JSON" in (await response.json())["error"]
+    # The main listener's content-type rule: a text body is not read as JSON.
+    response = await server.admin.post(
+        PREFIXES[0], data=b'{"id": "x"}', headers={**ADMIN, "Content-Type": "text/plain"}
+    )
+    assert (response.status, (await response.json())["accepted"]) == (415, "application/json")
+    deep = b'{"id": "x", "source": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    response = await server.admin.post(PREFIXES[0], data=deep, headers={**ADMIN, "Content-Type": "application/json"})
+    assert (response.status, (await response.json())["error"]) == (
+        400,
+        "request body: JSON nested deeper than the limit of 64 levels (WORKFLOW_MAX_JSON_DEPTH)",
+    )
     assert listed(components) == []
 
 

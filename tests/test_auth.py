@@ -110,10 +110,10 @@ def test_the_cli_refuses_a_short_secret():
         ({}, "a bearer token is required"),
         ({"Authorization": "Basic YTpi"}, "a bearer token is required"),
         (bearer(hs256({"sub": "a", "role": "admin", "exp": NOW - 10})), "expired"),
-        (bearer(hs256({"sub": "a", "role": "admin", "exp": NOW + 60}, "w" * 40)), "Signature verification failed"),
-        (bearer(hs256({"sub": "a", "role": "admin"})), 'missing the "exp" claim'),
+        (bearer(hs256({"sub": "a", "role": "admin", "exp": NOW + 60}, "w" * 40)), "signature does not verify"),
+        (bearer(hs256({"sub": "a", "role": "admin"})), "the token has no 'exp' claim"),
         (bearer(unsigned({"sub": "a", "role": "admin", "exp": NOW + 60})), "'none' are not accepted"),
-        (bearer("not.a.token"), "invalid token"),
+        (bearer("not.a.token"), "the token is not a valid JWT"),
     ],
 )
 async def test_bad_tokens_are_401_with_a_bearer_challenge(admin_client, headers, needle):
@@ -145,13 +145,13 @@ async def test_issuer_and_audience_are_checked_when_configured(admin_client):
     response = await client.get("/api/whoami", headers=bearer(hs256(good)))
     assert (response.status, await response.json()) == (200, {"subject": "a", "roles": ["admin"]})
     for wrong, error in (
-        ({"iss": "https://evil.example"}, "Invalid issuer"),
-        ({"aud": "other"}, "Audience doesn't match"),
-        ({"aud": None}, 'Token is missing the "aud" claim'),
+        ({"iss": "https://evil.example"}, "the token's issuer is not accepted (JWT_ISSUER)"),
+        ({"aud": "other"}, "the token is not meant for this audience (JWT_AUDIENCE)"),
+        ({"aud": None}, "the token has no 'aud' claim"),
     ):
         claims = {k: v for k, v in {**good, **wrong}.items() if v is not None}
         response = await client.get("/api/whoami", headers=bearer(hs256(claims)))
-        assert (response.status, await response.json()) == (401, {"error": f"invalid token: {error}"}), wrong
+        assert (response.status, await response.json()) == (401, {"error": error}), wrong
 
 
 @pytest.mark.parametrize(
@@ -191,4 +191,117 @@ async def test_jwks_tokens_from_an_identity_provider(admin_client, aiohttp_serve
     )
     wrong = jose.encode({"alg": alg, "kid": key.kid}, {"sub": "sso", "roles": ["admin"], "exp": NOW + 60}, other)
     response = await client.get("/api/whoami", headers=bearer(wrong))
-    assert (response.status, await response.json()) == (401, {"error": "invalid token: Signature verification failed"})
+    assert (response.status, await response.json()) == (401, {"error": "the token's signature does not verify"})
+
+
+@pytest.mark.parametrize(
+    ("claims", "error"),
+    [
+        ({"role": "admin", "exp": NOW + 60}, "the token needs a 'sub' claim naming who it is for"),
+        ({"sub": "", "role": "admin", "exp": NOW + 60}, "the token needs a 'sub' claim naming who it is for"),
+        ({"sub": 7, "role": "admin", "exp": NOW + 60}, "the token needs a 'sub' claim naming who it is for"),
+        ({"sub": "x" * 129, "role": "admin", "exp": NOW + 60}, "the token's 'sub' is longer than 128 characters"),
+        ({"sub": "a", "role": "admin", "exp": str(NOW + 60)}, "the token has an 'exp' claim that is not a number"),
+        ({"sub": "a", "role": "admin", "exp": True}, "the token has an 'exp' claim that is not a number"),
+        ({"sub": "a", "role": "admin", "exp": "soon"}, "the token has an 'exp' claim that is not a number"),
+        (
+            {"sub": "a", "role": "admin", "exp": NOW + 60, "iat": "0"},
+            "the token has an 'iat' claim that is not a number",
+        ),
+        (
+            {"sub": "a", "role": "admin", "exp": NOW + 60, "nbf": [1]},
+            "the token has an 'nbf' claim that is not a number",
+        ),
+        # Lifetime: exp - iat, or exp - now without iat; the default limit is 24 h.
+        (
+            {"sub": "a", "role": "admin", "iat": NOW, "exp": NOW + 86401},
+            "the token is valid for 24.0 h, longer than the limit of 24 h (JWT_MAX_LIFETIME)",
+        ),
+        (
+            {"sub": "a", "role": "admin", "exp": NOW + 10 * 86400},
+            "the token is valid for 240.0 h, longer than the limit of 24 h (JWT_MAX_LIFETIME)",
+        ),
+        (
+            {"sub": "a", "role": "admin", "iat": NOW - 90000, "exp": NOW + 60},
+            "the token is valid for 25.0 h, longer than the limit of 24 h (JWT_MAX_LIFETIME)",
+        ),
+    ],
+)
+async def test_claims_of_the_wrong_kind_or_lifetime_are_401(admin_client, claims, error):
+    client = await admin_client()
+    response = await client.get("/api/whoami", headers=bearer(hs256(claims)))
+    assert (response.status, await response.json()) == (401, {"error": error})
+
+
+async def test_the_lifetime_limit_is_a_setting(admin_client):
+    claims = {"sub": "a", "role": "admin", "iat": NOW, "exp": NOW + 3 * 86400}
+    client = await admin_client(jwt_max_lifetime=7 * 86400.0)
+    response = await client.get("/api/whoami", headers=bearer(hs256(claims)))
+    assert (response.status, await response.json()) == (200, {"subject": "a", "roles": ["admin"]})
+    client = await admin_client(jwt_max_lifetime=3600.0)
+    response = await client.get("/api/whoami", headers=bearer(hs256({**claims, "exp": NOW + 3601})))
+    assert (await response.json())["error"].endswith("longer than the limit of 1 h (JWT_MAX_LIFETIME)")
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        hs256({"sub": "a", "role": "admin", "exp": NOW + 60})[:-3] + "!!!",  # PyJWT: "Invalid crypto padding"
+        "eyJhbGciOiJIUzI1NiJ9.bm90IGpzb24.c2ln",  # PyJWT: "Invalid payload string: ..."
+        "eyJhbGciOiJIUzI1NiJ9",  # PyJWT: "Not enough segments"
+        "%%%.%%%.%%%",  # PyJWT: "Invalid header padding"
+    ],
+)
+async def test_jwt_library_internals_never_reach_the_client(admin_client, token):
+    client = await admin_client()
+    response = await client.get("/api/whoami", headers=bearer(token))
+    body = await response.json()
+    assert response.status == 401
+    assert body["error"] in ("the token is not a valid JWT", "the token's signature does not verify")
+    assert body["error"] in response.headers["WWW-Authenticate"]
+
+
+async def test_an_es256_token_naming_an_rsa_key_is_401(admin_client, aiohttp_server, caplog):
+    rsa = RSAKey.generate_key(2048, parameters={"kid": "rsa-1"})
+    ec = ECKey.generate_key("P-256", parameters={"kid": "rsa-1"})
+
+    async def jwks(request: web.Request) -> web.Response:
+        return web.json_response({"keys": [{**rsa.as_dict(private=False), "kid": "rsa-1", "alg": "RS256"}]})
+
+    provider = web.Application()
+    provider.router.add_get("/jwks.json", jwks)
+    idp = await aiohttp_server(provider)
+    client = await admin_client(jwt_secret=None, jwt_jwks_url=f"http://127.0.0.1:{idp.port}/jwks.json")
+    token = jose.encode({"alg": "ES256", "kid": "rsa-1"}, {"sub": "x", "role": "admin", "exp": NOW + 60}, ec)
+    response = await client.get("/api/whoami", headers=bearer(token))
+    assert (response.status, await response.json()) == (
+        401,
+        {"error": "the token is signed with ES256 but its key ('kid') is a RS256 key"},
+    )
+    assert [r for r in caplog.records if r.exc_info] == []
+
+
+def run_token(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "server", "token", *args],
+        cwd=ROOT,
+        env={"JWT_SECRET": SECRET, "PATH": "/usr/bin:/bin", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_the_cli_refuses_an_empty_sub_and_caps_the_ttl():
+    for sub in ("", "  "):
+        result = run_token("--sub", sub)
+        assert result.returncode == 2 and "--sub must name who the token is for" in result.stderr
+    result = run_token("--sub", "ops", "--ttl", "25h")
+    assert result.returncode == 2
+    assert "--ttl: 25h is longer than JWT_MAX_LIFETIME (24h)" in result.stderr
+    result = run_token("--sub", "ops", "--ttl", "24h")
+    claims = pyjwt.decode(result.stdout.strip(), SECRET, algorithms=["HS256"])
+    assert claims["exp"] - claims["iat"] == 86400
+    result = run_token("--sub", "ops", "--ttl", "48h", env={"JWT_MAX_LIFETIME": "72h"})
+    claims = pyjwt.decode(result.stdout.strip(), SECRET, algorithms=["HS256"])
+    assert claims["exp"] - claims["iat"] == 48 * 3600

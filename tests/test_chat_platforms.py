@@ -185,6 +185,17 @@ async def test_generic_github_signature_event_and_delivery_dedupe(srv) -> None:
     assert (await srv.client.post("/webhooks/generic/gitlab", data=body, headers=signed)).status == 404
     response = await srv.client.post(url, data=b"[1]", headers={**headers, "X-Hub-Signature-256": github(b"[1]")})
     assert (response.status, await response.json()) == (400, {"error": "the body must be a JSON object"})
+    # A signed body is still untrusted JSON: nesting and numbers within the server's limits, no traceback.
+    for raw, error in (
+        (
+            b"[" * 5000 + b"]" * 5000,
+            "the body: JSON nested deeper than the limit of 64 levels (WORKFLOW_MAX_JSON_DEPTH)",
+        ),
+        (b'{"n": NaN}', "the body: NaN is not a JSON number"),
+        (b"{oops", "the body: not valid JSON: Expecting property name enclosed in double quotes: line 1 column 2"),
+    ):
+        response = await srv.client.post(url, data=raw, headers={**headers, "X-Hub-Signature-256": github(raw)})
+        assert (response.status, await response.json()) == (400, {"error": error})
     await until(lambda: CALLS)
     trigger = CALLS[0]["trigger"]
     assert (trigger["user"], trigger["event"], trigger["event_id"]) == ("octocat", "push", headers["X-GitHub-Delivery"])

@@ -168,11 +168,14 @@ async def test_contains_and_matches_filters(srv) -> None:
 
 async def test_malformed_body_is_400(srv) -> None:
     status, text = await slack(srv, "{not json")
+    expected = "the body: not valid JSON: Expecting property name enclosed in double quotes: line 1 column 2"
+    assert (status, json.loads(text)) == (400, {"error": expected})
+    status, text = await slack(srv, '["not", "an", "envelope"]')
     assert (status, json.loads(text)) == (400, {"error": "the body is not a Slack Events API JSON envelope"})
     status, text = await slack(srv, json.dumps({"type": "event_callback", "event": {}}))
     assert (status, json.loads(text)) == (400, {"error": "an event_callback needs 'event' and 'event_id'"})
     metrics = await srv.metrics()
-    assert metric_value(metrics, "chat_events_total", platform="slack", outcome="invalid") == 2
+    assert metric_value(metrics, "chat_events_total", platform="slack", outcome="invalid") == 3
 
 
 def command(name: str, trigger_id: str, response_url: str = "") -> str:
@@ -281,6 +284,9 @@ async def test_interaction_payload_runs_and_replies_through_response_url(srv, fa
     await until(lambda: fake_api.to("/actions/T1/99/xyz"))
     assert fake_api.to("/actions/T1/99/xyz")[0].body == {"text": "clicked yes"}
     status, text = await slack(srv, urlencode({"payload": "{nope"}), "/webhooks/slack/interactions")
+    expected = "the body: not valid JSON: Expecting property name enclosed in double quotes: line 1 column 2"
+    assert (status, json.loads(text)) == (400, {"error": expected})
+    status, text = await slack(srv, urlencode({"payload": "[1]"}), "/webhooks/slack/interactions")
     assert (status, json.loads(text)) == (400, {"error": "an interaction needs a JSON 'payload' field with a 'type'"})
     assert len(fake_api.to("/actions/T1/99/xyz")) == 1
 

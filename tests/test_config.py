@@ -555,7 +555,7 @@ SINGLE_STEP = "steps: [{name: s, type: step.log}]"
             [
                 "F:10: pipeline 'q', step 'c': 'config' must be a mapping",
                 "F:11: pipeline 'q', step 'd': 'next' must name a step",
-                "F:4: pipeline 'p': 'steps' must be a list of steps",
+                "F:4: pipeline 'p': 'steps' is empty: a pipeline must list at least one step",
                 "F:8: pipeline 'q': steps[0] must be a mapping with 'name' and 'type'",
                 "F:9: pipeline 'q': steps[1] needs a 'name'",
             ],
@@ -589,6 +589,8 @@ def test_all_problems_of_a_file_come_at_once(problems) -> None:
             "F:6: pipeline 'a': on_error must be one of stop, skip, compensate",
             "F:8: pipeline 'a', step 's': unknown step type 'step.nope'",
             "F:9: pipeline 'a', step 's': timeout: '5 parsecs' is not a duration like '30s' or '1m30s'",
+            # the route conflict is found although both pipelines have other problems
+            "F:11: pipeline 'b': POST /a is already the trigger of a",
             "F:13: pipeline 'b', step 't': config.values.x: unclosed action in \"{{ .y \"",
         ]
     )

@@ -99,8 +99,9 @@ async def test_wrong_method_is_405_with_allow(make_server):
     srv = await make_server(ECHO)
     response = await srv.client.delete("/items/7")
     assert response.status == 405
-    assert response.headers["Allow"] == "GET, PUT"
-    assert (await response.json())["allowed"] == ["GET", "PUT"]
+    # HEAD runs the GET pipeline, and OPTIONS is answered on every trigger path.
+    assert response.headers["Allow"] == "GET, HEAD, OPTIONS, PUT"
+    assert (await response.json())["allowed"] == ["GET", "HEAD", "OPTIONS", "PUT"]
 
 
 async def test_unknown_path_is_json_404(make_server):

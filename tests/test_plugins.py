@@ -50,6 +50,7 @@ def test_every_hook_is_documented():
 def test_public_api_is_what_plugin_authors_import():
     assert set(server.__all__) == {
         "hookimpl",
+        "json_body",
         "Accepted",
         "Refused",
         "body_digest",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +16,7 @@ from server import (
     fresh_timestamp,
     hmac_hex,
     hookimpl,
+    json_body,
     same_signature,
 )
 
@@ -39,10 +39,7 @@ async def deliveries(request: web.Request, chat: ChatService, settings: Mapping[
         request.headers.get(config["timestamp_header"], ""), config["window"]
     ):
         raise Refused.unauthorized(f"missing or stale {config['timestamp_header']}")
-    try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
-        raise Refused.invalid("the body is not JSON") from None
+    payload = json_body(request, body)
     if not isinstance(payload, dict):
         raise Refused.invalid("the body must be a JSON object")
     # Without a delivery id, an identical body is the same delivery sent again.

@@ -22,6 +22,7 @@ from server import (
     fresh_timestamp,
     hmac_hex,
     hookimpl,
+    json_body,
     same_signature,
 )
 
@@ -57,9 +58,8 @@ def form(body: bytes) -> dict[str, str]:
 
 async def events(request: web.Request, chat: ChatService, settings: Mapping[str, Any]) -> web.StreamResponse:
     """`POST /webhooks/slack/events`: url_verification, or an event_callback stored and acknowledged at once."""
-    body = await verified(request, settings)
+    envelope = json_body(request, await verified(request, settings))
     try:
-        envelope = json.loads(body)
         kind = envelope["type"]
     except (UnicodeDecodeError, ValueError, TypeError, KeyError):
         raise Refused.invalid("the body is not a Slack Events API JSON envelope") from None
@@ -116,8 +116,11 @@ async def commands(request: web.Request, chat: ChatService, settings: Mapping[st
 
 async def interactions(request: web.Request, chat: ChatService, settings: Mapping[str, Any]) -> web.StreamResponse:
     """`POST /webhooks/slack/interactions`: acknowledged at once; replies go to the payload's response_url."""
+    fields = form(await verified(request, settings))
+    if not isinstance(fields.get("payload"), str):
+        raise Refused.invalid("an interaction needs a JSON 'payload' field with a 'type'")
+    payload = json_body(request, fields["payload"])
     try:
-        payload = json.loads(form(await verified(request, settings))["payload"])
         kind = str(payload["type"])
     except (ValueError, TypeError, KeyError):
         raise Refused.invalid("an interaction needs a JSON 'payload' field with a 'type'") from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -19,6 +18,7 @@ from server import (
     chat_endpoint,
     chat_post,
     hookimpl,
+    json_body,
     same_signature,
 )
 
@@ -36,8 +36,8 @@ async def updates(request: web.Request, chat: ChatService, settings: Mapping[str
     given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
     if not given or not same_signature(given, bot["secret_token"]):
         raise Refused.unauthorized("missing or bad X-Telegram-Bot-Api-Secret-Token")
+    update = json_body(request, await request.read())
     try:
-        update = json.loads(await request.read())
         update_id = update["update_id"]
     except (UnicodeDecodeError, ValueError, TypeError, KeyError):
         raise Refused.invalid("the body is not a Telegram update with an 'update_id'") from None

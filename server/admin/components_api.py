@@ -8,9 +8,10 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import BadRequest, ComponentError, Conflict, NotFound, PayloadTooLarge, StoreUnavailable
+from ..errors import BadRequest, ComponentError, Conflict, NotFound, PayloadTooLarge, StoreUnavailable, clip
+from ..http.bodies import body_kind, json_object
 from ..http.middleware import json_response
-from ..keys import COMPONENT_WRITES, ENGINE, IDENTITY, RELOADER, REPLICATOR
+from ..keys import COMPONENT_WRITES, ENGINE, IDENTITY, RELOADER, REPLICATOR, SETTINGS
 from ..reload.loader import COMPONENT_ID, ID_RULE, Component, Source, component_id
 from .policy import check_imports
 
@@ -163,7 +164,7 @@ def _id(raw: Any) -> str:
     # because the pattern's `$` would accept a trailing newline.
     cid = component_id(raw)
     if cid is None:
-        raise BadRequest(f"{ID_RULE}, not {raw!r}", field="id", rule=COMPONENT_ID.pattern)
+        raise BadRequest(f"{ID_RULE}, not {clip(raw)!r}", field="id", rule=COMPONENT_ID.pattern)
     return cid
 
 
@@ -178,10 +179,5 @@ def _source(request: web.Request, body: dict[str, Any]) -> str:
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise BadRequest("the request body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise BadRequest("the request body must be a JSON object")
-    return body
+    body_kind(request, forms=False)  # the main listener's rule: JSON (or no type), else 415
+    return json_object(await request.read(), request.app[SETTINGS].max_json_depth)

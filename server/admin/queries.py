@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, NotFound, clip
 from ..http.middleware import json_response
 from ..keys import ENGINE, STORE
 from ..store.base import ExecutionRow, InvalidCursor
@@ -44,7 +44,7 @@ async def get_execution(request: web.Request) -> web.Response:
     """`GET /api/executions/{id}`: one recorded execution with per-step timings."""
     row = await request.app[STORE].get_execution(request.match_info["id"])
     if row is None:
-        raise NotFound(f"no recorded execution {request.match_info['id']!r}")
+        raise NotFound(f"no recorded execution {clip(request.match_info['id'])!r}")
     return json_response(_execution(row, steps=True))
 
 

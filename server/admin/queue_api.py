@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import NotFound
+from ..errors import NotFound, clip
 from ..http.middleware import json_response
 from ..keys import IDENTITY, QUEUE, STORE
 from ..queue import Job
@@ -52,7 +52,7 @@ async def retry_dead(request: web.Request) -> web.Response:
     """`POST /api/queue/dead/{id}/retry`: put a dead letter back in the queue with its attempts reset."""
     job_id = request.match_info["id"]
     if not await request.app[QUEUE].queue.requeue(job_id):
-        raise NotFound(f"no dead job {job_id!r}")
+        raise NotFound(f"no dead job {clip(job_id)!r}")
     identity = request[IDENTITY]
     await request.app[STORE].audit(identity.subject, "queue.retry", job_id, request.remote)
     return json_response({"id": job_id, "status": "queued"})

@@ -11,12 +11,13 @@ from typing import Any
 from ..databases import declared_connections, parse_connections
 from ..errors import ConfigError
 from ..hooks.registry import Registry
-from .chat import chat_filter, parse_chat
+from .chat import parse_chat
 from .durations import parse_duration
 from .model import Pipeline, Step, Trigger, plan_flow
 from .routing import RouteConflict, Router
 from .templates import TemplateError, compile_value
-from .yamlload import LineDict, LineList, YAMLProblem, load_yaml
+from .triggers import compile_trigger
+from .yamlload import DEFAULT_MAX_DEPTH, LineDict, LineList, YAMLProblem, load_yaml_lenient
 
 log = logging.getLogger("workflow.config")
 
@@ -25,21 +26,7 @@ LEGACY_KEYS = ("modules", "workflows", "triggers", "requires", "version", "descr
 TOP_LEVEL_KEYS = frozenset({"name", "pipelines", "chat", "connections"}) | frozenset(LEGACY_KEYS)
 PIPELINE_KEYS = frozenset({"trigger", "steps", "on_error", "timeout", "compensation", "description"})
 STEP_KEYS = frozenset({"name", "type", "config", "next", "timeout", "description"})
-TRIGGER_TYPES = ("http", "chat", "event", "schedule", "manual")
 ON_ERROR = ("stop", "skip", "compensate")
-CHAT_PLATFORMS = ("slack", "twilio", "telegram", "generic")
-RESERVED_PREFIXES = (
-    "/healthz",
-    "/readyz",
-    "/livez",
-    "/health",
-    "/ready",
-    "/live",
-    "/metrics",
-    "/openapi.json",
-    "/executions/",
-    "/webhooks/",
-)
 DEFAULT_PIPELINE_TIMEOUT = 30.0
 
 
@@ -61,18 +48,30 @@ class AppConfig:
 
 
 class _Problems:
-    """Collects problems as `file:line: message` so a load reports all of them at once."""
+    """Collects problems as `file:line: message` so a load reports all of them at once, sorted by line."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, early: list[tuple[int, str]] | None = None) -> None:
         self.source = source
-        self.items: list[str] = []
+        self.items: list[tuple[int, str]] = []
         self.warnings: list[str] = []
+        # What reading the YAML found (duplicate keys, unset variables): an `${UNSET}` also makes an empty
+        # duration on its line, so a line with one of these reports only that.
+        self.early = [(line, f"{source}:{line}: {message}") for line, message in early or ()]
+        self.early_lines = {line for line, _ in self.early}
 
     def add(self, line: int, message: str) -> None:
-        self.items.append(f"{self.source}:{line}: {message}")
+        if line not in self.early_lines:
+            self.items.append((line, f"{self.source}:{line}: {message}"))
 
     def warn(self, line: int, message: str) -> None:
         self.warnings.append(f"{self.source}:{line}: {message}")
+
+    def __bool__(self) -> bool:
+        return bool(self.items or self.early)
+
+    def sorted(self) -> list[str]:
+        """Every problem, in the order of the file (stable, so one line's problems keep their order)."""
+        return [text for _, text in sorted(self.early + self.items, key=lambda item: item[0])]
 
 
 def load_config_file(
@@ -82,6 +81,7 @@ def load_config_file(
     env: Mapping[str, str] | None = None,
     strict: bool = True,
     log_warnings: bool = True,
+    max_depth: int = DEFAULT_MAX_DEPTH,
 ) -> AppConfig:
     """Read and compile the config at `path`; raise ConfigError listing every problem."""
     path = Path(path)
@@ -89,7 +89,12 @@ def load_config_file(
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read config: {exc.strerror or exc}"]) from None
-    return load_config_text(text, registry, source=str(path), env=env, strict=strict, log_warnings=log_warnings)
+    except UnicodeDecodeError as exc:  # a binary file saved over the config
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError([f"{path}:{line}: the config is not UTF-8 text (byte {exc.start})"]) from None
+    return load_config_text(
+        text, registry, source=str(path), env=env, strict=strict, log_warnings=log_warnings, max_depth=max_depth
+    )
 
 
 def load_config_text(
@@ -100,14 +105,16 @@ def load_config_text(
     env: Mapping[str, str] | None = None,
     strict: bool = True,
     log_warnings: bool = True,
+    max_depth: int = DEFAULT_MAX_DEPTH,
 ) -> AppConfig:
     """Parse and compile config text; unknown step types are errors when `strict`, else warnings (logged)."""
     try:
-        doc = load_yaml(text, env)
+        doc, early = load_yaml_lenient(text, env, max_depth=max_depth)
     except YAMLProblem as exc:
         raise ConfigError([f"{source}:{line}: {msg}" for line, msg in exc.problems]) from None
     if not isinstance(doc, LineDict):
-        raise ConfigError([f"{source}:1: the config must be a mapping with a 'pipelines' key"])
+        problems = [f"{source}:{line}: {msg}" for line, msg in early]
+        raise ConfigError([*problems, f"{source}:1: the config must be a mapping with a 'pipelines' key"])
     for key in doc:
         if key in LEGACY_KEYS:
             log.info(
@@ -116,15 +123,20 @@ def load_config_text(
                 source,
                 doc.line_of(key),
             )
-    config = compile_config(doc, registry, source=source, strict=strict)
+    config = compile_config(doc, registry, source=source, strict=strict, early=early)
     for warning in config.warnings if log_warnings else ():
         log.warning("%s", warning)
     return config
 
 
-def compile_config(doc: LineDict, registry: Registry, *, source: str, strict: bool = True) -> AppConfig:
-    """Compile a parsed config against `registry`: templates, step configs, flow and routes."""
-    problems = _Problems(source)
+def compile_config(
+    doc: LineDict, registry: Registry, *, source: str, strict: bool = True, early: list[tuple[int, str]] | None = None
+) -> AppConfig:
+    """Compile a parsed config against `registry`: templates, step configs, flow and routes.
+
+    `early` holds what reading the YAML found (duplicate keys, unset variables): reported with the rest.
+    """
+    problems = _Problems(source, early)
     for key in doc:
         if key not in TOP_LEVEL_KEYS:
             problems.add(doc.line_of(key), f"unknown top-level key {key!r}")
@@ -135,30 +147,33 @@ def compile_config(doc: LineDict, registry: Registry, *, source: str, strict: bo
     chat = parse_chat(doc.get("chat"), doc.line_of("chat"), problems.add)
     connections = parse_connections(doc.get("connections"), doc.line_of("connections"), problems.add)
     pipelines = {}
+    routes: Router[_Named] = Router()  # every HTTP trigger, its pipeline's other problems notwithstanding
     with declared_connections(connections):  # what the steps' `prepare` may name (step.db_query)
         for name, raw in raw_pipelines.items():
-            pipeline = _pipeline(
+            pipeline, trigger = _pipeline(
                 str(name), raw, raw_pipelines.line_of(name), registry, problems, strict, platforms=tuple(chat)
             )
             if pipeline is not None:
                 pipelines[pipeline.name] = pipeline
+            if trigger is not None and trigger.type == "http":
+                try:
+                    routes.add(trigger.method, trigger.path, _Named(str(name)))
+                except RouteConflict as exc:  # also a malformed path, such as /a/{id}/{id}
+                    problems.add(trigger.line, f"pipeline {str(name)!r}: {exc}")
     _check_delegations(pipelines, problems)
+    if problems:
+        raise ConfigError(problems.sorted())
     router: Router[Pipeline] = Router()
     events: dict[str, list[Pipeline]] = {}
     chats: dict[str, list[Pipeline]] = {}
     for pipeline in pipelines.values():
         trigger = pipeline.trigger
         if trigger.type == "http":
-            try:
-                router.add(trigger.method, trigger.path, pipeline)
-            except RouteConflict as exc:  # also a malformed path, such as /a/{id}/{id}
-                problems.add(trigger.line, f"pipeline {pipeline.name!r}: {exc}")
+            router.add(trigger.method, trigger.path, pipeline)  # conflicts were reported above
         elif trigger.type == "event":
             events.setdefault(trigger.topic, []).append(pipeline)
         elif trigger.chat is not None:
             chats.setdefault(trigger.chat.platform, []).append(pipeline)
-    if problems.items:
-        raise ConfigError(problems.items)
     return AppConfig(
         str(doc.get("name") or Path(source).stem),
         source,
@@ -170,6 +185,13 @@ def compile_config(doc: LineDict, registry: Registry, *, source: str, strict: bo
         chat,
         {platform: tuple(ps) for platform, ps in chats.items()},
     )
+
+
+@dataclass(frozen=True)
+class _Named:
+    """A route's owner while routes are checked: only its name is needed."""
+
+    name: str
 
 
 def _check_delegations(pipelines: Mapping[str, Pipeline], problems: _Problems) -> None:
@@ -193,17 +215,17 @@ def _pipeline(
     strict: bool,
     *,
     platforms: tuple[str, ...] = (),
-) -> Pipeline | None:
+) -> tuple[Pipeline | None, Trigger | None]:
     where = f"pipeline {name!r}"
     if not isinstance(raw, LineDict):
         problems.add(line, f"{where}: must be a mapping with 'trigger' and 'steps'")
-        return None
+        return None, None
     for key in raw:
         if key not in PIPELINE_KEYS:
             problems.add(
                 raw.line_of(key), f"{where}: unknown key {key!r} (expected one of {', '.join(sorted(PIPELINE_KEYS))})"
             )
-    trigger = _trigger(where, raw.get("trigger"), raw.line_of("trigger"), problems, platforms)
+    trigger = compile_trigger(where, raw.get("trigger"), raw.line_of("trigger"), problems.add, platforms)
     on_error = raw.get("on_error", "stop")
     if on_error not in ON_ERROR:
         problems.add(raw.line_of("on_error"), f"{where}: on_error must be one of {', '.join(ON_ERROR)}")
@@ -220,69 +242,13 @@ def _pipeline(
         required=False,
     )
     if steps is None or compensation is None or trigger is None:
-        return None
+        return None, trigger
     try:
         flow = plan_flow(steps)
     except ValueError as exc:
         problems.add(line, f"{where}: {exc}")
-        return None
-    return Pipeline(name, trigger, steps, flow, on_error, timeout, compensation, line)
-
-
-def _trigger(where: str, raw: Any, line: int, problems: _Problems, platforms: tuple[str, ...] = ()) -> Trigger | None:
-    """Compile a trigger; a chat trigger names a built-in platform or one a `chat:` block declares (a component's)."""
-    if not isinstance(raw, LineDict):
-        problems.add(line, f"{where}: 'trigger' must be a mapping with a 'type'")
-        return None
-    kind = raw.get("type")
-    if kind not in TRIGGER_TYPES:
-        problems.add(raw.line_of("type"), f"{where}: trigger type {kind!r} is not one of {', '.join(TRIGGER_TYPES)}")
-        return None
-    config = raw.get("config")
-    if config is None:  # absent: problems with its keys point at the trigger
-        config = LineDict()
-        config.line = line
-    if not isinstance(config, dict):
-        problems.add(raw.line_of("config"), f"{where}: trigger config must be a mapping")
-        return None
-    at = config.line_of if isinstance(config, LineDict) else (lambda _k: line)
-    trigger = Trigger(kind, dict(config), line)
-    if kind == "http":
-        path, method = config.get("path"), str(config.get("method", "POST")).upper()
-        if not isinstance(path, str) or not path.startswith("/"):
-            problems.add(at("path"), f"{where}: an http trigger needs a 'path' starting with '/'")
-            return None
-        # Whole segments only: /metrics and /metrics/x are the server's, /metrics-summary is not.
-        if any(path == p.rstrip("/") or path.startswith(p.rstrip("/") + "/") for p in RESERVED_PREFIXES):
-            problems.add(at("path"), f"{where}: path {path!r} is reserved by the server")
-            return None
-        if method not in ("GET", "POST", "PUT", "PATCH", "DELETE"):
-            problems.add(at("method"), f"{where}: method {method!r} is not GET, POST, PUT, PATCH or DELETE")
-            return None
-        return Trigger(kind, dict(config), line, path=path, method=method, is_async=bool(config.get("async", False)))
-    if kind == "event":
-        topic = config.get("topic")
-        if not isinstance(topic, str) or not topic:
-            problems.add(at("topic"), f"{where}: an event trigger needs a 'topic'")
-            return None
-        return Trigger(kind, dict(config), line, topic=topic)
-    if kind == "chat":
-        known = CHAT_PLATFORMS + tuple(p for p in platforms if p not in CHAT_PLATFORMS)
-        if config.get("platform") not in known:
-            problems.add(at("platform"), f"{where}: a chat trigger needs 'platform': one of {', '.join(known)}")
-            return None
-        filters = chat_filter(config, at, where, problems.add)
-        return None if filters is None else Trigger(kind, dict(config), line, chat=filters)
-    if kind == "schedule":
-        if "interval" not in config:
-            problems.add(at("interval"), f"{where}: a schedule trigger needs an 'interval' such as '5m'")
-            return None
-        try:
-            return Trigger(kind, dict(config), line, interval=parse_duration(config["interval"]))
-        except ValueError as exc:
-            problems.add(at("interval"), f"{where}: interval: {exc}")
-            return None
-    return trigger
+        return None, trigger
+    return Pipeline(name, trigger, steps, flow, on_error, timeout, compensation, line), trigger
 
 
 def _steps(
@@ -296,8 +262,11 @@ def _steps(
     *,
     required: bool = True,
 ) -> tuple[Step, ...] | None:
-    if not isinstance(raw, LineList) or (required and not raw):
+    if not isinstance(raw, LineList):
         problems.add(line, f"{where}: '{key}' must be a list of steps")
+        return None
+    if required and not raw:
+        problems.add(line, f"{where}: '{key}' is empty: a pipeline must list at least one step")
         return None
     before = len(problems.items)
     steps, seen = [], set()

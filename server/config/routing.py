@@ -6,7 +6,7 @@ import re
 from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
-from ..errors import MethodNotAllowed, NotFound
+from ..errors import MethodNotAllowed, NotFound, clip
 
 T = TypeVar("T")
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -64,8 +64,10 @@ class Router(Generic[T]):
             allowed.extend(methods)
             route = route or template
         if allowed:
-            raise MethodNotAllowed(f"method {method} is not allowed for {path}", sorted(set(allowed)), route=route)
-        raise NotFound(f"no pipeline is triggered by {path}", path=path)
+            raise MethodNotAllowed(
+                f"method {clip(method)} is not allowed for {clip(path)}", sorted(set(allowed)), route=route
+            )
+        raise NotFound(f"no pipeline is triggered by {clip(path)}", path=clip(path))
 
     def routes(self) -> list[tuple[str, str, Any]]:
         """Every (method, template, target), for listings and the OpenAPI document."""

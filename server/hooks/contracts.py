@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import RegistrationError, StepError, ValidationError
+from ..jsonbody import kind
 
 _MISSING = object()
 TYPES: dict[str, tuple[type, ...]] = {
@@ -79,7 +80,7 @@ def resolve_inputs(
                 continue
         if not _is(value, field.type):
             raise ValidationError(
-                f"step {step!r}: input {field.name!r} must be {field.type}, not {type(value).__name__}",
+                f"step {step!r}: input {field.name!r} must be of type {field.type}, not {kind(value)}",
                 field=field.name,
             )
         inputs[field.name] = value

@@ -3,29 +3,38 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import hdrs, web
+from aiohttp import web
 
 from ..engine.executor import Outcome
-from ..errors import BadRequest, MethodNotAllowed, NotFound, ServiceUnavailable
+from ..errors import MethodNotAllowed, NotFound, ServiceUnavailable, clip
 from ..keys import ENGINE, QUEUE, RECORDER, ROUTE_LABEL, STORE
+from .bodies import read_payload
 from .middleware import error_response, json_response
-
-FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
 async def handle_trigger(request: web.Request) -> web.StreamResponse:
-    """Dispatch a request to the pipeline whose HTTP trigger matches it, through the live config."""
+    """Dispatch a request to the pipeline whose HTTP trigger matches it, through the live config.
+
+    HEAD runs the GET pipeline (aiohttp drops the body); OPTIONS answers the path's methods in `Allow`.
+    """
     engine = request.app[ENGINE]
     if not engine.ready:
         raise ServiceUnavailable("the server is not ready")
     state = engine.state  # one snapshot for matching and running, leased while the body arrives
+    method = request.method
     try:
-        pipeline, template, params = state.config.router.match(request.method, request.path)
+        pipeline, template, params = state.config.router.match("GET" if method == "HEAD" else method, request.path)
     except MethodNotAllowed as exc:
         request[ROUTE_LABEL] = exc.route
-        raise
+        allowed = with_implied(exc.allowed)
+        if method == "OPTIONS":
+            return web.Response(status=204, headers={"Allow": ", ".join(allowed)})
+        raise MethodNotAllowed(
+            f"method {clip(method)} is not allowed for this path", allowed, route=exc.route
+        ) from None
     request[ROUTE_LABEL] = template
     with state.lease:
         payload = await read_payload(request)
@@ -38,6 +47,27 @@ async def handle_trigger(request: web.Request) -> web.StreamResponse:
                 {"execution_id": execution_id, "status": "queued", "location": location}, 202, {"Location": location}
             )
         return outcome_response(await engine.run(pipeline, payload, state=state))
+
+
+def refuse_other_methods(app: web.Application) -> None:
+    """405 with `Allow` for other methods on the fixed routes, which the trigger catch-all would answer 404."""
+    for resource in list(app.router.resources()):
+        methods = sorted({route.method for route in resource} - {"*"})
+        if methods and isinstance(resource, web.Resource) and "{tail" not in resource.canonical:
+            resource.add_route("*", _refuse(methods))
+
+
+def _refuse(allowed: list[str]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def refuse(request: web.Request) -> web.StreamResponse:
+        raise MethodNotAllowed(f"method {clip(request.method)} is not allowed for this path", allowed)
+
+    return refuse
+
+
+def with_implied(methods: list[str]) -> list[str]:
+    """A path's methods plus those the server answers for it: HEAD where GET is, and OPTIONS."""
+    implied = {*methods, "OPTIONS"} | ({"HEAD"} if "GET" in methods else set())
+    return sorted(implied)
 
 
 async def handle_webhook(request: web.Request) -> web.StreamResponse:
@@ -74,37 +104,13 @@ async def handle_execution(request: web.Request) -> web.Response:
     row = await request.app[STORE].get_execution(execution_id)
     if row is not None:
         return json_response(_finished(row.id, row.pipeline, row.status, row.error, row.result))
-    raise NotFound(f"no execution {execution_id!r} (unknown, or expired from history)")
+    raise NotFound(f"no execution {clip(execution_id)!r} (unknown, or expired from history)")
 
 
 def _finished(execution_id: str, pipeline: str, status: str, error: Any, result: Any) -> dict[str, Any]:
     """The public body of a finished execution: its result, or its error."""
     body: dict[str, Any] = {"id": execution_id, "pipeline": pipeline, "status": status}
     body.update({"error": error} if error is not None else {"result": result})
-    return body
-
-
-async def read_payload(request: web.Request) -> dict[str, Any]:
-    """The pipeline's starting data: the JSON object body, or the fields of a form post."""
-    if not request.body_exists:
-        return {}
-    # JSON, the usual body, is told apart without aiohttp's full parse of the header (done anew per request).
-    is_json = request.headers.get(hdrs.CONTENT_TYPE, "").startswith("application/json")
-    if not is_json and request.content_type in FORM_TYPES:
-        try:
-            form = await request.post()
-        except ValueError as exc:  # a multipart type without its boundary, or a malformed part
-            raise BadRequest(f"request body is not a valid form: {exc}") from None
-        return {key: value for key, value in form.items() if isinstance(value, str)}
-    raw = await request.read()
-    if not raw or raw.isspace():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequest(f"request body must be a JSON object, not {type(body).__name__}")
     return body
 
 

@@ -39,7 +39,7 @@ async def healthz(request: web.Request) -> web.Response:
     failing = {cid: f.error for cid, f in sorted(components.failures.items()) if f.origin != "api"}
     stuck = components.isolation.stuck_loads()  # imports abandoned after the timeout, still running
     checks: dict[str, dict[str, Any]] = {
-        "config": {"status": "ok", "pipelines": len(engine.config.pipelines), "source": engine.config.source},
+        "config": _config_check(engine.config.source, len(engine.config.pipelines), components.config_failure),
         "plugins": {
             "status": "ok",
             "step_types": len(engine.registry.steps),
@@ -70,6 +70,14 @@ async def healthz(request: web.Request) -> web.Response:
     if statuses <= {"ok", "degraded"}:
         return json_response({"status": "degraded", "checks": checks})
     return json_response({"status": "unhealthy", "checks": checks}, 503)
+
+
+def _config_check(source: str, pipelines: int, refused: list[str] | None) -> dict[str, Any]:
+    """Degraded while the last save of the config file was refused: the previous config keeps serving."""
+    check: dict[str, Any] = {"status": "degraded" if refused else "ok", "pipelines": pipelines, "source": source}
+    if refused:
+        check["refused"] = refused
+    return check
 
 
 def _store_check(request: web.Request) -> dict[str, Any]:

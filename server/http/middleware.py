@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 from .. import logs
@@ -106,6 +109,11 @@ def _error_answer(request: web.Request, exc: Exception) -> web.StreamResponse:
         return error_response(PayloadTooLarge(f"request body is larger than the limit of {limit} bytes", limit=limit))
     if isinstance(exc, web.HTTPMethodNotAllowed):
         return error_response(MethodNotAllowed(f"method {exc.method} is not allowed", sorted(exc.allowed_methods)))
+    fault = client_fault(exc)
+    if fault is not None:  # a body aiohttp cannot decode (bad gzip, a broken chunk)
+        answer = error_response(WorkflowError(f"the request body cannot be read: {_reason(fault)}", status=fault.code))
+        answer.force_close()  # the rest of the body cannot be told from the next request
+        return answer
     if isinstance(exc, web.HTTPException):
         if exc.status < 400:  # redirects and the like are answers, not errors
             return exc
@@ -113,6 +121,39 @@ def _error_answer(request: web.Request, exc: Exception) -> web.StreamResponse:
     log.error("unhandled error in %s %s", request.method, request.path, exc_info=exc)
     return json_response({"error": "internal server error", "request_id": logs.request_id.get()}, 500)
 
+
+class ProtocolLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's request-handler logger: a request its HTTP parser refuses is one line, never a traceback.
+
+    aiohttp answers those (URL or header too long, too many headers, a NUL in a header) itself, before any
+    middleware runs; anything else it logs keeps its traceback.
+    """
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        """Log a refused request as one warning; any other error as aiohttp would."""
+        exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        fault = client_fault(exc)
+        if fault is not None:
+            self.logger.warning("refused a malformed request (%d): %s", fault.code, _reason(fault))
+            return
+        self.logger.exception(msg, *args, exc_info=exc_info, **kwargs)
+
+
+def client_fault(exc: BaseException | None) -> HttpProcessingError | None:
+    """The client's HTTP mistake behind `exc` (aiohttp wraps a body's in RequestPayloadError), if it is one."""
+    for _ in range(3):  # the error itself, or what it was raised from
+        if isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500:
+            return exc
+        exc = exc.__cause__ if exc is not None else None
+    return None
+
+
+def _reason(fault: HttpProcessingError) -> str:
+    return " ".join(str(fault.message).split())[:300]
+
+
+# aiohttp's own logger name, so its other records still read as aiohttp's.
+PROTOCOL_LOG = ProtocolLog(logging.getLogger("aiohttp.server"))
 
 # The `path` label of requests no route matched (a scan of random URLs must not grow the label set).
 UNMATCHED = "unmatched"

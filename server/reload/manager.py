@@ -80,6 +80,7 @@ class ComponentManager:
         self.built_in = built_in
         self.components: dict[str, Component] = {}
         self.failures: dict[str, Failure] = {}
+        self.config_failure: list[str] | None = None  # why the last config save was refused, until a good one
         self.lifecycle_timeout = lifecycle_timeout
         self.drain_timeout = drain_timeout
         self.lock = asyncio.Lock()
@@ -150,7 +151,8 @@ class ComponentManager:
     async def build_config(self, text: str, source: str) -> Candidate:
         """The config `text` compiled against the registry in service (ConfigError lists every problem)."""
         registry = self.engine.registry
-        config = await asyncio.to_thread(load_config_text, text, registry, source=source, strict=False)
+        depth = self.engine.settings.max_json_depth
+        config = await asyncio.to_thread(load_config_text, text, registry, source=source, strict=False, max_depth=depth)
         return Candidate(State(registry, config), "config", time.perf_counter())
 
     def compiled(self) -> Candidate:

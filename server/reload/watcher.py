@@ -48,18 +48,39 @@ async def reload_config(manager: ComponentManager, path: Path) -> bool:
     # Under the manager's lock: the config must be compiled against the registry it goes out with.
     async with manager.lock:
         try:
-            text = await asyncio.to_thread(path.read_text, encoding="utf-8")
-            candidate = await manager.build_config(text, str(path))
-        except (OSError, ConfigError) as exc:
-            problems = exc.problems if isinstance(exc, ConfigError) else [f"{path}: {exc}"]
+            text = await asyncio.to_thread(path.read_bytes)
+            candidate = await manager.build_config(_text(text, path), str(path))
+        except Exception as exc:  # whatever the file holds, the running config stays and the watcher goes on
+            problems = _problems(exc, path)
             for problem in problems:
                 log.error("config reload refused: %s", problem)
+            manager.config_failure = problems
             metrics.child(metrics.module_operations, "config", "reload", "error").inc()
             return False
         manager.commit(candidate)
+        manager.config_failure = None
     metrics.child(metrics.module_operations, "config", "reload", "success").inc()
     log.info("config reloaded from %s: %d pipeline(s)", path, len(candidate.state.config.pipelines))
     return True
+
+
+def _text(data: bytes, path: Path) -> str:
+    """The config file's text; a file that is not UTF-8 is a config error at its first bad byte's line."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError([f"{path}:{line}: the config is not UTF-8 text (byte {exc.start})"]) from None
+
+
+def _problems(exc: Exception, path: Path) -> list[str]:
+    """What to report for a refused reload: the config's problems, or the error that stopped the read."""
+    if isinstance(exc, ConfigError):
+        return exc.problems
+    if isinstance(exc, OSError):
+        return [f"{path}: cannot read config: {exc.strerror or exc}"]
+    log.error("unexpected error while reloading %s", path, exc_info=exc)  # a defect of ours: keep the traceback
+    return [f"{path}: the config could not be loaded ({type(exc).__name__}: {exc})"]
 
 
 @asynccontextmanager
@@ -166,4 +187,7 @@ async def _watch_config(
     async for _ in _changes(settings, path.parent, ConfigFilter(path), lambda: _stats([path]), stop):
         await started.wait()
         if path.exists():
-            await on_config()
+            try:
+                await on_config()
+            except Exception:  # the watcher must survive anything: the next save is applied as usual
+                log.exception("unexpected error after a change of %s", path)
