@@ -65,6 +65,7 @@ class Settings:
     data_dir: Path = Path("data")
     log_format: str = "text"
     log_level: str = "INFO"
+    access_log: bool = True  # one line per request at info (WORKFLOW_ACCESS_LOG)
     max_body_bytes: int = 1024 * 1024
     shutdown_timeout: float = 30.0
     step_timeout: float = 30.0
@@ -156,6 +157,7 @@ def from_environment(
         data_dir=Path(env.get("WORKFLOW_DATA_DIR", "data")),
         log_format=log_format,
         log_level=log_level,
+        access_log=_flag(env, "WORKFLOW_ACCESS_LOG", True),
         max_body_bytes=_positive_int(env, "WORKFLOW_MAX_BODY_BYTES", 1024 * 1024),
         shutdown_timeout=_duration(env, "WORKFLOW_SHUTDOWN_TIMEOUT", "30s"),
         step_timeout=_duration(env, "WORKFLOW_STEP_TIMEOUT", "30s"),
