@@ -35,6 +35,7 @@ class LogOutput:
         self._writing = threading.Lock()  # one writer at a time, so chunks leave in order
         self._full = threading.Event()
         self._thread: threading.Thread | None = None
+        self._closed = False
 
     def start(self) -> None:
         """Start the writer thread (once)."""
@@ -62,8 +63,14 @@ class LogOutput:
             if lines:
                 self._write_all("".join(lines).encode("utf-8", "backslashreplace"), len(lines))
 
+    def close(self) -> None:
+        """Write out what is queued and end the writer thread (a new setup_logging replaces this output)."""
+        self._closed = True
+        self._full.set()
+        self.flush()
+
     def _run(self) -> None:
-        while True:
+        while not self._closed:
             self._full.wait(self.interval)
             self._full.clear()
             self.flush()

@@ -73,14 +73,14 @@ class TextFormatter(logging.Formatter):
 
 def setup_logging(fmt: str = "text", level: str = "INFO", stream: TextIO | None = None) -> LogOutput:
     """Route every logger through one buffered handler on stderr (or `stream`) in the chosen format."""
-    global output, access
+    global output, _direct, _handler
     if output is not None:
-        output.flush()
+        output.close()
     output = LogOutput(stream or sys.stderr)
     output.start()
     handler = BufferedHandler(output)
     handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
-    access = _json_access if fmt == "json" else _text_access
+    _direct, _handler = (_json_access if fmt == "json" else _text_access), handler
     install_context_ids()
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -150,5 +150,16 @@ def _text_access(method: str, path: str, status: int, route: str, seconds: float
     )
 
 
+def access(method: str, path: str, status: int, route: str, seconds: float, remote: str | None, rid: str) -> None:
+    """Log the access line of one request: built directly while setup_logging's handler is the only one."""
+    handlers = _root.handlers
+    if len(handlers) == 1 and handlers[0] is _handler and _direct is not None:
+        _direct(method, path, status, route, seconds, remote, rid)
+    else:  # another handler was added (pytest's caplog, an embedding application): a LogRecord for all
+        _log_access(method, path, status, route, seconds, remote, rid)
+
+
+_root = logging.getLogger()
 output: LogOutput | None = None  # the process's one output, once setup_logging ran
-access: AccessLog = _log_access  # the access line's writer: direct to `output` once setup_logging ran
+_handler: logging.Handler | None = None  # setup_logging's handler on the root logger
+_direct: AccessLog | None = None  # the direct writer of setup_logging's format

@@ -213,3 +213,31 @@ async def test_the_access_log_can_be_turned_off(tmp_path) -> None:
     lines = await _run(tmp_path, 20, WORKFLOW_ACCESS_LOG="false")
     assert [line for line in lines if line["logger"] == "workflow.http"] == []
     assert lines[-1]["message"].startswith("stopped after")  # other info lines are still written
+
+
+def test_the_direct_line_gives_way_to_a_record_when_another_handler_listens(tmp_path) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, logs.output, logs._handler, logs._direct
+    token = logs.request_id.set(ARGS[-1])  # as the middleware sets it
+    try:
+        with (tmp_path / "out.log").open("w") as stream:
+            output = logs.setup_logging("json", "INFO", stream=stream)
+            logs.access(*ARGS)  # setup_logging's handler alone: the direct line
+            records: list[logging.LogRecord] = []
+            listener = logging.Handler()
+            listener.emit = records.append  # type: ignore[method-assign]
+            root.addHandler(listener)  # as pytest's caplog does
+            logs.access(*ARGS)
+            root.removeHandler(listener)
+            output.flush()
+        lines = [json.loads(line) for line in (tmp_path / "out.log").read_text().splitlines()]
+        assert [line["logger"] for line in lines] == ["workflow.http", "workflow.http"]  # the record reached both
+        assert [(r.name, r.getMessage(), r.status, r.route) for r in records] == [
+            ("workflow.http", 'POST /api/orders/ü"x 201', 201, "/api/orders/{id}")
+        ]
+        assert {k: v for k, v in lines[0].items() if k != "time"} == {k: v for k, v in lines[1].items() if k != "time"}
+    finally:
+        logs.request_id.reset(token)
+        output.close()
+        root.handlers[:], root.level = saved[0], saved[1]
+        logs.output, logs._handler, logs._direct = saved[2], saved[3], saved[4]
