@@ -1,8 +1,8 @@
 """A deterministic guard on the request path's cost: Python opcodes per request, from bench_hotpath.py.
 
 CPU time on a shared machine moves by tens of percent between runs; the number of bytecode instructions the
-event loop's thread executes for the median request, background tasks left out, does not move (a few
-opcodes at most). So each subject's count must stay within its budget, and not fall far below it either: a
+event loop's thread executes for the median request, in the request's own tasks (background tasks and the
+loop's bookkeeping left out), does not move, however busy the machine is. So each subject's count must stay within its budget, and not fall far below it either: a
 gain lowers the budget in the same commit, so that later changes cannot erode it unnoticed.
 """
 
@@ -16,10 +16,11 @@ import pytest
 
 from tests.conftest import ROOT
 
-# Opcodes of the median request of `bench_hotpath.py --child SUBJECT` (`--traced 200`), about 3 % headroom.
+# Opcodes of the median request of `bench_hotpath.py --child SUBJECT` (`--traced 200`), 3 % headroom:
+# measured 6202 and 6739 (the bare handler: 3821).
 # `default` is the shipped configuration (JSON access log at info, recording to SQLite); `stripped` has
 # neither. Measured on Python 3.11; another minor version executes other bytecode.
-BUDGET = {"stripped": 6800, "default": 7300}
+BUDGET = {"stripped": 6400, "default": 6950}
 
 
 @pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="the budgets are Python 3.11's bytecode")
