@@ -2,8 +2,9 @@
 
 CPU time on a shared machine moves by tens of percent between runs; the number of bytecode instructions the
 event loop's thread executes for the median request, in the request's own tasks (background tasks and the
-loop's bookkeeping left out), does not move, however busy the machine is. So each subject's count must stay within its budget, and not fall far below it either: a
-gain lowers the budget in the same commit, so that later changes cannot erode it unnoticed.
+loop's bookkeeping left out), does not move, however busy the machine is. So each subject's count must
+stay within its budget, and not fall far below it either: a gain lowers the budget in the same commit, so
+that later changes cannot erode it unnoticed.
 """
 
 from __future__ import annotations
