@@ -261,7 +261,8 @@ def hello(version: int, *, step: str = "step.hello", wait: bool = False) -> str:
 
 def token(sub: str = "ada", secret: str = SECRET, **claims: Any) -> dict[str, str]:
     """Authorization headers with an HS256 token (admin role unless `claims` say otherwise)."""
-    body = {"sub": sub, "role": "admin", "exp": int(time.time()) + 300, **claims}
+    # A day: ADMIN is made once, at import, and a whole suite on a busy machine takes longer than minutes.
+    body = {"sub": sub, "role": "admin", "exp": int(time.time()) + 86400, **claims}
     return {"Authorization": "Bearer " + jwt.encode(body, secret, algorithm="HS256")}
 
 

@@ -30,12 +30,13 @@ def _through_formatter(formatter: logging.Formatter) -> str:
     handler.setFormatter(formatter)
     access = logging.getLogger(logs.ACCESS_LOGGER)
     access.addHandler(handler)
-    level, access.level = access.level, logging.INFO
+    level = access.level
+    access.setLevel(logging.INFO)  # setLevel, not the attribute: it clears the loggers' cached decisions
     try:
         logs._log_access(*ARGS)
     finally:
         access.removeHandler(handler)
-        access.level = level
+        access.setLevel(level)
     return stream.getvalue()
 
 
