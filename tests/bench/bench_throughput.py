@@ -121,6 +121,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also measure the default configuration recording to PostgreSQL (WORKFLOW_DB_HOST/NAME/USER)",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="also measure the default configuration of another source tree, e.g. an export of main: "
+        "`git archive main | tar -x -C DIR` (run as `python -m server` there, on this venv)",
+    )
     parser.add_argument("--pin", action="store_true", help="pin the servers to the first CPU and wrk to the second")
     parser.add_argument("--keep-temp", action="store_true", help="keep the temp dir (config, lua, server logs)")
     ns = parser.parse_args(argv)
@@ -136,6 +142,7 @@ VARIANTS = {
     "default": {},
     "stripped": {"WORKFLOW_LOG_LEVEL": "warning", "WORKFLOW_RECORD_EXECUTIONS": "false"},
     "default-pg": {},
+    "baseline": {},  # --baseline: the default configuration of another source tree
 }
 
 
@@ -154,6 +161,8 @@ def start_targets(ns: argparse.Namespace, tmp: Path, server_cpus: str | None) ->
 
     for name in ("default", "stripped", *(("default-pg",) if ns.postgres else ())):
         targets.append(workflow_server(name, tmp, config, server_cpus))
+    if ns.baseline:
+        targets.append(workflow_server("baseline", tmp, config, server_cpus, ns.baseline.resolve()))
     if not ns.skip_node_red:
         red = _nodered.install(ns.node_red_cache)
         port = c.free_port()
@@ -163,8 +172,13 @@ def start_targets(ns: argparse.Namespace, tmp: Path, server_cpus: str | None) ->
     return targets
 
 
-def workflow_server(name: str, tmp: Path, config: Path, server_cpus: str | None) -> Target:
-    """One workflow-server target: the shipped defaults with VARIANTS[name], in its own state folder."""
+def workflow_server(
+    name: str, tmp: Path, config: Path, server_cpus: str | None, checkout: Path | None = None
+) -> Target:
+    """One workflow-server target: the shipped defaults with VARIANTS[name], in its own state folder.
+
+    With `checkout`, the server package of that source tree (`python -m server` run there), on this venv.
+    """
     port, admin = c.free_port(), c.free_port()
     while admin == port:
         admin = c.free_port()
@@ -192,9 +206,10 @@ def workflow_server(name: str, tmp: Path, config: Path, server_cpus: str | None)
     ):
         if var not in VARIANTS[name]:
             env.pop(var, None)
+    program = [sys.executable, "-m", "server"] if checkout else [c.venv_script("workflow-server")]
     cmd = c.pinned(
         [
-            c.venv_script("workflow-server"),
+            *program,
             "-config",
             str(config),
             "--addr",
@@ -204,7 +219,7 @@ def workflow_server(name: str, tmp: Path, config: Path, server_cpus: str | None)
         ],
         server_cpus,
     )
-    server = c.ServerProcess(name, cmd, env, tmp / f"{name}.log", cwd=c.ROOT)
+    server = c.ServerProcess(name, cmd, env, tmp / f"{name}.log", cwd=checkout or c.ROOT)
     return Target(name, server, f"http://{c.HOST}:{port}", "/readyz")
 
 
@@ -392,7 +407,7 @@ def run(ns: argparse.Namespace, tmp: Path) -> int:
         line = f"{t.name:<12} {t.median_rps():>10.1f} req/s (median)   /bare = {t.median_rps() / bare.median_rps():.3f}"
         if "node-red" in by_name and t.name != "node-red":
             line += f"   /node-red = {t.median_rps() / by_name['node-red'].median_rps():.2f}"
-        if t.name in ("default", "default-pg"):
+        if t.name in ("default", "default-pg", "baseline"):
             line += f"   ({t.server.log_lines()} log lines written)"
         print(line)
     print()
@@ -404,6 +419,9 @@ def run(ns: argparse.Namespace, tmp: Path) -> int:
     print()
     how = f"unpinned, wrk -t{ns.threads} -c{ns.connections}" if not server_cpus else "pinned"
     how += f", median of {ns.rounds} x {ns.duration}s, alternating"
+    if "baseline" in by_name:
+        gain = by_name["default"].median_rps() / by_name["baseline"].median_rps()
+        print(f"default/baseline = {gain:.3f} (this tree against {ns.baseline}, both as shipped)")
     checks = [("default", "bare", 0.5), ("stripped", "bare", 0.65), ("default-pg", "bare", 0.5)]
     checks.insert(1, ("default", "node-red", 2.0))
     for subject, against, target in checks:
