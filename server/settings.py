@@ -66,6 +66,7 @@ class Settings:
     log_format: str = "text"
     log_level: str = "INFO"
     access_log: bool = True  # one line per request at info (WORKFLOW_ACCESS_LOG)
+    event_loop: str = "auto"  # auto (uvloop when installed), uvloop or asyncio (WORKFLOW_EVENT_LOOP)
     max_body_bytes: int = 1024 * 1024
     shutdown_timeout: float = 30.0
     step_timeout: float = 30.0
@@ -158,6 +159,7 @@ def from_environment(
         log_format=log_format,
         log_level=log_level,
         access_log=_flag(env, "WORKFLOW_ACCESS_LOG", True),
+        event_loop=_event_loop(env),
         max_body_bytes=_positive_int(env, "WORKFLOW_MAX_BODY_BYTES", 1024 * 1024),
         shutdown_timeout=_duration(env, "WORKFLOW_SHUTDOWN_TIMEOUT", "30s"),
         step_timeout=_duration(env, "WORKFLOW_STEP_TIMEOUT", "30s"),
@@ -191,6 +193,13 @@ def from_environment(
         import_memory_mb=_positive_int(env, "WORKFLOW_IMPORT_MEMORY_MB", 1024),
         isolation_preload=_name_list(env.get("WORKFLOW_ISOLATION_PRELOAD")),
     )
+
+
+def _event_loop(env: Mapping[str, str]) -> str:
+    choice = env.get("WORKFLOW_EVENT_LOOP", "auto").lower() or "auto"
+    if choice not in ("auto", "uvloop", "asyncio"):
+        raise SettingsError(f"WORKFLOW_EVENT_LOOP: {choice!r} is not auto, uvloop or asyncio")
+    return choice
 
 
 def _redis_url(value: str | None) -> str | None:
