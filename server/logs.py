@@ -73,14 +73,14 @@ class TextFormatter(logging.Formatter):
 
 def setup_logging(fmt: str = "text", level: str = "INFO", stream: TextIO | None = None) -> LogOutput:
     """Route every logger through one buffered handler on stderr (or `stream`) in the chosen format."""
-    global output, _direct, _handler
+    global output, access, _handler
     if output is not None:
         output.close()
     output = LogOutput(stream or sys.stderr)
     output.start()
     handler = BufferedHandler(output)
     handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
-    _direct, _handler = (_json_access if fmt == "json" else _text_access), handler
+    access, _handler = (_json_access if fmt == "json" else _text_access), handler
     install_context_ids()
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -106,7 +106,11 @@ AccessLog = Callable[[str, str, int, str, float, "str | None", str], None]
 
 
 def _log_access(method: str, path: str, status: int, route: str, seconds: float, remote: str | None, rid: str) -> None:
-    """The access line as a LogRecord, for whatever handlers there are (before setup_logging, and in tests)."""
+    """The access line as a LogRecord, for whatever handlers there are.
+
+    Before setup_logging, and whenever a handler other than its own listens on the root logger (pytest's
+    caplog, an application embedding the server): they all get the record, as they would any other line.
+    """
     extra = {"status": status, "route": route, "duration_ms": round(seconds * 1000, 3), "remote": remote}
     _access_log.info("%s %s %d", method, path, status, extra=extra)
 
@@ -118,6 +122,9 @@ _local_second: list[Any] = [-1, ""]  # logging's default asctime, in local time
 
 def _json_access(method: str, path: str, status: int, route: str, seconds: float, remote: str | None, rid: str) -> None:
     """The line JSONFormatter would write for _log_access's record, built directly."""
+    handlers = _root.handlers
+    if len(handlers) != 1 or handlers[0] is not _handler:  # see _log_access
+        return _log_access(method, path, status, route, seconds, remote, rid)
     now = time.time()
     second = int(now)
     if second != _utc_second[0]:
@@ -136,6 +143,9 @@ def _json_access(method: str, path: str, status: int, route: str, seconds: float
 
 def _text_access(method: str, path: str, status: int, route: str, seconds: float, remote: str | None, rid: str) -> None:
     """The line TextFormatter would write for _log_access's record, built directly."""
+    handlers = _root.handlers
+    if len(handlers) != 1 or handlers[0] is not _handler:  # see _log_access
+        return _log_access(method, path, status, route, seconds, remote, rid)
     now = time.time()
     second = int(now)
     if second != _local_second[0]:
@@ -150,16 +160,8 @@ def _text_access(method: str, path: str, status: int, route: str, seconds: float
     )
 
 
-def access(method: str, path: str, status: int, route: str, seconds: float, remote: str | None, rid: str) -> None:
-    """Log the access line of one request: built directly while setup_logging's handler is the only one."""
-    handlers = _root.handlers
-    if len(handlers) == 1 and handlers[0] is _handler and _direct is not None:
-        _direct(method, path, status, route, seconds, remote, rid)
-    else:  # another handler was added (pytest's caplog, an embedding application): a LogRecord for all
-        _log_access(method, path, status, route, seconds, remote, rid)
-
-
 _root = logging.getLogger()
 output: LogOutput | None = None  # the process's one output, once setup_logging ran
 _handler: logging.Handler | None = None  # setup_logging's handler on the root logger
-_direct: AccessLog | None = None  # the direct writer of setup_logging's format
+# The access line's writer (the middleware calls logs.access): built directly once setup_logging ran.
+access: AccessLog = _log_access

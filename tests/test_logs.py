@@ -44,7 +44,11 @@ def _direct(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, writer: logs.Access
     """The access line as the fast path writes it, through a LogOutput into a file."""
     with (tmp_path / "out.log").open("w") as stream:
         output = LogOutput(stream)
+        handler = BufferedHandler(output)
         monkeypatch.setattr(logs, "output", output)
+        monkeypatch.setattr(logs, "_handler", handler)  # as if setup_logging's handler were the root's only one
+        monkeypatch.setattr(logs, "_root", logging.Logger("root-alone"))
+        logs._root.addHandler(handler)
         writer(*ARGS)
         output.flush()
     return (tmp_path / "out.log").read_text()
@@ -218,7 +222,7 @@ async def test_the_access_log_can_be_turned_off(tmp_path) -> None:
 
 def test_the_direct_line_gives_way_to_a_record_when_another_handler_listens(tmp_path) -> None:
     root = logging.getLogger()
-    saved = root.handlers[:], root.level, logs.output, logs._handler, logs._direct
+    saved = root.handlers[:], root.level, logs.output, logs._handler, logs.access
     token = logs.request_id.set(ARGS[-1])  # as the middleware sets it
     try:
         with (tmp_path / "out.log").open("w") as stream:
@@ -241,4 +245,4 @@ def test_the_direct_line_gives_way_to_a_record_when_another_handler_listens(tmp_
         logs.request_id.reset(token)
         output.close()
         root.handlers[:], root.level = saved[0], saved[1]
-        logs.output, logs._handler, logs._direct = saved[2], saved[3], saved[4]
+        logs.output, logs._handler, logs.access = saved[2], saved[3], saved[4]

@@ -189,11 +189,11 @@ async def as_records(one: Callable[[], Any], requests: int) -> float:
     """CPU per request with the access line logged as a LogRecord through the JSON formatter (the old way)."""
     from server import logs
 
-    direct, logs._direct = logs._direct, None
+    direct, logs.access = logs.access, logs._log_access
     try:
         return await timed(one, requests)
     finally:
-        logs._direct = direct
+        logs.access = direct
 
 
 async def timed(one: Callable[[], Any], requests: int) -> float:
