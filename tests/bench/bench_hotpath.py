@@ -368,7 +368,7 @@ def report(ns: argparse.Namespace) -> int:
     print("== costs (every thread's CPU)")
     print(
         f"  access log  {access:5.1f} us/request  ({ops['default'] - ops['recording']:.0f} opcodes)  "
-        "default with its access line on - off, alternating rounds in one process"
+        "default with its access line on - off, interleaved blocks in one process"
     )
     print(f"  (as a LogRecord through the JSON formatter, as before: {access_record:5.1f} us/request)")
     print(f"  the line alone: {alone:5.1f} us (logs.access called {ALONE} times, then written out; every thread)")
