@@ -19,6 +19,7 @@ from .config.durations import parse_duration
 from .config.loader import load_config_file
 from .devsecret import banner, dev_secret, with_dev_secret
 from .errors import ConfigError, ListenError, RegistrationError
+from .eventloop import loop_factory
 from .hooks.manager import build_plugin_manager
 from .hooks.registry import Registry, build_registry
 from .http.listen import bind
@@ -117,7 +118,16 @@ def _run(args: list[str]) -> int:
         for sock in sockets:
             sock.close()
         raise
-    code = asyncio.run(serve(apps.main, apps.admin, settings, sockets))
+    try:
+        factory, loop_name = loop_factory(settings.event_loop)
+    except RuntimeError as exc:
+        for sock in sockets:
+            sock.close()
+        print(f"workflow-server: {exc}", file=sys.stderr)
+        return 1
+    log.info("event loop: %s", loop_name)
+    with asyncio.Runner(loop_factory=factory) as runner:
+        code = runner.run(serve(apps.main, apps.admin, settings, sockets))
     exit_if_threads_remain()  # a step thread stuck forever would keep the process alive after the drain
     return code
 

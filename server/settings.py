@@ -69,6 +69,8 @@ class Settings:
     data_dir: Path = Path("data")
     log_format: str = "text"
     log_level: str = "INFO"
+    access_log: bool = True  # one line per request at info (WORKFLOW_ACCESS_LOG)
+    event_loop: str = "auto"  # auto (uvloop when installed), uvloop or asyncio (WORKFLOW_EVENT_LOOP)
     max_body_bytes: int = 1024 * 1024
     max_json_depth: int = 64  # nesting limit of JSON bodies and of YAML configs alike
     shutdown_timeout: float = 30.0
@@ -167,6 +169,8 @@ def from_environment(
         data_dir=Path(env.get("WORKFLOW_DATA_DIR", "data")),
         log_format=log_format,
         log_level=log_level,
+        access_log=_flag(env, "WORKFLOW_ACCESS_LOG", True),
+        event_loop=_event_loop(env),
         max_body_bytes=_positive_int(env, "WORKFLOW_MAX_BODY_BYTES", 1024 * 1024),
         max_json_depth=_positive_int(env, "WORKFLOW_MAX_JSON_DEPTH", 64),
         shutdown_timeout=_duration(env, "WORKFLOW_SHUTDOWN_TIMEOUT", "30s"),
@@ -202,6 +206,13 @@ def from_environment(
         import_memory_mb=_positive_int(env, "WORKFLOW_IMPORT_MEMORY_MB", 1024),
         isolation_preload=_name_list(env.get("WORKFLOW_ISOLATION_PRELOAD")),
     )
+
+
+def _event_loop(env: Mapping[str, str]) -> str:
+    choice = env.get("WORKFLOW_EVENT_LOOP", "auto").lower() or "auto"
+    if choice not in ("auto", "uvloop", "asyncio"):
+        raise SettingsError(f"WORKFLOW_EVENT_LOOP: {choice!r} is not auto, uvloop or asyncio")
+    return choice
 
 
 def _redis_url(value: str | None) -> str | None:

@@ -74,8 +74,10 @@ async def test_steps_run_in_order_and_each_output_is_merged_and_addressable(serv
     assert (data["id"], data["q"], data["params"], data["query"]) == ("42", "hi", {"id": "42"}, {"q": "hi"})
     assert data["pipeline"] == "flow"
     assert data["execution_id"] == response.headers["X-Execution-ID"] == CALLS[0]["execution_id"]
-    assert uuid.UUID(data["execution_id"])
+    execution = uuid.UUID(data["execution_id"])
+    assert execution.version == 7  # time-ordered: its first 48 bits are the start in Unix milliseconds
     started = datetime.fromisoformat(data["started_at"])
+    assert abs((execution.int >> 80) - started.timestamp() * 1000) < 5
     assert abs((started - before).total_seconds()) < 5
 
 
@@ -530,7 +532,7 @@ async def test_async_trigger_answers_202_then_the_execution_result(serve):
     assert response.status == 202
     body = await response.json()
     execution_id = body["execution_id"]
-    assert uuid.UUID(execution_id).version == 4
+    assert uuid.UUID(execution_id).version == 7  # time-ordered (CONTRACT §4)
     assert response.headers["Location"] == f"/executions/{execution_id}"
     early = await (await srv.client.get(response.headers["Location"])).json()
     assert early["status"] in ("queued", "running") and "result" not in early

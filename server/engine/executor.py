@@ -22,7 +22,7 @@ from ..hooks.registry import Registry, StepType
 from ..metrics.catalog import Metrics
 from .context import Response, Services, StepContext, StepResult
 from .deadlines import Deadlines
-from .ids import new_id
+from .ids import new_execution_id
 
 if TYPE_CHECKING:
     from .state import State
@@ -107,7 +107,7 @@ class Executor:
         if state is None:
             state = self._state()
         outcome = Outcome(
-            execution_id or new_id(),
+            execution_id or new_execution_id(),
             pipeline.name,
             workflow_type or pipeline.trigger.workflow_type,
             "success",

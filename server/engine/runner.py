@@ -21,7 +21,7 @@ from .chat import ChatMessage, ChatService, matching_pipelines
 from .context import Services
 from .executions import ExecutionLog
 from .executor import Executor, Outcome
-from .ids import new_id
+from .ids import new_execution_id
 from .state import State
 
 if TYPE_CHECKING:
@@ -157,7 +157,7 @@ class Engine:
         """
         if self.queue is None:
             raise QueueUnavailable("the queue is not open")
-        execution_id = new_id()
+        execution_id = new_execution_id()
         kind = workflow_type or pipeline.trigger.workflow_type
         if not await self.queue.put(execution_id, pipeline.name, kind, dict(payload), dedupe_key, dedupe_ttl):
             return None

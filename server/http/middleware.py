@@ -18,7 +18,7 @@ from ..engine.ids import new_id
 from ..errors import MethodNotAllowed, PayloadTooLarge, WorkflowError
 from ..keys import METRICS, ROUTE_LABEL, SETTINGS
 
-log = logging.getLogger("workflow.http")
+log = logging.getLogger(logs.ACCESS_LOGGER)  # also the access log: its level turns it on and off
 REQUEST_ID_HEADER = "X-Request-ID"
 
 
@@ -82,19 +82,8 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         elapsed = time.perf_counter() - start
         label = route_label(request)
         request.app[METRICS].observe_request(request.method, label, response.status, elapsed)
-        if log.isEnabledFor(logging.INFO):
-            log.info(
-                "%s %s %d",
-                request.method,
-                request.path,
-                response.status,
-                extra={
-                    "status": response.status,
-                    "route": label,
-                    "duration_ms": round(elapsed * 1000, 3),
-                    "remote": request.remote,
-                },
-            )
+        if request.app[SETTINGS].access_log and log.isEnabledFor(logging.INFO):
+            logs.access(request.method, request.path, response.status, label, elapsed, request.remote, rid)
         return response
     finally:
         logs.request_id.reset(token)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Protocol, TypeVar, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 
+from .. import logs
 from .cells import (
     CounterCell,
     FastCounter,
@@ -102,6 +106,7 @@ class Metrics:
             ["platform"],
             registry=r,
         )
+        r.register(_DroppedLogLines())
         # The hot path finds its cells with one dict lookup on its own label values.
         self._children: dict[tuple[int, tuple[str, ...]], object] = {}
         self._request_cells: dict[tuple[str, str, int], tuple[CounterCell, HistogramCell]] = {}
@@ -164,3 +169,13 @@ class _StepCells(dict[str, CounterCell]):
     def __missing__(self, status: str) -> CounterCell:
         cell = self[status] = self._counter.labels(self._step_type, "execute", status)
         return cell
+
+
+class _DroppedLogLines(Collector):
+    """`log_lines_dropped_total`: log lines the process's log output dropped because it could not keep up."""
+
+    def collect(self) -> Iterator[Metric]:
+        """The count at scrape time, read from the one log output."""
+        yield CounterMetricFamily(
+            "log_lines_dropped", "Log lines dropped because the log output could not keep up.", logs.dropped_lines()
+        )

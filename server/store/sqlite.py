@@ -28,13 +28,15 @@ log = logging.getLogger("workflow.store")
 # Rows per INSERT statement: sqlite3 releases and retakes the GIL around every statement step, and on a
 # busy server each of those hand-overs between the event loop and aiosqlite's thread costs more than the row
 # itself (executemany, one step per row, cost the server a quarter more CPU per recorded execution than this).
-# 100 rows are 900 parameters, under the 999 that SQLite before 3.32 allows.
-_ROWS_PER_INSERT = 100
+# As many rows as fit in the 999 parameters that SQLite before 3.32 allows (111 rows of 9 columns); derived
+# from the record, so a column added to it keeps the statement valid.
+_ROWS_PER_INSERT = 999 // len(sql.Record._fields)
 # Rows per transaction: SQLite has one writer, and the queue's enqueues (a chat event waiting for its
 # acknowledgement) wait for the recorder's transaction in progress. With recorder batches of 2000 random-id
 # rows written back to back (bench_enqueue.py), enqueue p99 was 72 ms in one transaction per batch and 41 ms
-# in transactions of 500 rows; at a realistic 2000 executions/s it is under 10 ms either way.
-_ROWS_PER_TRANSACTION = 500
+# in transactions of 500 rows; at a realistic 2000 executions/s it is under 10 ms either way. A whole number of
+# statements per transaction.
+_ROWS_PER_TRANSACTION = 4 * _ROWS_PER_INSERT
 # Random ids put nearly every row of a batch in another page of the id index; the default 2 MB cache
 # spills those pages mid-transaction and reads them back (at 100k rows, 16 MB makes a third fewer I/O calls).
 _CACHE_KIB = 16384
@@ -259,7 +261,7 @@ class SqliteStore(Store):
 @functools.lru_cache(maxsize=_ROWS_PER_INSERT)
 def _insert(rows: int) -> str:
     """The upsert of `rows` executions in one statement."""
-    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+    values = ", ".join(["(" + ", ".join(["?"] * len(sql.Record._fields)) + ")"] * rows)
     return f"INSERT INTO executions ({sql.EXECUTION_COLUMNS}) VALUES {values}{sql.UPSERT_EXECUTION_TAIL}"
 
 

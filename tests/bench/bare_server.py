@@ -4,7 +4,10 @@ POST /bench parses the JSON body, validates it against the same JSON schema (a v
 once, at import), builds the same answer (customer lower-cased) and returns it with 201. No
 middlewares, no metrics, no logging: the cheapest honest aiohttp handler for the job.
 
-    python tests/bench/bare_server.py --port 8090        # GET /readyz answers 200 once it listens
+    python tests/bench/bare_server.py --port 8090 [--loop uvloop|asyncio]   # GET /readyz: 200 once it listens
+
+It runs on the loop workflow-server picks by default (uvloop when installed), so both are measured on the
+same loop; `--loop asyncio` forces asyncio's own.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import signal
 
 import jsonschema
 from aiohttp import web
+
+from server.eventloop import loop_factory  # the same choice of loop as workflow-server's
 
 # Keep in step with SCHEMA in bench_throughput.py (which writes it into the pipeline's YAML).
 SCHEMA = {
@@ -63,8 +68,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto")
     ns = parser.parse_args()
-    asyncio.run(serve(ns.host, ns.port))
+    factory, name = loop_factory(ns.loop)
+    print(f"bare_server: event loop {name}", flush=True)
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(serve(ns.host, ns.port))
 
 
 if __name__ == "__main__":

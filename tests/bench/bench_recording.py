@@ -1,7 +1,7 @@
 """Recording cost in-process: CPU per execution of the write-behind Recorder on SQLite and PostgreSQL.
 
-    .venv/bin/python tests/bench/bench_recording.py [--executions 5000] [--batch 500] [--rounds 7]
-        [--backend sqlite|postgres|both] [--pg-dsn DSN] [--prefill ROWS]
+    .venv/bin/python tests/bench/bench_recording.py [--executions 5000] [--batch 2000] [--rounds 7]
+        [--backend sqlite|postgres|both] [--pg-dsn DSN] [--prefill 20000,1000000]
 
 Builds finished Outcomes shaped like bench_throughput.py's (pipeline `bench`, 3 successful steps, the
 201 response body as result), hands them to a `Recorder(store, batch=--batch)` and stops it, which drains
@@ -11,10 +11,12 @@ thread: aiosqlite's worker thread too, since the server is pinned to one CPU and
 with request handling) divided by the number of executions; "in store" is the part spent inside
 `record_executions`, "system" the kernel's part (SQLite's file I/O). PostgreSQL's own backend CPU is in
 another process and not counted.
-Each round starts from a new database (a new file, or a new schema), writes --prefill executions into it
-directly and one warm-up batch through the recorder, so rounds are comparable. The per-execution cost grows
-with the table: random execution ids put the rows of a batch on different pages of the id index, and a
-bigger index means more pages written per batch (--prefill 1000000 shows it).
+For each table size in --prefill there is one database (a new file, or a new schema), filled with that many
+executions (time-ordered ids, as the server makes them) and one warm-up batch through the recorder; then the
+rounds alternate between the sizes, so a busy machine blurs them alike. It prints the medians, the ratio of
+the largest size to the smallest (target: at most 1.3, recording must not slow down as the table grows) and
+whether the smallest stays within 5 us per execution. With random ids (before UUIDv7) every batch's rows
+landed on pages all over the id index, and the cost grew with the table: 14 us at 20k rows, 37 us at 1M.
 
 PostgreSQL: WORKFLOW_TEST_PG_DSN or --pg-dsn (default host=127.0.0.1 port=5432 user=postgres dbname=test),
 in a fresh schema dropped afterwards; skipped with a note when unreachable.
@@ -32,7 +34,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager as AsyncContextManager
-from contextlib import asynccontextmanager, closing
+from contextlib import AsyncExitStack, asynccontextmanager, closing
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +44,7 @@ sys.path.insert(0, str(c.ROOT))  # this checkout's server package, ahead of any 
 
 from server.engine.context import Response
 from server.engine.executor import Outcome, StepRecord, _utc_now
-from server.engine.ids import new_id
+from server.engine.ids import new_execution_id
 from server.store import Recorder, SqliteStore, Store, sql
 
 DEFAULT_DSN = os.environ.get("WORKFLOW_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test")
@@ -52,7 +54,7 @@ def outcome() -> Outcome:
     """A finished execution as the throughput benchmark's pipeline leaves it."""
     body = {"status": "pending", "total": 19.9, "customer": "c-42"}
     done = Outcome(
-        new_id(),
+        new_execution_id(),
         "bench",
         "http",
         data={"customer_id": "C-42", "total": 19.9, **body},
@@ -107,26 +109,47 @@ async def prefill(store: Store, rows: int) -> None:
     """Write `rows` executions straight to the store, so a round measures recording into a table that size."""
     template = sql.prepare(outcome())
     for start in range(0, rows, 10_000):
-        await store.record_executions([template._replace(id=new_id()) for _ in range(min(10_000, rows - start))])
+        chunk = min(10_000, rows - start)
+        await store.record_executions([template._replace(id=new_execution_id()) for _ in range(chunk)])
 
 
 async def measure(name: str, stores: Callable[[], AsyncContextManager[Store]], args: argparse.Namespace) -> None:
-    """Run the rounds, each on a new database (prefilled, then a warm-up batch), and print figures and medians."""
-    results = []
-    for _ in range(args.rounds):
-        async with stores() as store:
-            await prefill(store, args.prefill)
-            await one_round(store, args.batch, args.batch)
-            results.append(await one_round(store, args.executions, args.batch))
-    for i, (total, system, inside, wall, batches) in enumerate(results, 1):
+    """One database per table size, prefilled; rounds alternate between them; figures, medians and verdicts."""
+    sizes = args.prefill
+    results: dict[int, list[tuple[float, float, float, float, int]]] = {size: [] for size in sizes}
+    async with AsyncExitStack() as stack:
+        opened = {}
+        for size in sizes:
+            started = time.perf_counter()
+            store = opened[size] = await stack.enter_async_context(stores())
+            await prefill(store, size)
+            await one_round(store, args.batch, args.batch)  # warm-up: caches, the statement, a first batch
+            print(f"  {name:8} {size:>9,} rows prefilled in {time.perf_counter() - started:.0f} s")
+        for _ in range(args.rounds):
+            for size in sizes:
+                results[size].append(await one_round(opened[size], args.executions, args.batch))
+    medians = {}
+    for size in sizes:
+        for i, (total, system, inside, wall, batches) in enumerate(results[size], 1):
+            print(
+                f"  {name:8} {size:>9,} rows, round {i}: {total:6.1f} us CPU/execution (system {system:4.1f}, "
+                f"in store {inside:6.1f}), wall {wall:6.1f} us/execution, {batches} batches"
+            )
+        total, inside = statistics.median(r[0] for r in results[size]), statistics.median(r[2] for r in results[size])
+        medians[size] = total
         print(
-            f"  {name:8} round {i}: {total:6.1f} us CPU/execution (system {system:4.1f}, in store {inside:6.1f}), "
-            f"wall {wall:6.1f} us/execution, {batches} batches"
+            f"{name:8} {size:>9,} rows, median: {total:6.1f} us CPU per execution (conversion + record_executions; "
+            f"{inside:.1f} inside record_executions); best round {min(r[0] for r in results[size]):.1f}"
         )
-    total, inside = statistics.median(r[0] for r in results), statistics.median(r[2] for r in results)
+    small, large = min(sizes), max(sizes)
+    ratio = medians[large] / medians[small]
+    if large > small:
+        print(
+            f"TARGET {'MET' if ratio <= 1.3 else 'MISSED'}: {name} at {large:,} rows / at {small:,} rows "
+            f"<= 1.3 ({ratio:.2f})"
+        )
     print(
-        f"{name:8} median: {total:6.1f} us CPU per execution (conversion + record_executions; "
-        f"{inside:.1f} inside record_executions); best round {min(r[0] for r in results):.1f}"
+        f"TARGET {'MET' if medians[small] <= 5 else 'MISSED'}: {name} <= 5 us CPU per execution ({medians[small]:.1f})"
     )
 
 
@@ -174,14 +197,17 @@ def postgres_stores(dsn: str) -> Callable[[], AsyncContextManager[Store]]:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--executions", type=int, default=5000)
-    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--batch", type=int, default=Recorder(Timed(None), capacity=1).batch)  # type: ignore[arg-type]
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument("--pg-dsn", default=DEFAULT_DSN)
     parser.add_argument(
-        "--prefill", type=int, default=0, help="executions already in the table when a round starts (default 0)"
+        "--prefill",
+        default="20000,1000000",
+        help="comma-separated table sizes: executions already recorded when the rounds start (default 20000,1000000)",
     )
     args = parser.parse_args()
+    args.prefill = [int(size) for size in args.prefill.split(",")]
     print(
         f"python {sys.version.split()[0]}, {args.executions} executions of 3 steps per round, batches of "
         f"{args.batch}, {args.prefill} already recorded, median of {args.rounds} rounds; "

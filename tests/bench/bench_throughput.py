@@ -1,20 +1,21 @@
-"""Throughput: an HTTP-triggered 3-step pipeline against a bare aiohttp handler doing the same work.
+"""Throughput as users run it: the shipped configuration against a bare aiohttp handler and Node-RED 4.
 
-    .venv/bin/python tests/bench/bench_throughput.py [--duration 10] [--rounds 3] [--connections 64]
+    .venv/bin/python tests/bench/bench_throughput.py [--duration 4] [--rounds 3] [--connections 32]
 
-Starts three servers as subprocesses on 127.0.0.1, each a single process on the same Python:
+Starts these servers as subprocesses on 127.0.0.1, each one process:
   bare            tests/bench/bare_server.py: parse JSON, jsonschema-validate, build the answer, 201
-  pipeline        workflow-server with one pipeline (step.validate -> step.set -> step.json_response),
-                  WORKFLOW_LOG_LEVEL=warning, metrics on (they always are)
-  pipeline-norec  the same, with execution recording off (WORKFLOW_RECORD_EXECUTIONS=false)
-  pipeline-info   the same server at the default log level (info: one JSON log line per request)
-  pipeline-pg     with --postgres: recording to PostgreSQL (WORKFLOW_DB_* from the environment)
-warms each up, then loads them alternately with wrk (POST /bench, JSON body) for --rounds rounds
-and prints req/s per round, the medians, the ratio pipeline/bare, wrk's p50/p99 latency and its
-non-2xx counts; finally it checks /metrics for http_requests_total{path="/bench"} and prints
-TARGET MET or TARGET MISSED (pipeline/bare >= --target, 0.6 by default).
+  default         workflow-server as shipped: JSON access log at info (to its log file), every execution
+                  recorded to SQLite, metrics on; one pipeline (step.validate -> step.set -> step.json_response)
+  stripped        the same with WORKFLOW_LOG_LEVEL=warning and WORKFLOW_RECORD_EXECUTIONS=false
+  node-red        Node-RED 4, http in -> function -> http response doing the same checks and answer
+                  (npm-installed into a cache folder on first use; --skip-node-red leaves it out)
+  default-pg      with --postgres: the default configuration recording to PostgreSQL (WORKFLOW_DB_*)
+warms each up, then loads them alternately with wrk (POST /bench, JSON body) for --rounds rounds,
+unpinned unless --pin, and prints req/s per round, the medians, the ratios, wrk's p50/p99 latency and
+non-2xx counts, checks /metrics of the workflow servers, and prints one TARGET MET / TARGET MISSED line
+per target: default >= 0.5x bare and >= 2x Node-RED, stripped >= 0.65x bare.
 
-Exit code: 0 when everything ran (whether or not the target was met); 1 when something failed
+Exit code: 0 when everything ran (whether or not the targets were met); 1 when something failed
 (a server did not start, wrong answers, non-2xx responses or socket errors, metrics missing);
 2 for bad arguments or a missing wrk.
 """
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import _common as c
+import _nodered
 
 BUSY_CPU = 0.9  # a saturated single-process server uses ~100% of its CPU; less means something else took it
 PIPELINE_NAME = "bench"
@@ -102,23 +104,30 @@ class Target:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Pipeline vs bare aiohttp handler throughput (wrk).")
-    parser.add_argument("--duration", type=int, default=10, help="whole seconds of load per measurement (default 10)")
+    parser = argparse.ArgumentParser(description="Throughput as users run it: default, stripped, bare, Node-RED.")
+    parser.add_argument("--duration", type=int, default=4, help="whole seconds of load per measurement (default 4)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported (default 3)")
-    parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     parser.add_argument(
         "--warmup", type=int, default=2, help="whole seconds of load per server before measuring (default 2)"
     )
-    parser.add_argument("--target", type=float, default=0.6, help="required pipeline/bare ratio (default 0.6)")
-    parser.add_argument("--skip-info", action="store_true", help="do not measure the pipeline at log level info")
-    parser.add_argument("--skip-norec", action="store_true", help="do not measure with execution recording off")
+    parser.add_argument("--skip-node-red", action="store_true", help="do not measure Node-RED")
+    parser.add_argument(
+        "--node-red-cache", type=Path, default=_nodered.CACHE, help=f"npm prefix of Node-RED (default {_nodered.CACHE})"
+    )
     parser.add_argument(
         "--postgres",
         action="store_true",
-        help="also measure recording to PostgreSQL (WORKFLOW_DB_HOST/NAME/USER must be set)",
+        help="also measure the default configuration recording to PostgreSQL (WORKFLOW_DB_HOST/NAME/USER)",
     )
-    parser.add_argument("--no-pin", action="store_true", help="do not pin the servers and wrk to separate CPUs")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="also measure the default configuration of another source tree, e.g. an export of main: "
+        "`git archive main | tar -x -C DIR` (run as `python -m server` there, on this venv)",
+    )
+    parser.add_argument("--pin", action="store_true", help="pin the servers to the first CPU and wrk to the second")
     parser.add_argument("--keep-temp", action="store_true", help="keep the temp dir (config, lua, server logs)")
     ns = parser.parse_args(argv)
     if ns.duration <= 0 or ns.rounds < 1 or ns.connections < 1 or ns.threads < 1 or ns.warmup < 0:
@@ -128,8 +137,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ns
 
 
+# What each workflow-server target changes from the shipped defaults.
+VARIANTS = {
+    "default": {},
+    "stripped": {"WORKFLOW_LOG_LEVEL": "warning", "WORKFLOW_RECORD_EXECUTIONS": "false"},
+    "default-pg": {},
+    "baseline": {},  # --baseline: the default configuration of another source tree
+}
+
+
 def start_targets(ns: argparse.Namespace, tmp: Path, server_cpus: str | None) -> list[Target]:
-    """Build the three servers (not started yet)."""
+    """Build the servers (not started yet)."""
     config = tmp / "bench.yaml"
     config.write_text(CONFIG)
     targets = []
@@ -141,53 +159,68 @@ def start_targets(ns: argparse.Namespace, tmp: Path, server_cpus: str | None) ->
     bare = c.ServerProcess("bare", bare_cmd, c.child_env(), tmp / "bare.log", cwd=c.ROOT)
     targets.append(Target("bare", bare, f"http://{c.HOST}:{port}", "/readyz"))
 
-    variants = [("pipeline", {"WORKFLOW_LOG_LEVEL": "warning"})]
-    if not ns.skip_norec:
-        variants.append(("pipeline-norec", {"WORKFLOW_LOG_LEVEL": "warning", "WORKFLOW_RECORD_EXECUTIONS": "false"}))
-    if not ns.skip_info:
-        variants.append(("pipeline-info", {"WORKFLOW_LOG_LEVEL": "info"}))
-    if ns.postgres:
-        variants.append(("pipeline-pg", {"WORKFLOW_LOG_LEVEL": "warning"}))
-    for name, overrides in variants:
-        port, admin = c.free_port(), c.free_port()
-        while admin == port:
-            admin = c.free_port()
-        state = tmp / name
-        (state / "components").mkdir(parents=True)
-        env = c.child_env(
-            {
-                **overrides,
-                "WORKFLOW_LOG_FORMAT": "json",
-                "WORKFLOW_COMPONENTS_DIR": str(state / "components"),
-                "WORKFLOW_DATA_DIR": str(state / "data"),
-                "WORKFLOW_SHUTDOWN_TIMEOUT": "5s",
-            }
-        )
-        keep_db = name == "pipeline-pg"
-        for var in (
-            "WORKFLOW_CONFIG",
-            "WORKFLOW_ADDR",
-            "WORKFLOW_ADMIN_ADDR",
-            "WORKFLOW_REDIS_ADDR",
-            "JWT_SECRET",
-            *(() if keep_db else ("WORKFLOW_DB_HOST",)),
-        ):
-            env.pop(var, None)
-        cmd = c.pinned(
-            [
-                c.venv_script("workflow-server"),
-                "-config",
-                str(config),
-                "--addr",
-                f"{c.HOST}:{port}",
-                "--admin-addr",
-                f"{c.HOST}:{admin}",
-            ],
-            server_cpus,
-        )
-        server = c.ServerProcess(name, cmd, env, tmp / f"{name}.log", cwd=c.ROOT)
-        targets.append(Target(name, server, f"http://{c.HOST}:{port}", "/readyz"))
+    for name in ("default", "stripped", *(("default-pg",) if ns.postgres else ())):
+        targets.append(workflow_server(name, tmp, config, server_cpus))
+    if ns.baseline:
+        targets.append(workflow_server("baseline", tmp, config, server_cpus, ns.baseline.resolve()))
+    if not ns.skip_node_red:
+        red = _nodered.install(ns.node_red_cache)
+        port = c.free_port()
+        cmd = c.pinned(_nodered.command(red, tmp, port), server_cpus)
+        server = c.ServerProcess("node-red", cmd, c.child_env(), tmp / "node-red.log", cwd=c.ROOT)
+        targets.append(Target("node-red", server, f"http://{c.HOST}:{port}", "/readyz"))
     return targets
+
+
+def workflow_server(
+    name: str, tmp: Path, config: Path, server_cpus: str | None, checkout: Path | None = None
+) -> Target:
+    """One workflow-server target: the shipped defaults with VARIANTS[name], in its own state folder.
+
+    With `checkout`, the server package of that source tree (`python -m server` run there), on this venv.
+    """
+    port, admin = c.free_port(), c.free_port()
+    while admin == port:
+        admin = c.free_port()
+    state = tmp / name
+    (state / "components").mkdir(parents=True)
+    env = c.child_env(
+        {
+            **VARIANTS[name],
+            "WORKFLOW_LOG_FORMAT": "json",
+            "WORKFLOW_COMPONENTS_DIR": str(state / "components"),
+            "WORKFLOW_DATA_DIR": str(state / "data"),
+            "WORKFLOW_SHUTDOWN_TIMEOUT": "5s",
+        }
+    )
+    for var in (
+        "WORKFLOW_CONFIG",
+        "WORKFLOW_ADDR",
+        "WORKFLOW_ADMIN_ADDR",
+        "WORKFLOW_REDIS_ADDR",
+        "WORKFLOW_LOG_LEVEL",
+        "WORKFLOW_RECORD_EXECUTIONS",
+        "WORKFLOW_ACCESS_LOG",
+        "JWT_SECRET",
+        *(() if name == "default-pg" else ("WORKFLOW_DB_HOST",)),
+    ):
+        if var not in VARIANTS[name]:
+            env.pop(var, None)
+    program = [sys.executable, "-m", "server"] if checkout else [c.venv_script("workflow-server")]
+    cmd = c.pinned(
+        [
+            *program,
+            "-config",
+            str(config),
+            "--addr",
+            f"{c.HOST}:{port}",
+            "--admin-addr",
+            f"{c.HOST}:{admin}",
+        ],
+        server_cpus,
+    )
+    server = c.ServerProcess(name, cmd, env, tmp / f"{name}.log", cwd=checkout or c.ROOT)
+    return Target(name, server, f"http://{c.HOST}:{port}", "/readyz")
 
 
 def check_answer(target: Target) -> None:
@@ -265,7 +298,7 @@ def print_table(targets: list[Target], rounds: int) -> None:
 
 
 def run(ns: argparse.Namespace, tmp: Path) -> int:
-    server_cpus, load_cpus = c.cpu_plan(not ns.no_pin)
+    server_cpus, load_cpus = c.cpu_plan(ns.pin)
     lua = c.write_post_lua(tmp / "post.lua", json.dumps(REQUEST, separators=(",", ":")))
     targets = start_targets(ns, tmp, server_cpus)
 
@@ -275,10 +308,13 @@ def run(ns: argparse.Namespace, tmp: Path) -> int:
     print("== command")
     print("  " + shlex.join([sys.executable, *sys.argv]))
     print(f"  pinning: {'servers on CPU ' + server_cpus + ', wrk on CPU ' + load_cpus if server_cpus else 'off'}")
+    if not ns.skip_node_red:
+        red = ns.node_red_cache / "node_modules" / "node-red" / "red.js"
+        print(f"  {_nodered.version(red)}; flow: http in -> function -> http response")
     for t in targets:
         print(f"  {t.name}: {shlex.join(t.server.cmd)}")
     for t in targets:
-        env = {k: v for k, v in t.server.env.items() if k in ("WORKFLOW_LOG_LEVEL", "WORKFLOW_LOG_FORMAT")}
+        env = {k: v for k, v in t.server.env.items() if k in ("WORKFLOW_LOG_FORMAT", *VARIANTS.get(t.name, {}))}
         if env:
             print(f"  {t.name} env: {' '.join(f'{k}={v}' for k, v in sorted(env.items()))}")
     print(
@@ -346,7 +382,7 @@ def run(ns: argparse.Namespace, tmp: Path) -> int:
                     f"p99 {c.fmt_ms(r.p99_ms)}  server cpu {r.server_cpu:.0%}"
                 )
                 sys.stdout.flush()
-        metric_lines = {t.name: check_metrics(t) for t in targets if t.name != "bare"}
+        metric_lines = {t.name: check_metrics(t) for t in targets if t.name in VARIANTS}
     finally:
         for t in targets:
             t.server.stop()
@@ -364,35 +400,16 @@ def run(ns: argparse.Namespace, tmp: Path) -> int:
             f"for the server ({', '.join(f'{n} round {i} {cpu:.0%}' for n, i, cpu in starved)}); "
             "the figures are perturbed; rerun on an idle machine"
         )
-    bare = targets[0]
-    pipeline = targets[1]
-    ratio = pipeline.median_rps() / bare.median_rps()
+    by_name = {t.name: t for t in targets}
+    bare = by_name["bare"]
     print()
-    print(f"bare handler         {bare.median_rps():>10.1f} req/s (median)")
-    print(f"pipeline (warning)   {pipeline.median_rps():>10.1f} req/s (median)   ratio pipeline/bare = {ratio:.3f}")
-    norec = next((t for t in targets if t.name == "pipeline-norec"), None)
-    notes = {
-        "pipeline-norec": lambda t: (
-            f"recording costs {1 - pipeline.median_rps() / t.median_rps():.1%} (pipeline vs pipeline-norec)"
-        ),
-        "pipeline-info": lambda t: (
-            f"the per-request log line costs {1 - t.median_rps() / pipeline.median_rps():.1%}; "
-            f"{t.server.log_lines()} log lines written"
-        ),
-        "pipeline-pg": lambda t: (
-            (
-                f"recording to PostgreSQL costs {1 - t.median_rps() / norec.median_rps():.1%} "
-                "(pipeline-pg vs pipeline-norec)"
-            )
-            if norec
-            else f"{t.median_rps() / pipeline.median_rps():.2f}x the rate recording to SQLite"
-        ),
-    }
-    for target in targets[2:]:
-        print(
-            f"{target.name:<20} {target.median_rps():>10.1f} req/s (median)   ratio /bare = "
-            f"{target.median_rps() / bare.median_rps():.3f}   ({notes[target.name](target)})"
-        )
+    for t in targets:
+        line = f"{t.name:<12} {t.median_rps():>10.1f} req/s (median)   /bare = {t.median_rps() / bare.median_rps():.3f}"
+        if "node-red" in by_name and t.name != "node-red":
+            line += f"   /node-red = {t.median_rps() / by_name['node-red'].median_rps():.2f}"
+        if t.name in ("default", "default-pg", "baseline"):
+            line += f"   ({t.server.log_lines()} log lines written)"
+        print(line)
     print()
     print("== /metrics (main listener)")
     for name, lines in metric_lines.items():
@@ -400,20 +417,19 @@ def run(ns: argparse.Namespace, tmp: Path) -> int:
         for line in lines:
             print(f"    {line}")
     print()
-    recordings = {
-        "pipeline": "recording on (SQLite)",
-        "pipeline-norec": "recording off",
-        "pipeline-pg": "recording on (PostgreSQL)",
-    }
-    for target in [t for t in targets if t.name in recordings]:
-        ratio = target.median_rps() / bare.median_rps()
-        verdict = "TARGET MET" if ratio >= ns.target else "TARGET MISSED"
-        recording = recordings[target.name]
-        print(
-            f"{verdict}: {target.name}/bare = {ratio:.3f} {'>=' if ratio >= ns.target else '<'} {ns.target:g} "
-            f"(log level warning, metrics on, {recording}, {ns.connections} connections, "
-            f"median of {ns.rounds} x {ns.duration:g}s)"
-        )
+    how = f"unpinned, wrk -t{ns.threads} -c{ns.connections}" if not server_cpus else "pinned"
+    how += f", median of {ns.rounds} x {ns.duration}s, alternating"
+    if "baseline" in by_name:
+        gain = by_name["default"].median_rps() / by_name["baseline"].median_rps()
+        print(f"default/baseline = {gain:.3f} (this tree against {ns.baseline}, both as shipped)")
+    checks = [("default", "bare", 0.5), ("stripped", "bare", 0.65), ("default-pg", "bare", 0.5)]
+    checks.insert(1, ("default", "node-red", 2.0))
+    for subject, against, target in checks:
+        if subject in by_name and against in by_name:
+            ratio = by_name[subject].median_rps() / by_name[against].median_rps()
+            verdict = "TARGET MET" if ratio >= target else "TARGET MISSED"
+            sign = ">=" if ratio >= target else "<"
+            print(f"{verdict}: {subject}/{against} = {ratio:.3f} {sign} {target:g} ({how})")
     return 0
 
 
