@@ -642,3 +642,63 @@ def test_codec_cursor_and_timestamps() -> None:
     assert str(dump_json(circular)).startswith('{"self":{"self":')
     with pytest.raises(InvalidCursor):
         decode_cursor(encode_cursor(T0, "x")[:-3])
+
+
+# --------------------------------------------------------------------------- the admin UI's history, filters, details
+
+
+async def test_component_history_keeps_every_version_with_its_origin(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.put_component("greet", "v1", "sha1", "ada")
+    await store.put_component("greet", "v2", "sha2", "file@r1")
+    await store.put_component("greet", "v3", "sha3", "replica@r2")
+    await store.delete_component("greet", "bob")
+    history = await store.component_history("greet")
+    assert [(h.version, h.sha256, h.who, h.origin, h.deleted, h.source) for h in history] == [
+        (4, "sha3", "bob", "api", True, None),
+        (3, "sha3", "replica@r2", "store", False, None),
+        (2, "sha2", "file@r1", "file", False, None),
+        (1, "sha1", "ada", "api", False, None),
+    ]
+    assert history[0].at.tzinfo == UTC
+    second = await store.component_version("greet", 2)
+    assert second is not None and (second.source, second.who) == ("v2", "file@r1")
+    assert await store.component_version("greet", 9) is None
+    assert await store.component_history("other") == []
+    # Retention: only the newest HISTORY_KEPT versions of a component stay.
+    monkeypatch.setattr(f"server.store.{store.kind}.HISTORY_KEPT", 2)
+    await store.put_component("greet", "v5", "sha5", "ada")
+    assert [h.version for h in await store.component_history("greet")] == [5, 4]
+
+
+async def test_audit_pages_by_actor_and_target(store: Store) -> None:
+    for who, target in (("ada", "a"), ("bob", "a"), ("ada", "b"), ("ada", "a")):
+        await store.audit(who, "component.update", target, None)
+    newest = await store.list_audit(who="ada", target="a")
+    assert [(e.who, e.target) for e in newest] == [("ada", "a"), ("ada", "a")]
+    older = await store.list_audit(who="ada", before=newest[0].id)
+    assert [(e.who, e.target) for e in older] == [("ada", "b"), ("ada", "a")]
+    assert await store.list_audit(who="nobody") == []
+
+
+async def test_list_filters_by_trigger_type_and_error_text(store: Store) -> None:
+    failed = row("e", at=T0 + timedelta(minutes=1), status="error")
+    odd = replace(
+        row("f", at=T0 + timedelta(minutes=2), status="error"), error={"error": "Card 50%_declined", "step": "s1"}
+    )
+    await store.record_executions([row("a", at=T0), failed, odd, replace(row("m", at=T0), workflow_type="manual")])
+    assert await all_ids(store, workflow_type="manual") == ["m"]
+    assert await all_ids(store, error="BOO") == ["e"]  # case-insensitive, in the error's message
+    assert await all_ids(store, error="50%_") == ["f"]  # % and _ are plain text, not patterns
+    assert await all_ids(store, error="%") == ["f"]
+    assert await all_ids(store, error="step") == []  # the message only, not the error's other fields
+
+
+async def test_execution_detail_round_trip(store: Store) -> None:
+    detail = {"payload": {"x": 1}, "outputs": {"s0": {"y": "é"}}, "components": {"greet": 3}}
+    await store.record_executions([replace(row("d"), detail=detail), row("n")])
+    stored = await store.get_execution("d")
+    assert stored is not None and stored.detail == detail
+    plain = await store.get_execution("n")
+    assert plain is not None and plain.detail is None
