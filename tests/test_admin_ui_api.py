@@ -4,15 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import ClientResponse
 from yarl import URL
 
 from server.keys import EVENTS, RELOADER
-from tests.conftest import ADMIN, SECRET, Server, hello, token, until
+from tests.conftest import (
+    ADMIN,
+    ROOT,
+    SECRET,
+    Replica,
+    Server,
+    free_port,
+    hello,
+    listening,
+    server_command,
+    token,
+    until,
+)
 from tests.pipeline_plugin import FLAKY
 
 PREFIX = "/api/dynamic/components"
@@ -375,3 +390,58 @@ async def test_an_idle_stream_gets_heartbeats(server: Server) -> None:
         assert await response.content.readline() == b"retry: 1000\n"
         assert await response.content.readline() == b"\n"
         assert await response.content.readline() == b": heartbeat\n"
+
+
+async def test_a_file_saved_on_one_replica_reaches_the_other_replicas_stream(start_replica) -> None:
+    a: Replica = await start_replica("a")
+    b: Replica = await start_replica("b")
+    await until(lambda: listening(a))
+    await until(lambda: listening(b))
+    stream = await b.admin.get("/api/events", headers=ADMIN)
+    (a.folder / "hello.py").write_text(hello(1))  # saved on disk on replica a
+    _, kind, data = await next_event(stream, "component")
+    assert (kind, data["kind"], data["id"], data["version"], data["replica"]) == (
+        "component",
+        "committed",
+        "hello",
+        1,
+        "b",
+    )
+
+
+async def test_sigterm_closes_open_streams_so_the_stop_never_waits_on_them(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "pipelines:\n  ping:\n    trigger: {type: http, config: {path: /ping}}\n    steps:\n      - {name: a, type: step.set, config: {values: {a: 1}}}\n"
+    )
+    port, admin = free_port(), free_port()
+    env = {
+        **os.environ,
+        "JWT_SECRET": SECRET,
+        "WORKFLOW_SHUTDOWN_TIMEOUT": "120s",  # a stop waiting on the stream would take this long
+        "WORKFLOW_DATA_DIR": str(tmp_path / "data"),
+        "WORKFLOW_COMPONENTS_DIR": str(tmp_path / "components"),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        *server_command(config, f"127.0.0.1:{port}", f"127.0.0.1:{admin}"),
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with aiohttp.ClientSession() as session:
+        await until(lambda: _ready(session, port), 20)
+        async with session.get(f"http://127.0.0.1:{admin}/api/events", headers=ADMIN) as stream:
+            assert await stream.content.readline() == b"retry: 1000\n"
+            proc.send_signal(signal.SIGTERM)
+            _, err = await asyncio.wait_for(proc.communicate(), 60)
+            assert await stream.content.read() == b"\n"  # the rest of the first frame, then the end
+    assert proc.returncode == 0, err.decode()
+
+
+async def _ready(session: aiohttp.ClientSession, port: int) -> bool:
+    try:
+        async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+            return response.status == 200
+    except aiohttp.ClientConnectionError:
+        return False
