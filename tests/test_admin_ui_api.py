@@ -412,7 +412,8 @@ async def test_a_file_saved_on_one_replica_reaches_the_other_replicas_stream(sta
 async def test_sigterm_closes_open_streams_so_the_stop_never_waits_on_them(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(
-        "pipelines:\n  ping:\n    trigger: {type: http, config: {path: /ping}}\n    steps:\n      - {name: a, type: step.set, config: {values: {a: 1}}}\n"
+        "pipelines:\n  ping:\n    trigger: {type: http, config: {path: /ping}}\n"
+        "    steps:\n      - {name: a, type: step.set, config: {values: {a: 1}}}\n"
     )
     port, admin = free_port(), free_port()
     env = {
