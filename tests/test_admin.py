@@ -180,8 +180,23 @@ async def test_the_admin_page_is_served_without_a_token(start) -> None:
     page = await server.admin.get("/")
     assert page.status == 200 and page.content_type == "text/html"
     text = await page.text()
-    assert "workflow-server admin" in text and "/api/dynamic/components" in text
+    assert "workflow-server admin" in text and '<script src="/static/app.js"></script>' in text
     assert page.headers["Cache-Control"] == "no-store" and page.headers["X-Frame-Options"] == "DENY"
+    # A strict CSP: no inline script or style, nothing from another origin; the page's files come from the package.
+    csp = page.headers["Content-Security-Policy"]
+    assert "script-src 'self';" in csp and "style-src 'self';" in csp and "unsafe" not in csp
+    assert "<script>" not in text and " style=" not in text
+    for name, kind in (
+        ("app.js", "text/javascript"),
+        ("app.css", "text/css"),
+        ("vendor/codemirror/codemirror.js", "text/javascript"),
+        ("vendor/codemirror/LICENSE", "application/octet-stream"),
+    ):
+        response = await server.admin.get(f"/static/{name}")
+        assert (response.status, response.content_type) == (200, kind), name
+    assert "/api/dynamic/components" in await (await server.admin.get("/static/app.js")).text()
+    for bad in ("../__init__.py", "vendor/../../auth.py", ".hidden", "nothing.js"):
+        assert (await server.admin.get(f"/static/{bad}")).status == 404, bad
     # The admin API is not on the main listener.
     response = await server.client.get("/api/pipelines", headers=ADMIN)
     assert (response.status, await response.json()) == (

@@ -70,13 +70,16 @@ class EventHub:
         self._streams.clear()
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
-        """`GET /api/events`: the stream, from after `Last-Event-ID` (header or `last_id` query) when given."""
+        """`GET /api/events[?recent=1]`: the stream, from after `Last-Event-ID` (or `last_id`), or the kept ones."""
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         )
         queue: asyncio.Queue[tuple[int, str, dict[str, Any]] | None] = asyncio.Queue()
         raw = request.headers.get("Last-Event-ID") or request.query.get("last_id") or ""
-        backlog = self._since(int(raw)) if raw.isdigit() else []
+        if raw.isdigit():
+            backlog = self._since(int(raw))
+        else:  # a first connection may ask for what the ring still holds (the page's timeline)
+            backlog = list(self.recent) if request.query.get("recent") else []
         self._streams.add(queue)
         try:
             await response.prepare(request)
