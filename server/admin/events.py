@@ -76,10 +76,10 @@ class EventHub:
         )
         queue: asyncio.Queue[tuple[int, str, dict[str, Any]] | None] = asyncio.Queue()
         raw = request.headers.get("Last-Event-ID") or request.query.get("last_id") or ""
+        # A resuming client gets what it missed; a first connection may ask for what the ring holds (the timeline).
+        backlog = list(self.recent) if request.query.get("recent") else []
         if raw.isdigit():
             backlog = self._since(int(raw))
-        else:  # a first connection may ask for what the ring still holds (the page's timeline)
-            backlog = list(self.recent) if request.query.get("recent") else []
         self._streams.add(queue)
         try:
             await response.prepare(request)
