@@ -138,7 +138,7 @@ function received(id, kind, data) {
   if (detail) { refreshSide(data); return; }
   if (affects.some((prefix) => route === prefix || (prefix === "#/" && route.startsWith(prefix)))) {
     clearTimeout(state.refresh);
-    state.refresh = setTimeout(() => render({keepMessage: true}), 150);
+    state.refresh = setTimeout(() => { if (location.hash === route) render({keepMessage: true}); }, 150);
   }
 }
 
@@ -163,8 +163,11 @@ const views = {
   queue: queueView, timeline: timelineView, audit: auditView,
 };
 
+class Stale extends Error {}
+
 async function render(options = {}) {
   if (!state.session) return;
+  options = {...options, seq: (state.seq = (state.seq || 0) + 1)};
   const [path, query] = location.hash.replace(/^#\//, "").split("?");
   const [section, ...rest] = path.split("/");
   const params = new URLSearchParams(query || "");
@@ -178,14 +181,23 @@ async function render(options = {}) {
   if (!view) { location.hash = "#/components"; return; }
   try {
     await view(rest.map(decodeURIComponent), params, options);
+    if (state.flash) { say(...state.flash); state.flash = null; }
   } catch (err) {
+    if (err instanceof Stale) return;  // a newer render took over
     if (err.status !== 401) say(err.message, "bad");
   }
 }
 
-function show(html) {
+// Put a view on the page, unless a newer render started meanwhile (its answer would be overwritten).
+function show(html, options) {
+  if (options && options.seq !== state.seq) throw new Stale();
   state.editor = null;
   $("#view").innerHTML = html;
+}
+
+// A message to show once the view the page is going to has rendered.
+function flash(text, kind = "ok") {
+  state.flash = [text, kind];
 }
 
 // ------------------------------------------------------------------ components
@@ -205,7 +217,7 @@ async function componentsView([id], params, options) {
     <div class="scroll"><table><caption class="muted">Each replica's version is highlighted when it differs.</caption>
     <thead><tr><th>id</th><th>status</th><th>version</th><th>sha256</th><th>step types</th><th class="hide-narrow">endpoints</th>
     <th>in flight</th><th>replicas</th><th>last error</th></tr></thead>
-    <tbody>${rows || `<tr><td colspan="9" class="muted">No component yet.</td></tr>`}</tbody></table></div>`);
+    <tbody>${rows || `<tr><td colspan="9" class="muted">No component yet.</td></tr>`}</tbody></table></div>`, options);
 }
 
 function replicaCells(c) {
@@ -249,7 +261,7 @@ async function componentView(id, options) {
         <button id="save" class="primary" type="button">Save</button>
         ${isNew ? "" : `<button id="delete" class="danger" type="button">Delete…</button>`}</div>` :
         `<p class="muted">Read-only: a viewer cannot change components.</p>`}
-    </div><div class="side" id="side"></div></div>`);
+    </div><div class="side" id="side"></div></div>`, options);
   const editor = CodeMirror.fromTextArea($("#source"), {
     mode: "python", lineNumbers: true, indentUnit: 4, readOnly: !admin, gutters: ["CodeMirror-linenumbers", "errors"],
     extraKeys: {Tab: false, "Shift-Tab": false, "Ctrl-S": () => save(id, isNew), "Cmd-S": () => save(id, isNew)},
@@ -385,9 +397,11 @@ async function save(id, isNew) {
     state.dirty = false;
     state.etag = `"${answer.data.sha256}"`;
     verdict(true, `Saved: v${answer.data.version} is serving.`);
-    say(`Saved ${cid}: version ${answer.data.version} serves now.`);
-    if (isNew) location.hash = `#/components/${enc(cid)}`;
-    else { $("#status-line").innerHTML = statusLine({...answer.data, used_by: []}); await history(id); }
+    const saved = `Saved ${cid}: version ${answer.data.version} serves now.`;
+    if (isNew) { flash(saved); location.hash = `#/components/${enc(cid)}`; return; }
+    say(saved);
+    $("#status-line").innerHTML = statusLine({...answer.data, used_by: []});
+    await history(id);
   } catch (err) {
     if (err.status === 422) {
       markLine(err.data.line);
@@ -406,7 +420,7 @@ async function remove(component) {
   if (!await confirmDialog("Delete component", body, "Delete")) return;
   try {
     await api("DELETE", `/api/dynamic/components/${enc(component.id)}`);
-    say(`Deleted ${component.id}.`);
+    flash(`Deleted ${component.id}.`);
     location.hash = "#/components";
   } catch (err) { say(err.message, "bad"); }
 }
@@ -426,27 +440,27 @@ function confirmDialog(title, html, action) {
 
 const TRIGGER_TYPES = ["http", "event", "schedule", "manual", "messaging"];
 
-async function executionsView([id], params) {
-  if (id) return executionView(id);
+async function executionsView([id], params, options) {
+  if (id) return executionView(id, options);
   const {data: pipelines} = await api("GET", "/api/pipelines");
   const query = new URLSearchParams();
   for (const key of ["pipeline", "status", "workflow_type", "error", "since", "until"]) {
     if (params.get(key)) query.set(key, params.get(key));
   }
   query.set("limit", "25");
-  const options = (values, chosen) => `<option value="">any</option>` +
+  const choices = (values, chosen) => `<option value="">any</option>` +
     values.map((v) => `<option ${v === chosen ? "selected" : ""}>${esc(v)}</option>`).join("");
   const local = (iso) => iso ? new Date(new Date(iso).getTime() - new Date().getTimezoneOffset() * 60000).toISOString().slice(0, 16) : "";
   show(`<h2>Executions</h2><form id="filters" class="row">
-    <div><label for="f-pipeline">pipeline</label><select id="f-pipeline" name="pipeline">${options(pipelines.pipelines.map((p) => p.name), params.get("pipeline"))}</select></div>
-    <div><label for="f-status">status</label><select id="f-status" name="status">${options(["success", "error", "timeout"], params.get("status"))}</select></div>
-    <div><label for="f-type">trigger type</label><select id="f-type" name="workflow_type">${options(TRIGGER_TYPES, params.get("workflow_type"))}</select></div>
+    <div><label for="f-pipeline">pipeline</label><select id="f-pipeline" name="pipeline">${choices(pipelines.pipelines.map((p) => p.name), params.get("pipeline"))}</select></div>
+    <div><label for="f-status">status</label><select id="f-status" name="status">${choices(["success", "error", "timeout"], params.get("status"))}</select></div>
+    <div><label for="f-type">trigger type</label><select id="f-type" name="workflow_type">${choices(TRIGGER_TYPES, params.get("workflow_type"))}</select></div>
     <div><label for="f-since">since</label><input id="f-since" name="since" type="datetime-local" value="${esc(local(params.get("since")))}"></div>
     <div><label for="f-until">until</label><input id="f-until" name="until" type="datetime-local" value="${esc(local(params.get("until")))}"></div>
     <div><label for="f-error">error contains</label><input id="f-error" name="error" value="${esc(params.get("error") || "")}"></div>
     <button type="submit" class="primary">Filter</button></form>
     <div class="scroll"><table><thead><tr><th>started</th><th>pipeline</th><th>trigger</th><th>status</th><th>ms</th><th>error</th></tr></thead>
-    <tbody id="rows"></tbody></table></div><div class="row"><button id="more" type="button" hidden>Load more</button></div>`);
+    <tbody id="rows"></tbody></table></div><div class="row"><button id="more" type="button" hidden>Load more</button></div>`, options);
   $("#filters").addEventListener("submit", (event) => {
     event.preventDefault();
     const chosen = new URLSearchParams();
@@ -488,7 +502,7 @@ function fold(value) {
   return `<details><summary>${esc(text.replace(/\s+/g, " ").slice(0, 80))}… (${text.length} characters)</summary><pre>${esc(text)}</pre></details>`;
 }
 
-async function executionView(id) {
+async function executionView(id, options) {
   let data = null;
   for (let attempt = 0; attempt < 10 && data === null; attempt++) {
     try { data = (await api("GET", `/api/executions/${enc(id)}`)).data; } catch (err) {
@@ -512,7 +526,7 @@ async function executionView(id) {
     ${data.redacted ? `<p class="muted">Values under secret-looking keys are shown as [redacted].</p>` : ""}
     ${data.truncated ? `<p class="warn">Some values were over the size cap and are folded.</p>` : ""}
     <h3>Result</h3>${fold(data.result)}
-    <h3>Component versions</h3><p>${versions || `<span class="muted">No component step ran.</span>`}</p>`);
+    <h3>Component versions</h3><p>${versions || `<span class="muted">No component step ran.</span>`}</p>`, options);
   if (isAdmin()) $("#rerun").addEventListener("click", () => rerun(data));
 }
 
@@ -524,14 +538,14 @@ async function rerun(execution) {
   }
   try {
     const {data} = await api("POST", `/api/executions/${enc(execution.id)}/rerun`, {});
+    flash(`Re-run ${data.id}: ${data.status}.`, data.status === "success" ? "ok" : "bad");
     location.hash = `#/executions/${enc(data.id)}`;
-    say(`Re-run ${data.id}: ${data.status}.`, data.status === "success" ? "ok" : "bad");
   } catch (err) { say(err.message, "bad"); }
 }
 
 // ------------------------------------------------------------------ pipelines
 
-async function pipelinesView() {
+async function pipelinesView(rest, params, options) {
   const {data} = await api("GET", "/api/pipelines");
   show(`<h2>Pipelines</h2>${data.pipelines.map((p) => {
     const r = p.recent;
@@ -542,7 +556,7 @@ async function pipelinesView() {
       <div class="stats"><div><b>${esc(r.count)}</b>recent runs</div><div><b>${rate}</b>succeeded</div>
       <div><b>${r.p95_ms === null ? "–" : esc(r.p95_ms) + " ms"}</b>p95 duration</div></div>
       <div class="graph">${graph(p)}</div>${compensation ? `<p class="muted">compensation: ${compensation}</p>` : ""}</section>`;
-  }).join("") || `<p class="muted">No pipeline.</p>`}`);
+  }).join("") || `<p class="muted">No pipeline.</p>`}`, options);
 }
 
 function graph(p) {
@@ -576,7 +590,7 @@ function graph(p) {
 
 // ------------------------------------------------------------------ queue, timeline, audit
 
-async function queueView() {
+async function queueView(rest, params, options) {
   const [{data: queue}, {data: dead}] = await Promise.all([api("GET", "/api/queue?limit=100"), api("GET", "/api/queue/dead?limit=100")]);
   const jobs = queue.jobs.map((j) => `<tr><td><code>${esc(j.id)}</code></td><td>${esc(j.pipeline)}</td><td>${esc(j.workflow_type)}</td>
     <td>${esc(j.status)}</td><td>${esc(j.attempts)}</td><td>${esc(new Date(j.enqueued_at).toLocaleString())}</td></tr>`).join("");
@@ -588,27 +602,27 @@ async function queueView() {
     <h3>Jobs</h3><div class="scroll"><table><thead><tr><th>id</th><th>pipeline</th><th>type</th><th>status</th><th>attempts</th><th>enqueued</th></tr></thead>
     <tbody>${jobs || `<tr><td colspan="6" class="muted">Nothing waits.</td></tr>`}</tbody></table></div>
     <h3>Dead letters</h3><div class="scroll"><table><thead><tr><th>id</th><th>pipeline</th><th>attempts</th><th>last error</th>${isAdmin() ? "<th></th>" : ""}</tr></thead>
-    <tbody>${letters || `<tr><td colspan="5" class="muted">No dead letter.</td></tr>`}</tbody></table></div>`);
+    <tbody>${letters || `<tr><td colspan="5" class="muted">No dead letter.</td></tr>`}</tbody></table></div>`, options);
   for (const button of $$("[data-requeue]")) {
     button.addEventListener("click", async () => {
       try {
         await api("POST", `/api/queue/dead/${enc(button.dataset.requeue)}/retry`, {});
         say(`Job ${button.dataset.requeue} is back in the queue.`);
-        await queueView();
+        await render({keepMessage: true});
       } catch (err) { say(err.message, "bad"); }
     });
   }
 }
 
-async function timelineView() {
+async function timelineView(rest, params, options) {
   const items = state.events.map((e) => `<li><time>${esc(new Date(e.data.at * 1000).toLocaleTimeString())}</time>
     <span class="badge">${esc(e.kind === "component" ? e.data.kind : e.kind)}</span> <span class="muted">${esc(e.data.replica)}</span>
     <span class="${e.data.kind === "refused" || e.kind === "dead_letter" ? "bad" : ""}">${esc(summary(e.kind, e.data))}</span></li>`).join("");
   show(`<h2>Timeline</h2><p class="muted">What this replica saw, newest first; it updates as it happens.</p>
-    <ul class="timeline" id="timeline">${items || `<li class="muted">Nothing yet.</li>`}</ul>`);
+    <ul class="timeline" id="timeline">${items || `<li class="muted">Nothing yet.</li>`}</ul>`, options);
 }
 
-async function auditView(rest, params) {
+async function auditView(rest, params, options) {
   const query = new URLSearchParams({limit: "50"});
   for (const key of ["component", "actor"]) if (params.get(key)) query.set(key, params.get(key));
   show(`<h2>Audit log</h2><form id="audit-filters" class="row">
@@ -616,7 +630,7 @@ async function auditView(rest, params) {
     <div><label for="a-actor">actor</label><input id="a-actor" name="actor" value="${esc(params.get("actor") || "")}"></div>
     <button type="submit" class="primary">Filter</button></form>
     <div class="scroll"><table><thead><tr><th>when</th><th>actor</th><th>action</th><th>target</th><th>detail</th><th>from</th></tr></thead>
-    <tbody id="audit-rows"></tbody></table></div><div class="row"><button id="audit-more" type="button" hidden>Load more</button></div>`);
+    <tbody id="audit-rows"></tbody></table></div><div class="row"><button id="audit-more" type="button" hidden>Load more</button></div>`, options);
   $("#audit-filters").addEventListener("submit", (event) => {
     event.preventDefault();
     const chosen = new URLSearchParams();
