@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 import secrets
 import sqlite3
@@ -19,7 +20,7 @@ import pytest
 from server.engine.context import Response
 from server.engine.executor import Outcome, StepRecord
 from server.errors import StepError
-from server.settings import Database, Settings
+from server.settings import Database, Settings, SettingsError, from_environment
 from server.store import (
     ComponentVersion,
     ExecutionRow,
@@ -36,6 +37,7 @@ from server.store import (
     sql,
 )
 from server.store.codec import decode_cursor, dump_json, encode_cursor, ts_text
+from server.store.detail import DetailPolicy
 from server.store.migrations import LATEST, POSTGRES, SQLITE, pending
 from server.store.postgres import PostgresStore
 from tests.conftest import pg_admin, until
@@ -702,3 +704,37 @@ async def test_execution_detail_round_trip(store: Store) -> None:
     assert stored is not None and stored.detail == detail
     plain = await store.get_execution("n")
     assert plain is not None and plain.detail is None
+
+
+def test_detail_policy_redacts_by_key_words_and_folds_what_is_over_the_cap() -> None:
+    done = outcome("x")
+    done.trigger = {"user": "ann", "API_KEY": "k", "auth": {"Authorization": "Bearer t", "list": [{"my_token": 1}]}}
+    done.outputs = {"s0": {"ok": True}}
+    policy = DetailPolicy(["api_key", "authorization", "token", " "], 10_000, lambda types: {"greet": 2})
+    assert json.loads(policy.encode(done) or "") == {
+        "payload": {
+            "user": "ann",
+            "API_KEY": "[redacted]",
+            "auth": {"Authorization": "[redacted]", "list": [{"my_token": "[redacted]"}]},
+        },
+        "outputs": {"s0": {"ok": True}},
+        "components": {"greet": 2},
+        "redacted": True,
+    }
+    done.rerun_of = "first"
+    big = {"blob": "z" * 5000}
+    done.trigger, done.outputs = big, {"s0": {"ok": True}, "s1": big}
+    folded = json.loads(DetailPolicy([], 1000).encode(done) or "")
+    assert folded["truncated"] is True and folded["rerun_of"] == "first"
+    assert folded["outputs"]["s0"] == {"ok": True}  # small parts stay whole
+    assert folded["payload"] == {"truncated": True, "bytes": 5011, "preview": '{"blob":"' + "z" * 503}
+    assert folded["outputs"]["s1"] == folded["payload"]
+    assert DetailPolicy(["password"], 0).encode(done) is None  # a cap of 0 keeps no detail
+
+
+def test_detail_settings_come_from_the_environment() -> None:
+    assert from_environment({}).redact_keys == ("password", "secret", "token", "authorization", "api_key", "cookie")
+    settings = from_environment({"WORKFLOW_REDACT_KEYS": "pin, ssn", "WORKFLOW_EXECUTION_DETAIL_BYTES": "0"})
+    assert (settings.redact_keys, settings.detail_max_bytes) == (("pin", "ssn"), 0)
+    with pytest.raises(SettingsError, match="WORKFLOW_EXECUTION_DETAIL_BYTES: '-1' is not a whole number"):
+        from_environment({"WORKFLOW_EXECUTION_DETAIL_BYTES": "-1"})
