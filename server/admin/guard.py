@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import BadRequest, Forbidden, Unauthorized
+from ..http.middleware import json_response
 from ..keys import IDENTITY
 from .auth import ADMIN_ROLE, Authenticator, Handler, Identity, _roles
 
@@ -110,7 +111,7 @@ def session_routes(app: web.Application, sessions: Sessions) -> None:
         if not isinstance(token, str) or not token.strip():
             raise BadRequest("send {'token': '<JWT>'} to sign in", field="token")
         record, value = await sessions.exchange(token.strip())
-        response = web.json_response(_described(record, csrf=True))
+        response = json_response(_described(record, csrf=True))
         response.set_cookie(
             COOKIE,
             value,
@@ -124,9 +125,10 @@ def session_routes(app: web.Application, sessions: Sessions) -> None:
 
     async def show(request: web.Request) -> web.Response:
         if "Authorization" not in request.headers and COOKIE in request.cookies:
-            return web.json_response(_described(sessions.read(request.cookies[COOKIE]), csrf=True))
+            return json_response(_described(sessions.read(request.cookies[COOKIE]), csrf=True))
         identity = await sessions.authenticator.identify(request)
-        return web.json_response({"subject": identity.subject, "roles": sorted(identity.roles), "csrf": None})
+        body = {"subject": identity.subject, "roles": sorted(identity.roles), "expires_at": None, "csrf": None}
+        return json_response(body)
 
     async def delete(request: web.Request) -> web.Response:
         response = web.Response(status=204)

@@ -114,6 +114,16 @@ async def create(server: Server, cid: str, source: str) -> None:
     assert response.status == 201, await response.text()
 
 
+async def recorded(server: Server, count: int) -> None:
+    """Until the recorder has written `count` executions (it writes every half second)."""
+
+    async def written() -> bool:
+        response = await server.admin.get("/api/executions", headers=token())
+        return len((await response.json())["executions"]) >= count
+
+    await until(written)
+
+
 async def answer(server: Server, path: str, body: Any) -> tuple[int, Any]:
     response = await server.client.post(path, json=body)
     return response.status, json.loads(await response.text())
@@ -142,6 +152,21 @@ async def test_sign_in_create_a_component_and_see_it_serving(browser, server: Se
     await expect(row).to_contain_text("serving")
     await expect(row).to_contain_text("step.hello")
     await ui.shot("components")
+    # Delete asks first, naming the pipelines that will answer 503; cancelling keeps it.
+    await page.click("text=greeter")
+    await page.click("#delete")
+    dialog = page.locator("#confirm")
+    await expect(dialog).to_contain_text("These pipelines will answer 503")
+    await expect(dialog).to_contain_text("hello")
+    await ui.shot("delete-confirmation")
+    await page.keyboard.press("Escape")  # the dialog closes from the keyboard: nothing deleted
+    await expect(dialog).to_be_hidden()
+    assert "greeter" in server.client.app[RELOADER].components
+    await page.click("#delete")
+    await page.click("#confirm-ok")
+    await expect(page.locator("#message")).to_have_text("Deleted greeter.")
+    await expect(page.locator("tbody")).to_contain_text("No component yet.")
+    assert (await server.client.post("/hello", json={})).status == 503
     assert ui.unexpected_errors() == []
 
 
@@ -189,6 +214,7 @@ async def test_filter_executions_open_one_and_rerun_it(browser, server: Server) 
     for body in ({"n": 1}, {"n": 2}, {"x": "yes", "kind": "b"}):
         await server.client.post("/picky", json=body)
     await server.client.post("/notify", json={"to": "ops"})
+    await recorded(server, 4)
     ui = await signed_in(browser, server)
     page = ui.page
     await page.click("nav >> text=Executions")
@@ -260,6 +286,7 @@ async def test_a_viewer_finds_no_write_controls(browser, server: Server) -> None
     await create(server, "greeter", hello(1))
     await server.client.post("/picky", json={"x": 1})
     await server.client.post("/flaky", json={})
+    await recorded(server, 2)
     ui = await signed_in(browser, server, token("vic", role="viewer"))
     page = ui.page
     await expect(page.locator("#who")).to_contain_text("vic (viewer)")
@@ -287,6 +314,7 @@ async def test_phone_width_keyboard_and_readable_errors(browser, server: Server)
 
     await create(server, "greeter", hello(1))
     await server.client.post("/picky", json={"x": 1, "kind": "a"})
+    await recorded(server, 1)
     ui = await signed_in(browser, server, width=390, height=844)
     page = ui.page
     for route, name in (
@@ -319,6 +347,7 @@ async def test_the_page_holds_up_at_1280x720(browser, server: Server) -> None:
     await create(server, "greeter", hello(1))
     for body in ({"x": 1, "kind": "a"}, {"x": 2}, {}):
         await server.client.post("/picky", json=body)
+    await recorded(server, 3)
     ui = await signed_in(browser, server)
     page = ui.page
     for route in ("pipelines", "audit", "queue"):

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,20 @@ async def test_a_session_needs_a_valid_token_with_a_role(server: Server) -> None
     # A viewer's session writes nothing, CSRF token or not.
     headers = {"X-CSRF-Token": session["csrf"]}
     assert (await call(server, "PUT", f"{PREFIX}/greeter", {"source": hello(2)}, headers=headers))[0] == 403
+
+
+async def test_a_session_ends_with_its_token(server: Server) -> None:
+    short = token(exp=int(time.time()) + 1)["Authorization"].removeprefix("Bearer ")
+    response = await server.admin.post("/api/session", json={"token": short})
+    session = await response.json()
+    assert response.status == 200 and session["expires_at"] <= time.time() + 1
+    cookie = {"Cookie": f"workflow_session={response.cookies['workflow_session'].value}"}
+    server.admin.session.cookie_jar.clear()  # the browser would drop it at Max-Age: send it anyway
+    await asyncio.sleep(max(0.0, session["expires_at"] - time.time()) + 0.1)
+    assert await call(server, "GET", PREFIX, headers=cookie) == (
+        401,
+        {"error": "the session has expired; sign in again"},
+    )
 
 
 async def test_a_tampered_session_cookie_is_401(server: Server) -> None:
