@@ -261,7 +261,8 @@ def hello(version: int, *, step: str = "step.hello", wait: bool = False) -> str:
 
 def token(sub: str = "ada", secret: str = SECRET, **claims: Any) -> dict[str, str]:
     """Authorization headers with an HS256 token (admin role unless `claims` say otherwise)."""
-    body = {"sub": sub, "role": "admin", "exp": int(time.time()) + 300, **claims}
+    # An hour: ADMIN is made at import, and the whole suite must run before it expires.
+    body = {"sub": sub, "role": "admin", "exp": int(time.time()) + 3600, **claims}
     return {"Authorization": "Bearer " + jwt.encode(body, secret, algorithm="HS256")}
 
 

@@ -145,6 +145,7 @@ async def test_every_api_route_wants_a_token_and_writes_the_admin_role(start, co
     server = await start()
     (components / "x.py").write_text(hello(1))
     await until(lambda: "x" in server.client.app[RELOADER].components)
+    await until(lambda: audit_actions(server, "x"))  # the file's own entry is written after it serves
     for method, path in ROUTES:
         body = {"id": "y", "source": hello(1)} if method == "POST" else {"source": hello(2)}
         status, answer = await call(server, method, path, body, headers=None)

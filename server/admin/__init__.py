@@ -54,9 +54,13 @@ async def _subscribe(app: web.Application) -> None:
     hub = app[EVENTS]
     app[RELOADER].subscribe(hub.on_component)
 
+    last: list[list[dict[str, object]]] = [[]]
+
     def reported(entries: list[ReplicaComponent]) -> None:
         components = [{"id": e.component, "version": e.version, "status": e.status, "error": e.error} for e in entries]
-        hub.publish("replica", {"components": components})
+        if components != last[0]:  # every reconcile reports: only a change is news
+            last[0] = components
+            hub.publish("replica", {"components": components})
 
     def dead(job: Job, error: str) -> None:
         hub.publish("dead_letter", {"id": job.id, "pipeline": job.pipeline, "error": error})

@@ -149,7 +149,8 @@ function summary(kind, d) {
     if (d.kind === "refused") return `${d.id} refused${d.line ? " at line " + d.line : ""}: ${d.error}`;
   }
   if (kind === "config") return "config reloaded";
-  if (kind === "replica") return `reported ${d.components.length} component(s): ` +
+  if (kind === "replica" && !d.components.length) return "serves no component";
+  if (kind === "replica") return `serves ${d.components.length} component(s): ` +
     d.components.map((c) => `${c.id} v${c.version ?? "?"}${c.status === "error" ? " (error)" : ""}`).join(", ");
   if (kind === "dead_letter") return `job ${d.id} of ${d.pipeline} is a dead letter: ${d.error}`;
   if (kind === "reset") return "events were missed while disconnected; views reloaded";
