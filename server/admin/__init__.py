@@ -57,7 +57,9 @@ async def _subscribe(app: web.Application) -> None:
     last: list[list[dict[str, object]]] = [[]]
 
     def reported(entries: list[ReplicaComponent]) -> None:
-        components = [{"id": e.component, "version": e.version, "status": e.status, "error": e.error} for e in entries]
+        components: list[dict[str, object]] = [
+            {"id": e.component, "version": e.version, "status": e.status, "error": e.error} for e in entries
+        ]
         if components != last[0]:  # every reconcile reports: only a change is news
             last[0] = components
             hub.publish("replica", {"components": components})
