@@ -36,6 +36,7 @@ from .reload.manager import ComponentManager
 from .reload.watcher import reload_config, watching
 from .settings import Settings
 from .store import Recorder, Store, open_store, running_store
+from .store.detail import DetailPolicy
 from .tasks import cancel_and_wait
 
 log = logging.getLogger("workflow.server")
@@ -89,7 +90,7 @@ def create_apps(settings: Settings, *, engine: Engine | None = None, background_
         settings,
         engine,
         store,
-        Recorder(store),
+        Recorder(store, details=DetailPolicy(settings.redact_keys, settings.detail_max_bytes, components.versions_of)),
         Databases(settings),
         components,
         Replicator(components, engine, store),

@@ -143,6 +143,12 @@ class Conflict(WorkflowError):
     status = 409
 
 
+class PreconditionFailed(WorkflowError):
+    """An `If-Match` that no longer holds: someone else changed the resource first."""
+
+    status = 412
+
+
 class StoreUnavailable(WorkflowError):
     """The store did not answer, so the change was not made anywhere."""
 

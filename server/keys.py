@@ -9,6 +9,7 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from .admin.auth import Identity
+    from .admin.events import EventHub
     from .cluster.replicator import Replicator
     from .databases import Databases
     from .engine.runner import Engine
@@ -32,6 +33,8 @@ DATABASES: web.AppKey[Databases] = web.AppKey("databases")
 STARTUP_FAILED: web.AppKey[asyncio.Event] = web.AppKey("startup_failed", asyncio.Event)
 WATCHDOG: web.AppKey[LoopWatchdog] = web.AppKey("watchdog")
 QUEUE: web.AppKey[Workers] = web.AppKey("queue")
+# The admin listener's event stream (admin/events.py).
+EVENTS: web.AppKey[EventHub] = web.AppKey("events")
 
 # Held by every admin write from its existence check to its store record: two calls for one id must not
 # interleave (two POSTs both creating, or two PUTs renaming their files in another order than they served).

@@ -58,6 +58,10 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+# WORKFLOW_REDACT_KEYS by default: values under keys containing one of these are not kept in execution details.
+REDACT_KEYS = ("password", "secret", "token", "authorization", "api_key", "cookie")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the server reads from its environment, typed and validated."""
@@ -102,6 +106,9 @@ class Settings:
     reconcile_interval: float = 30.0
     history_days: float = 7.0
     record_executions: bool = True
+    # An execution's recorded detail (payload, step outputs): its size cap, and the key words redacted in it.
+    detail_max_bytes: int = 65536
+    redact_keys: tuple[str, ...] = REDACT_KEYS
     # Candidate isolation (server/reload/isolation.py): each version is imported in a disposable process first.
     isolate_components: bool = True
     import_timeout: float = 10.0
@@ -201,6 +208,8 @@ def from_environment(
         reconcile_interval=_duration(env, "WORKFLOW_RECONCILE_INTERVAL", "30s"),
         history_days=_duration(env, "WORKFLOW_HISTORY_RETENTION", "168h") / 86400,
         record_executions=_flag(env, "WORKFLOW_RECORD_EXECUTIONS", True),
+        detail_max_bytes=_whole(env, "WORKFLOW_EXECUTION_DETAIL_BYTES", 65536),
+        redact_keys=_name_list(env.get("WORKFLOW_REDACT_KEYS", ",".join(REDACT_KEYS))),
         isolate_components=_flag(env, "WORKFLOW_ISOLATE_COMPONENTS", True),
         import_timeout=_duration(env, "WORKFLOW_IMPORT_TIMEOUT", "10s"),
         import_memory_mb=_positive_int(env, "WORKFLOW_IMPORT_MEMORY_MB", 1024),
@@ -262,6 +271,14 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
         return default
     if not raw.strip().isdigit() or int(raw) <= 0:
         raise SettingsError(f"{name}: {raw!r} is not a positive whole number")
+    return int(raw)
+
+
+def _whole(env: Mapping[str, str], name: str, default: int) -> int:
+    """A whole number, 0 allowed (off)."""
+    raw = env.get(name, str(default)).strip()
+    if not raw.isdigit():
+        raise SettingsError(f"{name}: {raw!r} is not a whole number")
     return int(raw)
 
 

@@ -141,16 +141,23 @@ ROUTES = [
 ROUTES += [("GET", "/api/executions"), ("GET", "/api/executions/x"), ("GET", "/api/pipelines")]
 
 
-async def test_every_api_route_wants_a_token_with_the_admin_role(start, components) -> None:
+async def test_every_api_route_wants_a_token_and_writes_the_admin_role(start, components) -> None:
     server = await start()
     (components / "x.py").write_text(hello(1))
     await until(lambda: "x" in server.client.app[RELOADER].components)
+    await until(lambda: audit_actions(server, "x"))  # the file's own entry is written after it serves
     for method, path in ROUTES:
         body = {"id": "y", "source": hello(1)} if method == "POST" else {"source": hello(2)}
         status, answer = await call(server, method, path, body, headers=None)
         assert status == 401 and "bearer token" in answer["error"], (method, path)
         status, answer = await call(server, method, path, body, headers=token("bob", role="viewer"))
-        assert status == 403 and "'bob'" in answer["error"], (method, path)
+        if method == "GET":  # a viewer reads everything (CONTRACT §6)
+            assert status == (404 if path == "/api/executions/x" else 200), (method, path, answer)
+        else:
+            assert (status, answer) == (403, {"error": "'bob' does not have the 'admin' role"}), (method, path)
+        status, answer = await call(server, method, path, body, headers=token("eve", role="auditor"))
+        wanted = "'admin' or 'viewer'" if method == "GET" else "'admin'"
+        assert (status, answer) == (403, {"error": f"'eve' does not have the {wanted} role"}), (method, path)
         status, answer = await call(server, method, path, body, headers=token(secret="w" * 40))
         assert status == 401, (method, path)
     # Nothing was changed by any of the refused calls.
@@ -174,8 +181,23 @@ async def test_the_admin_page_is_served_without_a_token(start) -> None:
     page = await server.admin.get("/")
     assert page.status == 200 and page.content_type == "text/html"
     text = await page.text()
-    assert "workflow-server admin" in text and "/api/dynamic/components" in text
+    assert "workflow-server admin" in text and '<script src="/static/app.js"></script>' in text
     assert page.headers["Cache-Control"] == "no-store" and page.headers["X-Frame-Options"] == "DENY"
+    # A strict CSP: no inline script or style, nothing from another origin; the page's files come from the package.
+    csp = page.headers["Content-Security-Policy"]
+    assert "script-src 'self';" in csp and "style-src 'self';" in csp and "unsafe" not in csp
+    assert "<script>" not in text and " style=" not in text
+    for name, kind in (
+        ("app.js", "text/javascript"),
+        ("app.css", "text/css"),
+        ("vendor/codemirror/codemirror.js", "text/javascript"),
+        ("vendor/codemirror/LICENSE", "application/octet-stream"),
+    ):
+        response = await server.admin.get(f"/static/{name}")
+        assert (response.status, response.content_type) == (200, kind), name
+    assert "/api/dynamic/components" in await (await server.admin.get("/static/app.js")).text()
+    for bad in ("../__init__.py", "vendor/../../auth.py", ".hidden", "nothing.js"):
+        assert (await server.admin.get(f"/static/{bad}")).status == 404, bad
     # The admin API is not on the main listener.
     response = await server.client.get("/api/pipelines", headers=ADMIN)
     assert (response.status, await response.json()) == (
@@ -690,14 +712,22 @@ async def test_pipelines_show_which_step_types_are_available(start, caplog) -> N
     assert pipelines["hello"]["trigger"] == {"type": "http", "config": {"path": "/hello", "method": "GET"}}
     assert pipelines["hello"]["available"] is False
     assert pipelines["hello"]["steps"] == [
-        {"name": "hello", "type": "step.hello", "available": False, "provider": None, "compensation": False}
+        {
+            "name": "hello",
+            "type": "step.hello",
+            "available": False,
+            "provider": None,
+            "compensation": False,
+            "next": ["end"],
+        }
     ]
+    assert pipelines["hello"]["recent"] == {"count": 0, "success_rate": None, "p95_ms": None}
     ok = pipelines["ok"]
     assert ok["available"] is True and ok["on_error"] == "compensate"
-    assert [(s["name"], s["type"], s["available"], s["compensation"]) for s in ok["steps"]] == [
-        ("mark", "step.set", True, False),
-        ("respond", "step.json_response", True, False),
-        ("undo", "step.log", True, True),
+    assert [(s["name"], s["type"], s["available"], s["compensation"], s["next"]) for s in ok["steps"]] == [
+        ("mark", "step.set", True, False, ["respond"]),
+        ("respond", "step.json_response", True, False, ["end"]),
+        ("undo", "step.log", True, True, []),
     ]
 
     syncs = Syncs(server)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 import secrets
 import sqlite3
@@ -19,7 +20,7 @@ import pytest
 from server.engine.context import Response
 from server.engine.executor import Outcome, StepRecord
 from server.errors import StepError
-from server.settings import Database, Settings
+from server.settings import Database, Settings, SettingsError, from_environment
 from server.store import (
     ComponentVersion,
     ExecutionRow,
@@ -36,6 +37,7 @@ from server.store import (
     sql,
 )
 from server.store.codec import decode_cursor, dump_json, encode_cursor, ts_text
+from server.store.detail import DetailPolicy
 from server.store.migrations import LATEST, POSTGRES, SQLITE, pending
 from server.store.postgres import PostgresStore
 from tests.conftest import pg_admin, until
@@ -642,3 +644,97 @@ def test_codec_cursor_and_timestamps() -> None:
     assert str(dump_json(circular)).startswith('{"self":{"self":')
     with pytest.raises(InvalidCursor):
         decode_cursor(encode_cursor(T0, "x")[:-3])
+
+
+# --------------------------------------------------------------------------- the admin UI's history, filters, details
+
+
+async def test_component_history_keeps_every_version_with_its_origin(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.put_component("greet", "v1", "sha1", "ada")
+    await store.put_component("greet", "v2", "sha2", "file@r1")
+    await store.put_component("greet", "v3", "sha3", "replica@r2")
+    await store.delete_component("greet", "bob")
+    history = await store.component_history("greet")
+    assert [(h.version, h.sha256, h.who, h.origin, h.deleted, h.source) for h in history] == [
+        (4, "sha3", "bob", "api", True, None),
+        (3, "sha3", "replica@r2", "store", False, None),
+        (2, "sha2", "file@r1", "file", False, None),
+        (1, "sha1", "ada", "api", False, None),
+    ]
+    assert history[0].at.tzinfo == UTC
+    second = await store.component_version("greet", 2)
+    assert second is not None and (second.source, second.who) == ("v2", "file@r1")
+    assert await store.component_version("greet", 9) is None
+    assert await store.component_history("other") == []
+    # Retention: only the newest HISTORY_KEPT versions of a component stay.
+    monkeypatch.setattr(f"server.store.{store.kind}.HISTORY_KEPT", 2)
+    await store.put_component("greet", "v5", "sha5", "ada")
+    assert [h.version for h in await store.component_history("greet")] == [5, 4]
+
+
+async def test_audit_pages_by_actor_and_target(store: Store) -> None:
+    for who, target in (("ada", "a"), ("bob", "a"), ("ada", "b"), ("ada", "a")):
+        await store.audit(who, "component.update", target, None)
+    newest = await store.list_audit(who="ada", target="a")
+    assert [(e.who, e.target) for e in newest] == [("ada", "a"), ("ada", "a")]
+    older = await store.list_audit(who="ada", before=newest[0].id)
+    assert [(e.who, e.target) for e in older] == [("ada", "b"), ("ada", "a")]
+    assert await store.list_audit(who="nobody") == []
+
+
+async def test_list_filters_by_trigger_type_and_error_text(store: Store) -> None:
+    failed = row("e", at=T0 + timedelta(minutes=1), status="error")
+    odd = replace(
+        row("f", at=T0 + timedelta(minutes=2), status="error"), error={"error": "Card 50%_declined", "step": "s1"}
+    )
+    await store.record_executions([row("a", at=T0), failed, odd, replace(row("m", at=T0), workflow_type="manual")])
+    assert await all_ids(store, workflow_type="manual") == ["m"]
+    assert await all_ids(store, error="BOO") == ["e"]  # case-insensitive, in the error's message
+    assert await all_ids(store, error="50%_") == ["f"]  # % and _ are plain text, not patterns
+    assert await all_ids(store, error="%") == ["f"]
+    assert await all_ids(store, error="step") == []  # the message only, not the error's other fields
+
+
+async def test_execution_detail_round_trip(store: Store) -> None:
+    detail = {"payload": {"x": 1}, "outputs": {"s0": {"y": "é"}}, "components": {"greet": 3}}
+    await store.record_executions([replace(row("d"), detail=detail), row("n")])
+    stored = await store.get_execution("d")
+    assert stored is not None and stored.detail == detail
+    plain = await store.get_execution("n")
+    assert plain is not None and plain.detail is None
+
+
+def test_detail_policy_redacts_by_key_words_and_folds_what_is_over_the_cap() -> None:
+    done = outcome("x")
+    done.trigger = {"user": "ann", "API_KEY": "k", "auth": {"Authorization": "Bearer t", "list": [{"my_token": 1}]}}
+    done.outputs = {"s0": {"ok": True}}
+    policy = DetailPolicy(["api_key", "authorization", "token", " "], 10_000, lambda types: {"greet": 2})
+    assert json.loads(policy.encode(done) or "") == {
+        "payload": {
+            "user": "ann",
+            "API_KEY": "[redacted]",
+            "auth": {"Authorization": "[redacted]", "list": [{"my_token": "[redacted]"}]},
+        },
+        "outputs": {"s0": {"ok": True}},
+        "components": {"greet": 2},
+        "redacted": True,
+    }
+    done.rerun_of = "first"
+    big = {"blob": "z" * 5000}
+    done.trigger, done.outputs = big, {"s0": {"ok": True}, "s1": big}
+    folded = json.loads(DetailPolicy([], 1000).encode(done) or "")
+    assert folded["truncated"] is True and folded["rerun_of"] == "first"
+    assert folded["outputs"]["s0"] == {"ok": True}  # small parts stay whole
+    assert folded["payload"] == {"truncated": True, "bytes": 5011, "preview": '{"blob":"' + "z" * 503}
+    assert folded["outputs"]["s1"] == folded["payload"]
+    assert DetailPolicy(["password"], 0).encode(done) is None  # a cap of 0 keeps no detail
+
+
+def test_detail_settings_come_from_the_environment() -> None:
+    assert from_environment({}).redact_keys == ("password", "secret", "token", "authorization", "api_key", "cookie")
+    settings = from_environment({"WORKFLOW_REDACT_KEYS": "pin, ssn", "WORKFLOW_EXECUTION_DETAIL_BYTES": "0"})
+    assert (settings.redact_keys, settings.detail_max_bytes) == (("pin", "ssn"), 0)
+    with pytest.raises(SettingsError, match="WORKFLOW_EXECUTION_DETAIL_BYTES: '-1' is not a whole number"):
+        from_environment({"WORKFLOW_EXECUTION_DETAIL_BYTES": "-1"})

@@ -8,7 +8,16 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import BadRequest, ComponentError, Conflict, NotFound, PayloadTooLarge, StoreUnavailable, clip
+from ..errors import (
+    BadRequest,
+    ComponentError,
+    Conflict,
+    NotFound,
+    PayloadTooLarge,
+    PreconditionFailed,
+    StoreUnavailable,
+    clip,
+)
 from ..http.bodies import body_kind, json_object
 from ..http.middleware import json_response
 from ..keys import COMPONENT_WRITES, ENGINE, IDENTITY, RELOADER, REPLICATOR, SETTINGS
@@ -31,6 +40,7 @@ async def get_component(request: web.Request) -> web.Response:
     if cid not in manager.components and cid not in manager.failures:
         raise NotFound(f"no component {cid!r}")
     body = _describe(request, cid, await _replicas(request))
+    body["used_by"] = used_by(request, cid)
     if cid in manager.components:
         body["source"] = manager.components[cid].text
     else:  # in error: what is on disk is what failed
@@ -38,7 +48,7 @@ async def get_component(request: web.Request) -> web.Response:
             body["source"] = await asyncio.to_thread(Path(manager.failures[cid].path).read_text, encoding="utf-8")
         except OSError:
             body["source"] = None
-    return json_response(body)
+    return json_response(body, headers={"ETag": f'"{body["sha256"]}"'} if body.get("sha256") else None)
 
 
 async def create_component(request: web.Request) -> web.Response:
@@ -70,8 +80,27 @@ async def replace_component(request: web.Request) -> web.Response:
     async with request.app[COMPONENT_WRITES]:
         if cid not in manager.components and cid not in manager.failures:
             raise NotFound(f"no component {cid!r}; create it with POST")
+        _check_precondition(request, cid)
         await _install(request, cid, text, action="update")  # refused: shown as the component's last error
         return json_response(_describe(request, cid, await _replicas(request)))
+
+
+async def validate_component(request: web.Request) -> web.Response:
+    """`POST .../{id}/validate {source}`: the checks of a save, changing nothing; `valid`, else the error and line."""
+    cid = _id(request.match_info["id"])
+    text = _source(request, await _json(request))
+    settings, manager = request.app[ENGINE].settings, request.app[RELOADER]
+    source = Source.from_text(cid, str(settings.components_dir / f"{cid}.py"), text)
+    try:
+        if settings.component_imports is not None:
+            check_imports(text, f"{cid}.py", settings.component_imports)
+        component = await manager.dry_run(source)
+    except ComponentError as exc:
+        return json_response({"valid": False, "error": exc.message, "line": exc.details.get("line")})
+    endpoints = [f"{e.method} {e.path}" for e in component.endpoints]
+    return json_response(
+        {"valid": True, "sha256": source.sha256, "step_types": sorted(component.steps), "endpoints": endpoints}
+    )
 
 
 async def delete_component(request: web.Request) -> web.Response:
@@ -83,6 +112,33 @@ async def delete_component(request: web.Request) -> web.Response:
             raise NotFound(f"no component {cid!r}")
         await request.app[REPLICATOR].delete(cid, who=_who(request), client=request.remote or "")
     return web.Response(status=204)
+
+
+def _check_precondition(request: web.Request, cid: str) -> None:
+    """`If-Match: "<sha256>"`: 412 unless that is the version serving now (someone else saved in between)."""
+    wanted = request.headers.get("If-Match")
+    if wanted is None or wanted.strip() == "*":
+        return
+    current = request.app[RELOADER].components.get(cid)
+    serving = current.sha256 if current is not None else None
+    tags = {tag.strip().removeprefix("W/").strip('"') for tag in wanted.split(",")}
+    if serving not in tags:
+        raise PreconditionFailed(
+            f"component {cid!r} changed since you loaded it: it serves {(serving or 'nothing')[:12]} now; "
+            "reload it and apply your edit again",
+            id=cid,
+            sha256=serving,
+        )
+
+
+def used_by(request: web.Request, cid: str) -> list[str]:
+    """The pipelines using a step type of component `cid`: they answer 503 once it is gone."""
+    component = request.app[RELOADER].components.get(cid)
+    if component is None:
+        return []
+    types = set(component.steps)
+    pipelines = request.app[ENGINE].config.pipelines.values()
+    return sorted(p.name for p in pipelines if any(s.type in types for s in (*p.steps, *p.compensation)))
 
 
 async def _install(request: web.Request, cid: str, text: str, *, action: str) -> Component:
@@ -155,6 +211,11 @@ def _describe(request: web.Request, cid: str, replicas: dict[str, list[dict[str,
     )
     body["replicas"] = replicas.get(cid, [])
     return body
+
+
+def checked_id(raw: Any) -> str:
+    """A valid component id from the path or body; BadRequest naming the rule otherwise."""
+    return _id(raw)
 
 
 def _id(raw: Any) -> str:

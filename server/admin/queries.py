@@ -1,51 +1,22 @@
-"""Admin API reads: recorded executions (filtered, paginated) and the pipelines in service."""
+"""Admin API reads: the pipelines in service (graph and recent figures), and the query arguments all share."""
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
-from ..errors import BadRequest, NotFound, clip
+from ..config.model import Pipeline
+from ..errors import BadRequest
 from ..http.middleware import json_response
 from ..keys import ENGINE, STORE
-from ..store.base import ExecutionRow, InvalidCursor
 
-STATUSES = ("success", "error", "timeout")
 _SPACED_OFFSET = re.compile(r"(\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}(?::?\d{2})?)$")
-
-
-async def list_executions(request: web.Request) -> web.Response:
-    """`GET /api/executions?pipeline=&status=&since=&until=&limit=&before=`: newest first, one page."""
-    query = request.query
-    status = query.get("status")
-    if status is not None and status not in STATUSES:
-        raise BadRequest(f"status must be one of {', '.join(STATUSES)}", field="status")
-    try:
-        rows, cursor = await request.app[STORE].list_executions(
-            pipeline=query.get("pipeline") or None,
-            status=status,
-            since=_time(query, "since"),
-            until=_time(query, "until"),
-            limit=limit_of(query),
-            before=query.get("before") or None,
-        )
-    except InvalidCursor:
-        raise BadRequest("'before' is not a cursor this server handed out", field="before") from None
-    body: dict[str, Any] = {"executions": [_execution(row, steps=False) for row in rows], "next": None}
-    if cursor is not None:
-        body["next"] = str(request.rel_url.update_query(before=cursor))
-    return json_response(body)
-
-
-async def get_execution(request: web.Request) -> web.Response:
-    """`GET /api/executions/{id}`: one recorded execution with per-step timings."""
-    row = await request.app[STORE].get_execution(request.match_info["id"])
-    if row is None:
-        raise NotFound(f"no recorded execution {clip(request.match_info['id'])!r}")
-    return json_response(_execution(row, steps=True))
+# How many recent executions of each pipeline its success rate and p95 duration are computed from.
+RECENT = 200
 
 
 async def list_pipelines(request: web.Request) -> web.Response:
@@ -53,6 +24,7 @@ async def list_pipelines(request: web.Request) -> web.Response:
     state = request.app[ENGINE].state
     pipelines = []
     for pipeline in state.config.pipelines.values():
+        flow = _flow(pipeline)
         steps = []
         for step in (*pipeline.steps, *pipeline.compensation):
             provider = state.registry.steps.get(step.type)
@@ -63,6 +35,7 @@ async def list_pipelines(request: web.Request) -> web.Response:
                     "available": provider is not None,
                     "provider": provider.provider if provider else None,
                     "compensation": step in pipeline.compensation,
+                    "next": flow.get(step.name, []),
                 }
             )
         trigger = pipeline.trigger
@@ -74,37 +47,14 @@ async def list_pipelines(request: web.Request) -> web.Response:
                 "timeout_seconds": pipeline.timeout,
                 "available": all(s["available"] for s in steps),
                 "steps": steps,
+                "recent": await _recent(request, pipeline.name),
             }
         )
     return json_response({"pipelines": pipelines, "source": state.config.source})
 
 
-def _execution(row: ExecutionRow, *, steps: bool) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": row.id,
-        "pipeline": row.pipeline,
-        "workflow_type": row.workflow_type,
-        "status": row.status,
-        "started_at": row.started_at.isoformat(),
-        "duration_ms": round(row.duration_ms, 3),
-        "error": row.error,
-    }
-    if steps:
-        body["result"] = row.result
-        body["steps"] = [
-            {
-                "name": s.name,
-                "type": s.type,
-                "status": s.status,
-                "duration_ms": round(s.duration_ms, 3),
-                "error": s.error,
-            }
-            for s in row.steps
-        ]
-    return body
-
-
-def _time(query: Any, key: str) -> datetime | None:
+def time_of(query: Any, key: str) -> datetime | None:
+    """The ISO 8601 time in query argument `key` (UTC when it names no zone), or None when absent."""
     raw = query.get(key)
     if not raw:
         return None
@@ -123,3 +73,30 @@ def limit_of(query: Any) -> int:
     if not raw.isdigit() or not 1 <= int(raw) <= 1000:
         raise BadRequest("limit must be a whole number from 1 to 1000", field="limit")
     return int(raw)
+
+
+def _flow(pipeline: Pipeline) -> dict[str, list[str]]:
+    """Where each step goes next: its routes (a conditional's targets), else the step after it (`end` at the end)."""
+    names = [step.name for step in pipeline.steps]
+    flow: dict[str, list[str]] = {}
+    for index, step in enumerate(pipeline.steps):
+        if step.targets:
+            flow[step.name] = list(dict.fromkeys(step.targets))
+        else:
+            following = pipeline.flow[index] if index < len(pipeline.flow) else -1
+            flow[step.name] = [names[following] if 0 <= following < len(names) else "end"]
+    return flow
+
+
+async def _recent(request: web.Request, name: str) -> dict[str, Any]:
+    """The last RECENT recorded executions of a pipeline: how many, the share that succeeded, the p95 duration."""
+    try:
+        rows, _ = await request.app[STORE].list_executions(pipeline=name, limit=RECENT)
+    except Exception:  # the store is away: the graph still shows, without its figures
+        return {"count": 0, "success_rate": None, "p95_ms": None}
+    if not rows:
+        return {"count": 0, "success_rate": None, "p95_ms": None}
+    durations = sorted(row.duration_ms for row in rows)
+    p95 = durations[min(len(durations) - 1, math.ceil(0.95 * len(durations)) - 1)]
+    succeeded = sum(1 for row in rows if row.status == "success")
+    return {"count": len(rows), "success_rate": round(succeeded / len(rows), 4), "p95_ms": round(p95, 3)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,6 +36,8 @@ class Ledger:
         self.bus: ReloadBus | None = None
         self.reconciles = 0
         self.last_error: str | None = None
+        # Called with what this replica serves after each report reaches the store (the admin event stream).
+        self.on_report: list[Callable[[list[ReplicaComponent]], None]] = []
         self._lock = asyncio.Lock()  # one reconcile at a time
         # One write of the folder's record at a time, each from a snapshot taken in turn, so an older snapshot
         # never lands after a newer one. Separate from the reconcile lock: an admin call must not wait for a
@@ -61,7 +63,8 @@ class Ledger:
     async def _announce(self, cid: str, row: ComponentRow | None, *, who: str, client: str, action: str) -> None:
         """Audit a change that reached the store, and tell the other replicas about it."""
         try:
-            await self._store(self.store.audit(who, action, cid, client or None))
+            detail = None if row is None else {"version": row.version, "sha256": None if row.deleted else row.sha256}
+            await self._store(self.store.audit(who, action, cid, client or None, detail))
         except StoreUnavailable as exc:
             log.warning("replication: could not audit %s of %s: %s", action, cid, exc.message)
         if self.bus is not None and row is not None:
@@ -90,6 +93,9 @@ class Ledger:
             await self._store(self.store.report_replica(self.replica, entries))
         except StoreUnavailable as exc:
             log.debug("replication: report skipped: %s", exc.message)
+            return
+        for listener in self.on_report:
+            listener(entries)
 
     async def replicas(self) -> list[ReplicaComponent]:
         """What each replica that reported within three reconcile intervals serves."""

@@ -57,6 +57,11 @@ class Outcome:
     steps: list[StepRecord] = field(default_factory=list)
     started_at: str = ""
     duration: float = 0.0
+    # For the recorded detail (store/detail.py): the trigger payload, each step's output, and the execution this
+    # one re-runs (the admin API's re-run).
+    trigger: Mapping[str, Any] | None = None
+    outputs: dict[str, Any] | None = None
+    rerun_of: str | None = None
 
     @property
     def result(self) -> Any:
@@ -96,6 +101,7 @@ class Executor:
         workflow_type: str | None = None,
         depth: int = 0,
         state: State | None = None,
+        rerun_of: str | None = None,
     ) -> Outcome:
         """Execute `pipeline` on `payload`; never raises for step failures (see Outcome.error).
 
@@ -116,6 +122,7 @@ class Executor:
             None,
             [],
             _utc_now(),
+            rerun_of=rerun_of,
         )
         token = logs.execution_id.set(outcome.execution_id)
         active = self.metrics.active_cell(outcome.workflow_type)
@@ -170,6 +177,7 @@ class _Run:
         self.depth = depth
         self.trigger = payload
         self.outputs: dict[str, Any] = {}
+        outcome.trigger, outcome.outputs = payload, self.outputs
         self.meta = {"pipeline": pipeline.name, "execution_id": outcome.execution_id, "started_at": outcome.started_at}
         self.scope = Scope(outcome.data, self.outputs, payload, self.meta)
         self.services = executor._services()

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..engine.executor import Outcome
@@ -42,6 +42,8 @@ class Workers:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        # Called with each job this replica moves to the dead-letter list and its last error (the admin event stream).
+        self.on_dead: list[Callable[[Job, str], None]] = []
 
     async def put(
         self,
@@ -140,6 +142,9 @@ class Workers:
             done = await self._settle(job, self.queue.ack(job), "done")
         elif job.attempts >= self.max_attempts:
             done = await self._settle(job, self.queue.bury(job, error), "dead")
+            if done:
+                for listener in self.on_dead:
+                    listener(job, error)
         else:
             await self._settle(job, self.queue.retry(job, error, self._backoff(job.attempts)), "retried")
             self.engine.executions.retrying(job.id)

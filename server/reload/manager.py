@@ -16,7 +16,7 @@ import asyncio
 import linecache
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -126,6 +126,25 @@ class ComponentManager:
                 str(exc), file=source.path, line=line_in(cause, source.path) if cause else None
             ) from None
         return Candidate(State(registry, config), operation, seen_at, source.id, component)
+
+    async def dry_run(self, source: Source) -> Component:
+        """Every check a save makes, changing nothing (the admin API's validate): ComponentError if it would fail.
+
+        The candidate process, the in-server import and registration, clashes with what serves, and the config
+        compiled against the would-be registry. No `startup` hook runs, nothing is recorded or swapped, and the
+        loaded module is dropped.
+        """
+        verdict = await self.isolation.verdict(source, self.engine.config)
+        if verdict is not None:
+            raise verdict
+        base = self._compose(exclude=source.id)
+        component = await self.isolation.load(source, base)
+        try:
+            self._compile(compose_registry(base, (component.steps, component.endpoints)), source)
+        finally:
+            for plugin in list(component.plugin_manager.get_plugins()):
+                component.plugin_manager.unregister(plugin)
+        return component
 
     def _compile(self, registry: Registry, source: Source | str) -> AppConfig:
         """The config in service compiled against `registry`; a failure refuses the version (`source`, or a path)."""
@@ -303,6 +322,16 @@ class ComponentManager:
                 subscriber(event)
             except Exception:  # a subscriber's bug must not undo a committed swap
                 log.exception("component event subscriber failed on %s", event.kind)
+
+    def versions_of(self, step_types: Iterable[str]) -> dict[str, int]:
+        """The components (id: version) in service now that provide any of `step_types`."""
+        steps, found = self.engine.registry.steps, {}
+        for name in step_types:
+            step = steps.get(name)
+            component = self.components.get(step.provider.removeprefix("component:")) if step is not None else None
+            if component is not None:
+                found[component.id] = component.version
+        return found
 
     def count(self, operation: str, status: str) -> None:
         """Count one component operation in `module_operations_total{module="dynamic"}`."""

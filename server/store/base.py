@@ -40,6 +40,8 @@ class ExecutionRow:
     error: dict[str, Any] | None = None
     result: Any = None
     steps: tuple[StepRow, ...] = ()
+    # The payload, step outputs and component versions (store/detail.py); None when not kept.
+    detail: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,45 @@ class ComponentVersion:
     sha256: str
     version: int
     deleted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    """One stored version of a component: who made it, when and from where (`origin`: api, file or store)."""
+
+    id: str
+    version: int
+    sha256: str
+    at: datetime
+    who: str
+    origin: str
+    deleted: bool = False
+    source: str | None = None  # only when one version is asked for
+
+
+# Versions of one component kept in the history; older ones are pruned as new ones are stored.
+HISTORY_KEPT = 100
+
+
+def origin_of(who: str) -> str:
+    """Where a component change came from, by who made it: a file, a replica's upload, or an API call."""
+    if who.startswith("file@"):
+        return "file"
+    if who.startswith("replica@"):
+        return "store"
+    return "api"
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionFilter:
+    """What to list: each set field narrows the page (`since` inclusive, `until` exclusive, `error` a substring)."""
+
+    pipeline: str | None = None
+    status: str | None = None
+    workflow_type: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,11 +175,13 @@ class Store(abc.ABC):
         until: datetime | None = None,
         limit: int = 50,
         before: str | None = None,
+        workflow_type: str | None = None,
+        error: str | None = None,
     ) -> tuple[list[ExecutionRow], str | None]:
         """Executions newest first, filtered (`since` inclusive, `until` exclusive), and the next page's cursor.
 
         `before` is a cursor from a previous call (InvalidCursor if it is not one); the returned cursor is
-        None on the last page. `limit` is clamped to 1..MAX_PAGE.
+        None on the last page. `limit` is clamped to 1..MAX_PAGE. `error` matches text in the error.
         """
 
     @abc.abstractmethod
@@ -185,8 +228,18 @@ class Store(abc.ABC):
         """Append one entry to the audit log."""
 
     @abc.abstractmethod
-    async def list_audit(self, *, limit: int = 100, target: str | None = None) -> list[AuditRow]:
-        """The newest audit entries first, optionally for one target."""
+    async def list_audit(
+        self, *, limit: int = 100, target: str | None = None, who: str | None = None, before: int | None = None
+    ) -> list[AuditRow]:
+        """The newest audit entries first, optionally for one target and one actor, with ids below `before`."""
+
+    @abc.abstractmethod
+    async def component_history(self, id: str) -> list[HistoryRow]:
+        """The stored versions of a component, newest first, without their sources."""
+
+    @abc.abstractmethod
+    async def component_version(self, id: str, version: int) -> HistoryRow | None:
+        """One stored version with its source, or None when it is not (or no longer) kept."""
 
 
 def execution_row(outcome: Outcome) -> ExecutionRow:

@@ -90,6 +90,22 @@ SQLITE: tuple[Migration, ...] = (
             "CREATE INDEX queue_dedupe_expiry ON queue_dedupe (expires_at)",
         ),
     ),
+    # Every stored version of every component (deletions too), for the admin UI's history and diffs; the
+    # versions already stored are copied in. `detail`: an execution's payload, step outputs and component
+    # versions, as one compact JSON value (server/store/detail.py), so recording stays one row per execution.
+    Migration(
+        6,
+        "component version history and execution details",
+        (
+            "CREATE TABLE component_versions (id TEXT NOT NULL, version INTEGER NOT NULL, sha256 TEXT NOT NULL, "
+            "source TEXT NOT NULL, at TEXT NOT NULL, who TEXT NOT NULL, origin TEXT NOT NULL, "
+            "deleted INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (id, version))",
+            "INSERT INTO component_versions (id, version, sha256, source, at, who, origin, deleted) "
+            "SELECT id, version, sha256, source, updated_at, updated_by, 'store', deleted FROM components",
+            "ALTER TABLE executions ADD COLUMN detail TEXT",
+            "CREATE INDEX audit_log_who ON audit_log (who, id DESC)",
+        ),
+    ),
 )
 
 POSTGRES: tuple[Migration, ...] = (
@@ -145,6 +161,19 @@ POSTGRES: tuple[Migration, ...] = (
             "CREATE INDEX queue_jobs_dead ON queue_jobs (enqueued_at) WHERE state = 'dead'",
             "CREATE TABLE queue_dedupe (key TEXT PRIMARY KEY, expires_at DOUBLE PRECISION NOT NULL)",
             "CREATE INDEX queue_dedupe_expiry ON queue_dedupe (expires_at)",
+        ),
+    ),
+    Migration(
+        6,
+        "component version history and execution details",
+        (
+            "CREATE TABLE component_versions (id TEXT NOT NULL, version INTEGER NOT NULL, sha256 TEXT NOT NULL, "
+            "source TEXT NOT NULL, at TIMESTAMPTZ NOT NULL, who TEXT NOT NULL, origin TEXT NOT NULL, "
+            "deleted BOOLEAN NOT NULL DEFAULT FALSE, PRIMARY KEY (id, version))",
+            "INSERT INTO component_versions (id, version, sha256, source, at, who, origin, deleted) "
+            "SELECT id, version, sha256, source, updated_at, updated_by, 'store', deleted FROM components",
+            "ALTER TABLE executions ADD COLUMN detail JSONB",
+            "CREATE INDEX audit_log_who ON audit_log (who, id DESC)",
         ),
     ),
 )

@@ -15,7 +15,17 @@ import psycopg2
 
 from ..databases.pools import close_pool
 from . import sql
-from .base import AuditRow, ComponentRow, ComponentVersion, ExecutionRow, ReplicaComponent, Store
+from .base import (
+    HISTORY_KEPT,
+    AuditRow,
+    ComponentRow,
+    ComponentVersion,
+    ExecutionFilter,
+    ExecutionRow,
+    HistoryRow,
+    ReplicaComponent,
+    Store,
+)
 from .codec import dump_json, encode_cursor, utc
 from .migrations import ADVISORY_LOCK_CLASS, MIGRATIONS_TABLE, POSTGRES, pending
 
@@ -34,10 +44,13 @@ _INSERT_REPLICAS = (
 _INSERT = (
     f"INSERT INTO executions ({sql.EXECUTION_COLUMNS}) "
     "SELECT r->>0, r->>1, r->>2, r->>3, (r->>4)::timestamptz, (r->>5)::float8, nullif(r->6, 'null'), "
-    "nullif(r->7, 'null'), r->8 FROM jsonb_array_elements(%s::jsonb) AS r" + sql.UPSERT_EXECUTION_TAIL
+    "nullif(r->7, 'null'), r->8, nullif(r->9, 'null') FROM jsonb_array_elements(%s::jsonb) AS r"
+    + sql.UPSERT_EXECUTION_TAIL
 )
 # Rows per INSERT statement (a recorder batch: one round trip), keeping the parameter under a megabyte or so.
 _CHUNK = 2000
+# The error's message, matched case-insensitively.
+_ERROR_TEXT = "error->>'error' ILIKE ? ESCAPE '\\'"
 _LOCK_KEY = "%s, hashtext(coalesce(current_schema(), ''))"
 _PING_TIMEOUT = 5.0
 _CLOSE_TIMEOUT = 10.0
@@ -172,11 +185,12 @@ class PostgresStore(Store):
         until: datetime | None = None,
         limit: int = 50,
         before: str | None = None,
+        workflow_type: str | None = None,
+        error: str | None = None,
     ) -> tuple[list[ExecutionRow], str | None]:
         """One page, newest first, and the cursor of the next."""
-        query, params, size = sql.page_query(
-            pipeline=pipeline, status=status, since=since, until=until, before=before, limit=limit, ts=utc
-        )
+        found = ExecutionFilter(pipeline, status, workflow_type, since, until, error)
+        query, params, size = sql.page_query(found, before=before, limit=limit, ts=utc, error_text=_ERROR_TEXT)
         records = await self._fetch(query, params)
         rows = [sql.execution_from(r, utc, _same) for r in records[:size]]
         more = len(records) > size
@@ -207,19 +221,35 @@ class PostgresStore(Store):
         return sql.component_from(records[0], utc) if records else None
 
     async def put_component(self, id: str, source: str, sha256: str, updated_by: str) -> ComponentRow:
-        """Insert, or update with version + 1 (undeleting it); one upsert inside a transaction."""
-        records = await self._write(sql.PUT_COMPONENT, (id, source, sha256, _now(), updated_by, False))
-        return sql.component_from(records[0], utc)
+        """Insert, or update with version + 1 (undeleting it), and add it to the history; one transaction."""
+        row = await self._write(sql.PUT_COMPONENT, (id, source, sha256, _now(), updated_by, False))
+        assert row is not None
+        return row
 
     async def delete_component(self, id: str, deleted_by: str) -> ComponentRow | None:
-        """Soft delete with version + 1."""
-        records = await self._write(sql.DELETE_COMPONENT, (True, _now(), deleted_by, id, False))
-        return sql.component_from(records[0], utc) if records else None
+        """Soft delete with version + 1, kept in the history too."""
+        return await self._write(sql.DELETE_COMPONENT, (True, _now(), deleted_by, id, False))
 
-    async def _write(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    async def _write(self, query: str, params: Sequence[Any]) -> ComponentRow | None:
+        """A component write and its history entry (pruning past HISTORY_KEPT) in one transaction."""
         async with self._cursor() as cur, cur.begin():
             await cur.execute(pg(query), params)
-            return list(await cur.fetchall())
+            records = list(await cur.fetchall())
+            if not records:
+                return None
+            row = sql.component_from(records[0], utc)
+            await cur.execute(pg(sql.INSERT_HISTORY), sql.history_params(row, row.updated_at))
+            await cur.execute(pg(sql.PRUNE_HISTORY), (row.id, row.version - HISTORY_KEPT))
+            return row
+
+    async def component_history(self, id: str) -> list[HistoryRow]:
+        """Stored versions, newest first."""
+        return [sql.history_from(r, utc) for r in await self._fetch(sql.LIST_HISTORY, (id,))]
+
+    async def component_version(self, id: str, version: int) -> HistoryRow | None:
+        """One stored version with its source."""
+        records = await self._fetch(sql.SELECT_HISTORY, (id, version))
+        return sql.history_from(records[0], utc) if records else None
 
     async def report_replica(self, replica: str, components: Sequence[ReplicaComponent]) -> None:
         """Replace the replica's rows in one transaction."""
@@ -245,9 +275,11 @@ class PostgresStore(Store):
             # The JSON text is an untyped literal: PostgreSQL casts it to the JSONB column on insert.
             await cur.execute(pg(sql.INSERT_AUDIT), (_now(), who, action, target, client_address, dump_json(detail)))
 
-    async def list_audit(self, *, limit: int = 100, target: str | None = None) -> list[AuditRow]:
+    async def list_audit(
+        self, *, limit: int = 100, target: str | None = None, who: str | None = None, before: int | None = None
+    ) -> list[AuditRow]:
         """Newest audit entries first."""
-        query, params = sql.list_audit(limit, target)
+        query, params = sql.list_audit(limit, target, who, before)
         return [sql.audit_from(r, utc, _same) for r in await self._fetch(query, params)]
 
 

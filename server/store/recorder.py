@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Protocol
 from ..tasks import cancel_and_wait
 from . import sql
 from .base import ExecutionRow
+from .detail import DetailPolicy
 from .sql import Record
 
 if TYPE_CHECKING:
@@ -63,10 +64,12 @@ class Recorder:
         batch: int = 2000,
         interval: float = 0.5,
         max_backoff: float = 30.0,
+        details: DetailPolicy | None = None,
     ) -> None:
         if capacity < 1 or batch < 1 or interval <= 0 or max_backoff <= 0:
             raise ValueError("capacity and batch must be at least 1, interval and max_backoff positive")
         self.store = store
+        self.details = details  # keeps each execution's payload and step outputs (store/detail.py) when set
         self.capacity, self.batch, self.interval, self.max_backoff = capacity, batch, interval, max_backoff
         self.flushed = 0  # executions written
         self.dropped = 0  # discarded by overflow (oldest first), or added after stop()
@@ -107,7 +110,7 @@ class Recorder:
             self.dropped += 1
             return
         try:
-            record = sql.prepare(row)
+            record = sql.prepare(row, self.details)
         except Exception:  # a defect in converting must not fail the request that finished the execution
             self.rejected += 1
             log.exception(

@@ -9,22 +9,34 @@ from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii as _quote
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .base import MAX_PAGE, AuditRow, ComponentRow, ComponentVersion, ExecutionRow, ReplicaComponent, StepRow
+from .base import (
+    MAX_PAGE,
+    AuditRow,
+    ComponentRow,
+    ComponentVersion,
+    ExecutionFilter,
+    ExecutionRow,
+    HistoryRow,
+    ReplicaComponent,
+    StepRow,
+    origin_of,
+)
 from .codec import clean_text, decode_cursor, dump_json, dump_json_array, ts_text
 
 if TYPE_CHECKING:
     from ..engine.executor import Outcome
+    from .detail import DetailPolicy
 
 # `steps` holds a JSON array with one [name, type, status, duration_ms, error] array per step, in the
 # order they ran: recording writes one row per execution, not one more per step.
-EXECUTION_COLUMNS = "id, pipeline, workflow_type, status, started_at, duration_ms, error, result, steps"
+EXECUTION_COLUMNS = "id, pipeline, workflow_type, status, started_at, duration_ms, error, result, steps, detail"
 COMPONENT_COLUMNS = "id, source, sha256, version, updated_at, updated_by, deleted"
 AUDIT_COLUMNS = "id, at, who, action, target, client_address, detail"
 
 UPSERT_EXECUTION_TAIL = (
     " ON CONFLICT (id) DO UPDATE SET pipeline = excluded.pipeline, workflow_type = excluded.workflow_type, "
     "status = excluded.status, started_at = excluded.started_at, duration_ms = excluded.duration_ms, "
-    "error = excluded.error, result = excluded.result, steps = excluded.steps"
+    "error = excluded.error, result = excluded.result, steps = excluded.steps, detail = excluded.detail"
 )
 
 SELECT_EXECUTION = f"SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = ?"
@@ -64,37 +76,67 @@ LIST_REPLICAS = f"SELECT {REPLICA_COLUMNS} FROM replica_components WHERE reporte
 
 INSERT_AUDIT = "INSERT INTO audit_log (at, who, action, target, client_address, detail) VALUES (?, ?, ?, ?, ?, ?)"
 
+HISTORY_COLUMNS = "id, version, sha256, at, who, origin, deleted"
+INSERT_HISTORY = (
+    "INSERT INTO component_versions (id, version, sha256, source, at, who, origin, deleted) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id, version) DO NOTHING"
+)
+PRUNE_HISTORY = "DELETE FROM component_versions WHERE id = ? AND version <= ?"
+LIST_HISTORY = f"SELECT {HISTORY_COLUMNS} FROM component_versions WHERE id = ? ORDER BY version DESC"
+SELECT_HISTORY = f"SELECT {HISTORY_COLUMNS}, source FROM component_versions WHERE id = ? AND version = ?"
 
-def list_audit(limit: int, target: str | None) -> tuple[str, list[Any]]:
+
+def history_params(row: ComponentRow, at: Any) -> tuple[Any, ...]:
+    """INSERT_HISTORY's parameters for the component row just written."""
+    return (row.id, row.version, row.sha256, row.source, at, row.updated_by, origin_of(row.updated_by), row.deleted)
+
+
+def history_from(r: Sequence[Any], read_ts: Callable[[Any], datetime]) -> HistoryRow:
+    """A HistoryRow from a record in HISTORY_COLUMNS order (and the source, when selected)."""
+    return HistoryRow(r[0], r[1], r[2], read_ts(r[3]), r[4], r[5], bool(r[6]), r[7] if len(r) > 7 else None)
+
+
+def list_audit(limit: int, target: str | None, who: str | None, before: int | None) -> tuple[str, list[Any]]:
     """The query listing audit entries newest first, and its parameters."""
-    where, params = ("", []) if target is None else (" WHERE target = ?", [target])
-    return f"SELECT {AUDIT_COLUMNS} FROM audit_log{where} ORDER BY id DESC LIMIT ?", [*params, max(1, limit)]
+    where: list[str] = []
+    params: list[Any] = []
+    for clause, value in (("target = ?", target), ("who = ?", who), ("id < ?", before)):
+        if value is not None:
+            where.append(clause)
+            params.append(value)
+    clause = " WHERE " + " AND ".join(where) if where else ""
+    return f"SELECT {AUDIT_COLUMNS} FROM audit_log{clause} ORDER BY id DESC LIMIT ?", [*params, max(1, limit)]
 
 
 def page_query(
+    found: ExecutionFilter,
     *,
-    pipeline: str | None,
-    status: str | None,
-    since: datetime | None,
-    until: datetime | None,
     before: str | None,
     limit: int,
     ts: Callable[[datetime], Any],
+    error_text: str,
 ) -> tuple[str, list[Any], int]:
     """The query for one page of executions, its parameters, and the clamped page size.
 
     It asks for one row more than the page holds, to know whether a next page exists; `ts`
-    turns a datetime into the dialect's parameter.
+    turns a datetime into the dialect's parameter, and `error_text` is the dialect's
+    case-insensitive match of the error's JSON text against a `?` pattern.
     """
     size = max(1, min(limit, MAX_PAGE))
     where: list[str] = []
     params: list[Any] = []
-    if pipeline is not None:
-        where.append("pipeline = ?")
-        params.append(pipeline)
-    if status is not None:
-        where.append("status = ?")
-        params.append(status)
+    pipeline, status, since, until = found.pipeline, found.status, found.since, found.until
+    for clause, value in (
+        ("pipeline = ?", pipeline),
+        ("status = ?", status),
+        ("workflow_type = ?", found.workflow_type),
+    ):
+        if value is not None:
+            where.append(clause)
+            params.append(value)
+    if found.error:
+        where.append(error_text)
+        params.append("%" + found.error.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
     if since is not None:
         where.append("started_at >= ?")
         params.append(ts(since))
@@ -123,6 +165,7 @@ class Record(NamedTuple):
     error: str | None
     result: str | None
     steps: str
+    detail: str | None = None
 
 
 def records(items: Sequence[ExecutionRow | Outcome | Record]) -> list[Record]:
@@ -133,20 +176,25 @@ def records(items: Sequence[ExecutionRow | Outcome | Record]) -> list[Record]:
     return batch
 
 
-def prepare(item: ExecutionRow | Outcome | Record) -> Record:
-    """The record to write for a row or a finished outcome; never raises for odd values (see dump_json)."""
+def prepare(item: ExecutionRow | Outcome | Record, details: DetailPolicy | None = None) -> Record:
+    """The record to write for a row or a finished outcome; never raises for odd values (see dump_json).
+
+    An outcome's detail (payload, outputs, component versions) is kept only with a `details` policy.
+    """
     if isinstance(item, Record):
         return item
     if isinstance(item, ExecutionRow):
         id, pipeline, workflow_type, status = item.id, item.pipeline, item.workflow_type, item.status
         started, duration, error, result = ts_text(item.started_at), item.duration_ms, item.error, item.result
         steps = [[s.name, s.type, s.status, s.duration_ms, s.error] for s in item.steps]
+        detail = dump_json(item.detail)
     else:  # an Outcome, read in one pass as execution_row reads it, without building the ExecutionRow
         id, pipeline, workflow_type, status = item.execution_id, item.pipeline, item.workflow_type, item.status
         started, duration = _stamp(item.started_at), item.duration * 1000
         failure = item.error
         error, result = (None, item.result) if failure is None else (failure.to_json(), None)
         steps = [[s.name, s.type, s.status, s.duration * 1000, s.error] for s in item.steps]
+        detail = details.encode(item) if details is not None else None
     # One test over the four short texts: they hardly ever need cleaning.
     joined = id + pipeline + workflow_type + status
     if "\x00" in joined or not joined.isascii():
@@ -161,6 +209,7 @@ def prepare(item: ExecutionRow | Outcome | Record) -> Record:
         dump_json(error),
         dump_json(result),
         dump_json_array(steps),
+        detail,
     )
 
 
@@ -171,7 +220,8 @@ def json_rows(batch: Sequence[Record]) -> str:
         + ",".join(
             [
                 f"[{_quote(r.id)},{_quote(r.pipeline)},{_quote(r.workflow_type)},{_quote(r.status)},"
-                f'"{r.started_at}",{r.duration_ms!r},{r.error or "null"},{r.result or "null"},{r.steps}]'
+                f'"{r.started_at}",{r.duration_ms!r},{r.error or "null"},{r.result or "null"},{r.steps},'
+                f"{r.detail or 'null'}]"
                 for r in batch
             ]
         )
@@ -185,7 +235,9 @@ def execution_from(
     """An ExecutionRow from a record in EXECUTION_COLUMNS order."""
     # A duration JSON could not hold was stored as null: it reads as 0, like the execution's own.
     steps = tuple(StepRow(s[0], s[1], s[2], 0.0 if s[3] is None else s[3], s[4]) for s in read_json(r[8]) or ())
-    return ExecutionRow(r[0], r[1], r[2], r[3], read_ts(r[4]), r[5], read_json(r[6]), read_json(r[7]), steps)
+    return ExecutionRow(
+        r[0], r[1], r[2], r[3], read_ts(r[4]), r[5], read_json(r[6]), read_json(r[7]), steps, read_json(r[9])
+    )
 
 
 def version_from(r: Sequence[Any]) -> ComponentVersion:

@@ -16,7 +16,17 @@ from typing import TYPE_CHECKING, Any
 import aiosqlite
 
 from . import sql
-from .base import AuditRow, ComponentRow, ComponentVersion, ExecutionRow, ReplicaComponent, Store
+from .base import (
+    HISTORY_KEPT,
+    AuditRow,
+    ComponentRow,
+    ComponentVersion,
+    ExecutionFilter,
+    ExecutionRow,
+    HistoryRow,
+    ReplicaComponent,
+    Store,
+)
 from .codec import dump_json, encode_cursor, load_json, ts_parse, ts_text
 from .migrations import MIGRATIONS_TABLE, SQLITE, pending
 
@@ -167,11 +177,12 @@ class SqliteStore(Store):
         until: datetime | None = None,
         limit: int = 50,
         before: str | None = None,
+        workflow_type: str | None = None,
+        error: str | None = None,
     ) -> tuple[list[ExecutionRow], str | None]:
         """One page, newest first, and the cursor of the next."""
-        query, params, size = sql.page_query(
-            pipeline=pipeline, status=status, since=since, until=until, before=before, limit=limit, ts=ts_text
-        )
+        found = ExecutionFilter(pipeline, status, workflow_type, since, until, error)
+        query, params, size = sql.page_query(found, before=before, limit=limit, ts=ts_text, error_text=_ERROR_TEXT)
         async with self._read() as db:
             records = list(await db.execute_fetchall(query, params))
         rows = [sql.execution_from(r, ts_parse, load_json) for r in records[:size]]
@@ -208,20 +219,36 @@ class SqliteStore(Store):
         return sql.component_from(records[0], ts_parse) if records else None
 
     async def put_component(self, id: str, source: str, sha256: str, updated_by: str) -> ComponentRow:
-        """Insert, or update with version + 1 (undeleting it)."""
+        """Insert, or update with version + 1 (undeleting it), and add the version to the history."""
+        at = ts_text(_now())
         async with self._write() as db:
-            records = list(
-                await db.execute_fetchall(sql.PUT_COMPONENT, (id, source, sha256, ts_text(_now()), updated_by, False))
-            )
-        return sql.component_from(records[0], ts_parse)
+            records = list(await db.execute_fetchall(sql.PUT_COMPONENT, (id, source, sha256, at, updated_by, False)))
+            row = sql.component_from(records[0], ts_parse)
+            await _remember(db, row, at)
+        return row
 
     async def delete_component(self, id: str, deleted_by: str) -> ComponentRow | None:
-        """Soft delete with version + 1."""
+        """Soft delete with version + 1, kept in the history too."""
+        at = ts_text(_now())
         async with self._write() as db:
-            records = list(
-                await db.execute_fetchall(sql.DELETE_COMPONENT, (True, ts_text(_now()), deleted_by, id, False))
-            )
-        return sql.component_from(records[0], ts_parse) if records else None
+            records = list(await db.execute_fetchall(sql.DELETE_COMPONENT, (True, at, deleted_by, id, False)))
+            if not records:
+                return None
+            row = sql.component_from(records[0], ts_parse)
+            await _remember(db, row, at)
+        return row
+
+    async def component_history(self, id: str) -> list[HistoryRow]:
+        """Stored versions, newest first."""
+        async with self._read() as db:
+            records = await db.execute_fetchall(sql.LIST_HISTORY, (id,))
+        return [sql.history_from(r, ts_parse) for r in records]
+
+    async def component_version(self, id: str, version: int) -> HistoryRow | None:
+        """One stored version with its source."""
+        async with self._read() as db:
+            records = list(await db.execute_fetchall(sql.SELECT_HISTORY, (id, version)))
+        return sql.history_from(records[0], ts_parse) if records else None
 
     async def report_replica(self, replica: str, components: Sequence[ReplicaComponent]) -> None:
         """Replace the replica's rows in one transaction."""
@@ -250,12 +277,24 @@ class SqliteStore(Store):
                 sql.INSERT_AUDIT, (ts_text(_now()), who, action, target, client_address, dump_json(detail))
             )
 
-    async def list_audit(self, *, limit: int = 100, target: str | None = None) -> list[AuditRow]:
+    async def list_audit(
+        self, *, limit: int = 100, target: str | None = None, who: str | None = None, before: int | None = None
+    ) -> list[AuditRow]:
         """Newest audit entries first."""
-        query, params = sql.list_audit(limit, target)
+        query, params = sql.list_audit(limit, target, who, before)
         async with self._read() as db:
             records = await db.execute_fetchall(query, params)
         return [sql.audit_from(r, ts_parse, load_json) for r in records]
+
+
+# The error's message, matched case-insensitively (ASCII) by LIKE.
+_ERROR_TEXT = "json_extract(error, '$.error') LIKE ? ESCAPE '\\'"
+
+
+async def _remember(db: aiosqlite.Connection, row: ComponentRow, at: str) -> None:
+    """Add `row` to the history and prune what is past HISTORY_KEPT, in the caller's transaction."""
+    await db.execute(sql.INSERT_HISTORY, sql.history_params(row, at))
+    await db.execute(sql.PRUNE_HISTORY, (row.id, row.version - HISTORY_KEPT))
 
 
 @functools.lru_cache(maxsize=_ROWS_PER_INSERT)

@@ -1,0 +1,43 @@
+"""Admin API for the audit log: who changed what, when and from where, newest first, paged by a cursor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ..errors import BadRequest
+from ..http.middleware import json_response
+from ..keys import STORE
+from .queries import limit_of
+
+
+async def list_audit(request: web.Request) -> web.Response:
+    """`GET /api/audit?component=&actor=&limit=&cursor=`: entries newest first; `next` links the following page."""
+    query = request.query
+    cursor = query.get("cursor") or None
+    if cursor is not None and not cursor.isdigit():
+        raise BadRequest("'cursor' is not a cursor this server handed out", field="cursor")
+    size = limit_of(query)
+    rows = await request.app[STORE].list_audit(
+        limit=size + 1,
+        target=query.get("component") or None,
+        who=query.get("actor") or None,
+        before=int(cursor) if cursor is not None else None,
+    )
+    entries: list[dict[str, Any]] = [
+        {
+            "id": row.id,
+            "at": row.at.isoformat(),
+            "actor": row.who,
+            "action": row.action,
+            "target": row.target,
+            "client_address": row.client_address,
+            "detail": row.detail,
+        }
+        for row in rows[:size]
+    ]
+    following = None
+    if len(rows) > size:
+        following = str(request.rel_url.update_query(cursor=str(rows[size - 1].id)))
+    return json_response({"entries": entries, "next": following})
