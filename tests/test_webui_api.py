@@ -151,6 +151,13 @@ async def test_a_session_cookie_signs_in_and_its_writes_need_the_csrf_token(serv
 async def test_a_session_needs_a_valid_token_with_a_role(server: Server) -> None:
     assert (await call(server, "POST", "/api/session", {"token": "nope"}, headers=None))[0] == 401
     assert (await call(server, "POST", "/api/session", {}, headers=None))[0] == 400
+    # A hostile body gets the same limits as every admin body: a clear 400 or 415, never a traceback.
+    deep = await server.admin.post(
+        "/api/session", data="[" * 5000 + "]" * 5000, headers={"Content-Type": "application/json"}
+    )
+    assert deep.status == 400 and "64" in (await deep.json())["error"]
+    text = await server.admin.post("/api/session", data="token", headers={"Content-Type": "text/plain"})
+    assert text.status == 415
     raw = token("eve", role="auditor")["Authorization"].removeprefix("Bearer ")
     assert await call(server, "POST", "/api/session", {"token": raw}, headers=None) == (
         403,

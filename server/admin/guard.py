@@ -21,8 +21,9 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import BadRequest, Forbidden, Unauthorized
+from ..http.bodies import body_kind, json_object
 from ..http.middleware import json_response
-from ..keys import IDENTITY
+from ..keys import IDENTITY, SETTINGS
 from .auth import ADMIN_ROLE, Authenticator, Handler, Identity, _roles
 
 VIEWER_ROLE = "viewer"
@@ -103,11 +104,9 @@ def session_routes(app: web.Application, sessions: Sessions) -> None:
     """`POST /api/session {token}` signs in with a cookie, `GET` describes it, `DELETE` signs out."""
 
     async def create(request: web.Request) -> web.Response:
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        token = body.get("token") if isinstance(body, dict) else None
+        body_kind(request, forms=False)  # the admin API's rule: JSON (or no type), else 415
+        body = json_object(await request.read(), request.app[SETTINGS].max_json_depth)
+        token = body.get("token")
         if not isinstance(token, str) or not token.strip():
             raise BadRequest("send {'token': '<JWT>'} to sign in", field="token")
         record, value = await sessions.exchange(token.strip())
