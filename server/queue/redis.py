@@ -31,7 +31,7 @@ _MAX_CONNECTIONS = 100  # redis-py's default pool size, now waited for when all 
 _GROUP = "workers"
 _MOVE_BATCH = 100  # delayed retries moved back into the stream per claim
 _BATCH = 256  # enqueues (or settling calls) sent in one script call at most
-_IN_FLIGHT = 4  # batches of one kind under way at once; calls arriving meanwhile wait and go in the next one
+_IN_FLIGHT = 1  # batches of one kind under way at once; calls arriving meanwhile wait and go in the next one
 
 # ARGV: prefix, then per job: dedupe key (or ''), its TTL in ms, its expiry time, id, data, enqueue time.
 # Each job's SET NX and XADD happen together (the whole batch is one script). Returns 1 (stored) or 0 per job.
