@@ -373,3 +373,23 @@ async def test_redis_an_outage_during_a_batch_fails_each_of_its_callers_with_que
         await backend.close()
         await proxy.stop()
         await delete_keys(f"redis://{redis_addr}", deployment)
+
+
+async def test_redis_kept_connections_closed_by_redis_are_opened_again(
+    redis_queue: RedisQueue, redis_addr: str
+) -> None:
+    # The enqueue, settle and claim calls each keep a connection of their own: one that Redis closed since (a
+    # restart, an idle timeout) costs no 503, the call is sent again on a new one.
+    assert await redis_queue.enqueue(job(1)) is True
+    [claimed] = await redis_queue.claim("c", 1, 30)
+    assert await redis_queue.extend(claimed, 30) is True
+    client = aioredis.Redis.from_url(f"redis://{redis_addr}", decode_responses=True)
+    try:
+        for link in redis_queue._links.values():
+            host, port = link._conn._writer.get_extra_info("sockname")[:2]
+            assert await client.client_kill_filter(_type=None, addr=f"{host}:{port}") == 1
+    finally:
+        await client.aclose()
+    assert await redis_queue.enqueue(job(2)) is True
+    assert await redis_queue.ack(claimed) is True
+    assert [j.id for j in await redis_queue.claim("c", 5, 30)] == ["job-2"]
