@@ -8,6 +8,9 @@ moved back into the stream when due), `live` (waiting and running ids by enqueue
 `dead` (the dead-letter list, by enqueue time), `dedupe:<key>` (SET NX PX, in the same script as the XADD) and
 `dedupes` (their expiry times, for prune). A finished job is XACKed and XDELed; prune also trims the stream with
 XTRIM MINID below the oldest pending entry, so trimming never drops an entry still pending.
+
+Enqueues, and settling calls (ack, retry, bury, extend), made in one event-loop iteration go to Redis as one script
+call over many jobs (_Coalescer); those and claims each use a connection of their own (_Link).
 """
 
 from __future__ import annotations
