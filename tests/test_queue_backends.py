@@ -379,7 +379,7 @@ async def test_redis_kept_connections_closed_by_redis_are_opened_again(
     redis_queue: RedisQueue, redis_addr: str
 ) -> None:
     # The enqueue, settle and claim calls each keep a connection of their own: one that Redis closed since (a
-    # restart, an idle timeout) costs no 503, the call is sent again on a new one.
+    # restart, an idle timeout) costs no 503, the call goes on a new one.
     assert await redis_queue.enqueue(job(1)) is True
     [claimed] = await redis_queue.claim("c", 1, 30)
     assert await redis_queue.extend(claimed, 30) is True
@@ -390,6 +390,10 @@ async def test_redis_kept_connections_closed_by_redis_are_opened_again(
             assert await client.client_kill_filter(_type=None, addr=f"{host}:{port}") == 1
     finally:
         await client.aclose()
+    for _ in range(100):  # until the loop has seen each close
+        if all(link._conn._reader.at_eof() for link in redis_queue._links.values()):
+            break
+        await asyncio.sleep(0.01)
     assert await redis_queue.enqueue(job(2)) is True
     assert await redis_queue.ack(claimed) is True
     assert [j.id for j in await redis_queue.claim("c", 5, 30)] == ["job-2"]

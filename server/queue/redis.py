@@ -23,7 +23,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
 from ..errors import QueueUnavailable
@@ -262,8 +261,9 @@ class _Link:
 
     Cheaper than the client's pool per call: no pool to wait on (a condition, a lock and a timer) and no redis-py
     timeouts (on Python 3.11 a task and a timer per command sent, another timer per reply read); the caller bounds
-    the whole call with one timer. A connection found closed (Redis restarted, an idle timeout) is opened again and
-    the call sent once more, as the pool's retry did.
+    the whole call with one timer. A connection Redis closed while it was kept (a restart, an idle timeout) is
+    opened again before the call is sent; a call is never sent twice (a failed one fails its callers: 503), since
+    Redis may have run it already.
     """
 
     def __init__(self, pool: aioredis.ConnectionPool) -> None:
@@ -273,13 +273,10 @@ class _Link:
 
     async def evalsha(self, sha: str, text: str, args: Sequence[Any]) -> Any:
         async with self._lock:
-            kept = self._conn.is_connected
-            try:
-                return await self._evalsha(sha, text, args)
-            except RedisConnectionError:
-                if not kept:
-                    raise
-                return await self._evalsha(sha, text, args)
+            reader = getattr(self._conn, "_reader", None)
+            if reader is not None and reader.at_eof():  # closed by Redis while kept: a new one, before sending
+                await self._conn.disconnect()
+            return await self._evalsha(sha, text, args)
 
     async def _evalsha(self, sha: str, text: str, args: Sequence[Any]) -> Any:
         conn = self._conn
