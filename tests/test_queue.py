@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from typing import Any
 
 import pytest
+import redis
 
 from server.keys import QUEUE
+from server.queue.redis import deployment_prefix
 from server.settings import Database
 from tests.conftest import ADMIN, SECRET, metric_value, token, until
 from tests.pipeline_plugin import CALLS, FLAKY
@@ -201,3 +204,39 @@ async def test_two_servers_on_one_postgresql_fire_each_schedule_slot_once(serve,
     slots = [c["trigger"]["slot"] for c in CALLS]
     assert len(slots) == len(set(slots))
     assert slots == list(range(slots[0], slots[0] + len(slots)))
+
+
+@pytest.mark.parametrize("backend", ["embedded", "redis"])
+async def test_jobs_slower_than_their_visibility_keep_their_claims_and_run_once(
+    serve, backend: str, request: pytest.FixtureRequest
+) -> None:
+    # One heartbeat task extends every running job's claim (a third of the 0.3 s visibility): four jobs of 0.6 s
+    # each outlive two visibilities, and none is handed to the other consumer claiming all the while.
+    overrides: dict[str, Any] = {"queue_visibility": 0.3, "async_workers": 4}
+    if backend == "redis":
+        deployment = f"test-{secrets.token_hex(6)}"
+        overrides |= {"redis_addr": f"redis://{request.getfixturevalue('redis_addr')}", "deployment": deployment}
+        request.addfinalizer(lambda: delete_redis_keys(overrides["redis_addr"], deployment))
+    server = await serve(ASYNC, **overrides)
+    ids = []
+    for _ in range(4):
+        response = await server.client.post("/slow", json={})
+        assert response.status == 202
+        ids.append((await response.json())["execution_id"])
+    queue = server.client.app[QUEUE].queue
+    stolen: list[Any] = []
+    for _ in range(8):
+        stolen += await queue.claim("other-replica", 10, 30)
+        await asyncio.sleep(0.1)
+    assert stolen == []
+    for execution_id in ids:
+        await until(lambda execution_id=execution_id: equals_async(status_of(server, execution_id), "success"))
+    text = await (await server.client.get("/metrics")).text()
+    assert metric_value(text, "queue_jobs_total", outcome="done") == 4
+
+
+def delete_redis_keys(url: str, deployment: str) -> None:
+    with redis.Redis.from_url(url) as client:
+        keys = list(client.scan_iter(match=deployment_prefix(deployment).replace("{", "\\{").replace("}", "\\}") + "*"))
+        if keys:
+            client.delete(*keys)

@@ -271,3 +271,129 @@ def test_the_queue_is_on_redis_when_redis_is_configured_unless_told_to_stay_in_t
         from_environment({"WORKFLOW_QUEUE_BACKEND": "redis"})
     with pytest.raises(SettingsError, match="WORKFLOW_QUEUE_BACKEND: 'kafka' is neither 'redis' nor 'store'"):
         from_environment({"WORKFLOW_QUEUE_BACKEND": "Kafka"})
+
+
+async def test_concurrent_enqueues_with_duplicates_store_each_key_once(queue: Queue) -> None:
+    # 200 at once, 80 of them repeating a key of the others or one stored before: exactly one job per key.
+    assert await queue.enqueue(job(1000), "dup:0") is True
+    keys = [f"dup:{n % 120}" for n in range(200)]
+    stored = await asyncio.gather(*(queue.enqueue(job(n), key) for n, key in enumerate(keys)))
+    by_key: dict[str, int] = {}
+    for key, was_stored in zip(keys, stored, strict=True):
+        by_key[key] = by_key.get(key, 0) + was_stored
+    assert by_key == {f"dup:{n}": 0 if n == 0 else 1 for n in range(120)}
+    assert (await queue.stats()).depth == 120
+    for n, was_stored in enumerate(stored):
+        assert (await queue.status(f"job-{n}") is not None) is was_stored
+
+
+async def test_redis_concurrent_enqueues_go_in_few_script_calls_with_each_callers_own_result(
+    redis_queue: RedisQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    run = redis_queue._run
+
+    async def counted(script: str, *args: object) -> object:
+        if script == "enqueue":
+            calls.append(len(args) // 6)
+        return await run(script, *args)
+
+    monkeypatch.setattr(redis_queue, "_run", counted)
+    assert await redis_queue.enqueue(job(1000), "dup:7") is True
+    keys = [f"dup:{n % 120}" for n in range(200)]
+    stored = await asyncio.gather(*(redis_queue.enqueue(job(n), key) for n, key in enumerate(keys)))
+    # In order within a batch: the first caller of each key stores, the later ones (and dup:7's) are duplicates.
+    assert stored == [n < 120 and n != 7 for n in range(200)]
+    assert calls == [1, 200]  # the 200 arrived in one loop iteration: one script call
+    claimed = await redis_queue.claim("c", 300, 30)
+    assert len(claimed) == 120
+    settled = await asyncio.gather(*(redis_queue.ack(j) for j in claimed), redis_queue.ack(claimed[0]))
+    assert settled == [True] * 120 + [False]  # the repeated ack comes after the first in the same batch
+    assert (await redis_queue.stats()).depth == 0
+
+
+class DroppingProxy:
+    """A TCP proxy to Redis that, while `dropping`, closes each connection as soon as a request arrives."""
+
+    def __init__(self, target: str) -> None:
+        host, _, port = target.partition(":")
+        self.target = (host, int(port or 6379))
+        self.dropping = False
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, requests: bool) -> None:
+            try:
+                while data := await src.read(65536):
+                    if requests and self.dropping:
+                        break  # the request never reaches Redis: an outage in the middle of the batch
+                    dst.write(data)
+                    await dst.drain()
+            except OSError:
+                pass
+            finally:
+                writer.close()
+                upstream_writer.close()
+
+        await asyncio.gather(pipe(reader, upstream_writer, True), pipe(upstream_reader, writer, False))
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+async def test_redis_an_outage_during_a_batch_fails_each_of_its_callers_with_queue_unavailable(
+    redis_addr: str,
+) -> None:
+    proxy = DroppingProxy(redis_addr)
+    await proxy.start()
+    url, deployment = f"redis://127.0.0.1:{proxy.port}", f"test-{secrets.token_hex(6)}"
+    backend = RedisQueue(url, deployment)
+    await backend.open()
+    try:
+        assert await backend.enqueue(job(0), "out:0") is True
+        proxy.dropping = True
+        outcome = await asyncio.gather(
+            *(backend.enqueue(job(n), f"out:{n}") for n in range(1, 51)), return_exceptions=True
+        )
+        assert all(isinstance(e, QueueUnavailable) and e.status == 503 for e in outcome), outcome
+        assert len({id(e) for e in outcome}) == 50  # each caller its own exception
+        proxy.dropping = False
+        assert await backend.status("job-1") is None  # nothing of the failed batch was stored
+        stored = await asyncio.gather(*(backend.enqueue(job(n), f"out:{n}") for n in range(51)))
+        assert stored == [False] + [True] * 50  # the platform's retries are stored now; out:0 was already
+    finally:
+        await backend.close()
+        await proxy.stop()
+        await delete_keys(f"redis://{redis_addr}", deployment)
+
+
+async def test_redis_kept_connections_closed_by_redis_are_opened_again(
+    redis_queue: RedisQueue, redis_addr: str
+) -> None:
+    # The enqueue, settle and claim calls each keep a connection of their own: one that Redis closed since (a
+    # restart, an idle timeout) costs no 503, the call goes on a new one.
+    assert await redis_queue.enqueue(job(1)) is True
+    [claimed] = await redis_queue.claim("c", 1, 30)
+    assert await redis_queue.extend(claimed, 30) is True
+    client = aioredis.Redis.from_url(f"redis://{redis_addr}", decode_responses=True)
+    try:
+        for link in redis_queue._links.values():
+            host, port = link._conn._writer.get_extra_info("sockname")[:2]
+            assert await client.client_kill_filter(_type=None, addr=f"{host}:{port}") == 1
+    finally:
+        await client.aclose()
+    for _ in range(100):  # until the loop has seen each close
+        if all(link._conn._reader.at_eof() for link in redis_queue._links.values()):
+            break
+        await asyncio.sleep(0.01)
+    assert await redis_queue.enqueue(job(2)) is True
+    assert await redis_queue.ack(claimed) is True
+    assert [j.id for j in await redis_queue.claim("c", 5, 30)] == ["job-2"]

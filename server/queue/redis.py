@@ -8,6 +8,9 @@ moved back into the stream when due), `live` (waiting and running ids by enqueue
 `dead` (the dead-letter list, by enqueue time), `dedupe:<key>` (SET NX PX, in the same script as the XADD) and
 `dedupes` (their expiry times, for prune). A finished job is XACKed and XDELed; prune also trims the stream with
 XTRIM MINID below the oldest pending entry, so trimming never drops an entry still pending.
+
+Enqueues, and settling calls (ack, retry, bury, extend), made in one event-loop iteration go to Redis as one script
+call over many jobs (_Coalescer); those and claims each use a connection of their own (_Link).
 """
 
 from __future__ import annotations
@@ -16,11 +19,11 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from ..errors import QueueUnavailable
 from ..store.codec import dump_json
@@ -30,20 +33,35 @@ _TIMEOUT = 10.0
 _MAX_CONNECTIONS = 100  # redis-py's default pool size, now waited for when all are in use
 _GROUP = "workers"
 _MOVE_BATCH = 100  # delayed retries moved back into the stream per claim
+_BATCH = 256  # enqueues (or settling calls) sent in one script call at most
+_IN_FLIGHT = 1  # batches of one kind under way at once; calls arriving meanwhile wait and go in the next one
 
+# ARGV: prefix, then per job: dedupe key (or ''), its TTL in ms, its expiry time, id, data, enqueue time.
+# Each job's SET NX and XADD happen together (the whole batch is one script). Returns 1 (stored) or 0 per job.
 _ENQUEUE = """
 local p = ARGV[1]
-if ARGV[2] ~= '' then
-  if not redis.call('SET', p .. 'dedupe:' .. ARGV[2], '1', 'NX', 'PX', ARGV[3]) then return 0 end
-  redis.call('ZADD', p .. 'dedupes', ARGV[4], ARGV[2])
+local stream, live, dedupes = p .. 'stream', p .. 'live', p .. 'dedupes'
+local out = {}
+for i = 2, #ARGV, 6 do
+  local dedupe, id, enq = ARGV[i], ARGV[i + 3], ARGV[i + 5]
+  local stored = 1
+  if dedupe ~= '' then
+    if redis.call('SET', p .. 'dedupe:' .. dedupe, '1', 'NX', 'PX', ARGV[i + 1]) then
+      redis.call('ZADD', dedupes, ARGV[i + 2], dedupe)
+    else
+      stored = 0
+    end
+  end
+  if stored == 1 then
+    local key = p .. 'job:' .. id
+    local entry = redis.call('XADD', stream, '*', 'id', id)
+    redis.call('HSET', key, 'data', ARGV[i + 4], 'state', 'queued', 'attempts', 0, 'entry', entry, 'enq', enq)
+    redis.call('HDEL', key, 'err', 'receipt')
+    redis.call('ZADD', live, enq, id)
+  end
+  out[#out + 1] = stored
 end
-local id = ARGV[5]
-local entry = redis.call('XADD', p .. 'stream', '*', 'id', id)
-redis.call('HSET', p .. 'job:' .. id, 'data', ARGV[6], 'state', 'queued', 'attempts', 0, 'entry', entry,
-  'enq', ARGV[7])
-redis.call('HDEL', p .. 'job:' .. id, 'err', 'receipt')
-redis.call('ZADD', p .. 'live', ARGV[7], id)
-return 1
+return out
 """
 
 # ARGV: prefix, group, consumer, count, now, deadline, receipt. Returns flat [data, attempts, err] triples.
@@ -63,9 +81,10 @@ local function take(id, key)
   local attempts = redis.call('HINCRBY', key, 'attempts', 1)
   redis.call('HSET', key, 'state', 'running', 'receipt', receipt)
   redis.call('ZADD', p .. 'running', deadline, id)
-  out[#out + 1] = redis.call('HGET', key, 'data')
+  local data, err = unpack(redis.call('HMGET', key, 'data', 'err'))
+  out[#out + 1] = data
   out[#out + 1] = attempts
-  out[#out + 1] = redis.call('HGET', key, 'err') or ''
+  out[#out + 1] = err or ''
 end
 -- claims whose worker stopped heartbeating: the entry moves to this consumer (XCLAIM), a new receipt fences the old
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', p .. 'running', '-inf', now, 'LIMIT', 0, count)) do
@@ -98,33 +117,42 @@ end
 return out
 """
 
-# ARGV: prefix, group, id, receipt, action, now-or-deadline, error, delay-due. Returns 1, or 0 for a lost claim.
+# ARGV: prefix, group, then per call: id, receipt, action, now-or-deadline, error (the deadline of an extend, the
+# due time of a retry). Calls run in order; returns 1, or 0 for a lost claim, per call.
 _SETTLE = """
-local p, group, id, action = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
-local key = p .. 'job:' .. id
-if redis.call('HGET', key, 'state') ~= 'running' or redis.call('HGET', key, 'receipt') ~= ARGV[4] then return 0 end
-if action == 'extend' then
-  redis.call('ZADD', p .. 'running', ARGV[6], id)
-  return 1
+local p, group = ARGV[1], ARGV[2]
+local stream, running, live = p .. 'stream', p .. 'running', p .. 'live'
+local out = {}
+for i = 3, #ARGV, 5 do
+  local id, action = ARGV[i], ARGV[i + 2]
+  local key = p .. 'job:' .. id
+  local state, receipt, entry = unpack(redis.call('HMGET', key, 'state', 'receipt', 'entry'))
+  if state ~= 'running' or receipt ~= ARGV[i + 1] then
+    out[#out + 1] = 0
+  elseif action == 'extend' then
+    redis.call('ZADD', running, ARGV[i + 3], id)
+    out[#out + 1] = 1
+  else
+    redis.call('XACK', stream, group, entry)
+    redis.call('XDEL', stream, entry)
+    redis.call('ZREM', running, id)
+    if action == 'ack' then
+      redis.call('DEL', key)
+      redis.call('ZREM', live, id)
+    elseif action == 'retry' then
+      redis.call('HSET', key, 'state', 'queued', 'err', ARGV[i + 4], 'entry', '')
+      redis.call('HDEL', key, 'receipt')
+      redis.call('ZADD', p .. 'delayed', ARGV[i + 3], id)
+    else
+      redis.call('HSET', key, 'state', 'dead', 'err', ARGV[i + 4], 'entry', '')
+      redis.call('HDEL', key, 'receipt')
+      redis.call('ZREM', live, id)
+      redis.call('ZADD', p .. 'dead', redis.call('HGET', key, 'enq'), id)
+    end
+    out[#out + 1] = 1
+  end
 end
-local entry = redis.call('HGET', key, 'entry')
-redis.call('XACK', p .. 'stream', group, entry)
-redis.call('XDEL', p .. 'stream', entry)
-redis.call('ZREM', p .. 'running', id)
-if action == 'ack' then
-  redis.call('DEL', key)
-  redis.call('ZREM', p .. 'live', id)
-elseif action == 'retry' then
-  redis.call('HSET', key, 'state', 'queued', 'err', ARGV[7], 'entry', '')
-  redis.call('HDEL', key, 'receipt')
-  redis.call('ZADD', p .. 'delayed', ARGV[6], id)
-else
-  redis.call('HSET', key, 'state', 'dead', 'err', ARGV[7], 'entry', '')
-  redis.call('HDEL', key, 'receipt')
-  redis.call('ZREM', p .. 'live', id)
-  redis.call('ZADD', p .. 'dead', redis.call('HGET', key, 'enq'), id)
-end
-return 1
+return out
 """
 
 _REQUEUE = """
@@ -161,6 +189,110 @@ return pruned
 """
 
 
+class _Coalescer:
+    """Calls made while the event loop runs one iteration go to Redis together, as one script call.
+
+    `send` takes the calls' argument tuples and returns one integer per call, in order. A batch is sent at the end
+    of the loop iteration its first call arrived in (or once it holds `_BATCH` calls); while `_IN_FLIGHT` batches
+    are under way, new calls wait for one of them to end and go in the next, so a busy server sends fewer, larger
+    batches. When the script call fails, every caller of that batch gets its own QueueUnavailable.
+    """
+
+    def __init__(self, send: Callable[[list[tuple[str, ...]]], Awaitable[Sequence[Any]]]) -> None:
+        self._send = send
+        self._waiting: list[tuple[tuple[str, ...], asyncio.Future[int]]] = []
+        self._flushing = False  # a flush is scheduled for the end of this loop iteration
+        self._batches: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, call: tuple[str, ...]) -> int:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        self._waiting.append((call, future))
+        if len(self._waiting) >= _BATCH and len(self._batches) < _IN_FLIGHT:
+            self._flush()
+        elif not self._flushing:
+            self._flushing = True
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        self._flushing = False
+        while self._waiting and len(self._batches) < _IN_FLIGHT:
+            batch, self._waiting = self._waiting[:_BATCH], self._waiting[_BATCH:]
+            task = asyncio.create_task(self._run(batch), name="redis-queue-batch")
+            self._batches.add(task)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._batches.discard(task)
+        if self._waiting and not self._flushing:
+            self._flush()
+
+    async def _run(self, batch: list[tuple[tuple[str, ...], asyncio.Future[int]]]) -> None:
+        try:
+            results = await self._send([call for call, _ in batch])
+            if len(results) != len(batch):
+                raise QueueUnavailable(f"the queue answered {len(results)} results for {len(batch)} calls")
+        except QueueUnavailable as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(QueueUnavailable(exc.message))
+            return
+        except BaseException:  # cancelled (the queue is closing), or a bug: no caller waits forever
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(QueueUnavailable("the queue was closed"))
+            raise
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():  # its caller was cancelled meanwhile
+                future.set_result(int(result))
+
+    async def drain(self) -> None:
+        """Wait for the batches under way and those waiting (close() calls this before closing the connections)."""
+        while self._batches or self._waiting:
+            if self._batches:
+                await asyncio.wait(list(self._batches))
+            else:
+                self._flush()
+
+
+class _Link:
+    """A connection of its own, kept open, for one kind of frequent call (enqueue, settle, claim), one call at a time.
+
+    Cheaper than the client's pool per call: no pool to wait on (a condition, a lock and a timer) and no redis-py
+    timeouts (on Python 3.11 a task and a timer per command sent, another timer per reply read); the caller bounds
+    the whole call with one timer. A connection Redis closed while it was kept (a restart, an idle timeout) is
+    opened again before the call is sent; a call is never sent twice (a failed one fails its callers: 503), since
+    Redis may have run it already.
+    """
+
+    def __init__(self, pool: aioredis.ConnectionPool) -> None:
+        kwargs: dict[str, Any] = {**pool.connection_kwargs, "socket_timeout": None}
+        self._conn: Any = pool.connection_class(**kwargs)
+        self._lock = asyncio.Lock()
+
+    async def evalsha(self, sha: str, text: str, args: Sequence[Any]) -> Any:
+        async with self._lock:
+            reader = getattr(self._conn, "_reader", None)
+            if reader is not None and reader.at_eof():  # closed by Redis while kept: a new one, before sending
+                await self._conn.disconnect()
+            return await self._evalsha(sha, text, args)
+
+    async def _evalsha(self, sha: str, text: str, args: Sequence[Any]) -> Any:
+        conn = self._conn
+        try:
+            await conn.send_packed_command(conn.pack_command("EVALSHA", sha, *args), check_health=False)
+            return await conn.read_response()
+        except NoScriptError:  # a Redis that restarted, or had its scripts flushed: load it, then run it
+            await conn.send_packed_command(conn.pack_command("SCRIPT", "LOAD", text), check_health=False)
+            await conn.read_response()
+            await conn.send_packed_command(conn.pack_command("EVALSHA", sha, *args), check_health=False)
+            return await conn.read_response()
+
+    async def close(self) -> None:
+        await self._conn.disconnect()
+
+
 def deployment_prefix(deployment: str) -> str:
     """Every key of the queue starts with this; the braces keep them in one Redis Cluster hash slot."""
     return f"workflow:{{{deployment}}}:queue:"
@@ -177,6 +309,9 @@ class RedisQueue(Queue):
         self.prefix = deployment_prefix(deployment)
         self._client: aioredis.Redis | None = None
         self._scripts: dict[str, Any] = {}
+        self._links: dict[str, _Link] = {}
+        self._enqueues = _Coalescer(self._enqueue_batch)
+        self._settles = _Coalescer(self._settle_batch)
 
     async def open(self) -> None:
         """Connect and create the stream's consumer group (once per deployment)."""
@@ -203,6 +338,7 @@ class RedisQueue(Queue):
                 ("prune", _PRUNE),
             )
         }
+        self._links = {name: _Link(pool) for name in ("enqueue", "settle", "claim")}
         self._client = client
         try:
             async with asyncio.timeout(_TIMEOUT):
@@ -219,9 +355,20 @@ class RedisQueue(Queue):
 
     async def close(self) -> None:
         """Close the connections."""
-        client, self._client = self._client, None
-        if client is not None:
+        if self._client is None:
+            return
+        try:
             async with asyncio.timeout(_TIMEOUT):
+                await self._enqueues.drain()
+                await self._settles.drain()
+        except TimeoutError:
+            pass
+        client, self._client = self._client, None
+        links, self._links = self._links, {}
+        async with asyncio.timeout(_TIMEOUT):
+            for link in links.values():
+                await link.close()
+            if client is not None:
                 await client.aclose()
 
     async def _run(self, script: str, *args: Any) -> Any:
@@ -230,6 +377,10 @@ class RedisQueue(Queue):
             raise QueueUnavailable("the queue is not open")
         try:
             async with asyncio.timeout(_TIMEOUT):
+                link = self._links.get(script)
+                if link is not None:
+                    call = self._scripts[script]
+                    return await link.evalsha(call.sha, call.script, (1, self.prefix + "stream", self.prefix, *args))
                 return await self._scripts[script](keys=[self.prefix + "stream"], args=[self.prefix, *args])
         except (RedisError, OSError, TimeoutError) as exc:
             raise QueueUnavailable(f"the queue cannot be reached: {exc}") from None
@@ -245,14 +396,17 @@ class RedisQueue(Queue):
             raise QueueUnavailable(f"the queue cannot be reached: {exc}") from None
 
     async def enqueue(self, job: Job, dedupe_key: str | None = None, dedupe_ttl: float = DEDUPE_TTL) -> bool:
-        """SET NX the de-duplication key and XADD the job in one script: both or neither."""
+        """SET NX the de-duplication key and XADD the job together (both or neither), in a batch of enqueues."""
+        if self._client is None:
+            raise QueueUnavailable("the queue is not open")
         job.dedupe_key = dedupe_key
         now = job.enqueued_at = job.enqueued_at or time.time()
-        ttl_ms = max(1, int(dedupe_ttl * 1000))
-        stored = await self._run(
-            "enqueue", dedupe_key or "", ttl_ms, repr(now + dedupe_ttl), job.id, _dump(job), repr(now)
-        )
-        return int(stored) == 1
+        ttl_ms = str(max(1, int(dedupe_ttl * 1000)))
+        call = (dedupe_key or "", ttl_ms, repr(now + dedupe_ttl), job.id, _dump(job), repr(now))
+        return await self._enqueues(call) == 1
+
+    async def _enqueue_batch(self, calls: list[tuple[str, ...]]) -> Sequence[Any]:
+        return await self._run("enqueue", *[arg for call in calls for arg in call])  # type: ignore[no-any-return]
 
     async def claim(self, consumer: str, count: int, visibility: float) -> list[Job]:
         """Due retries into the stream, expired claims taken over (XCLAIM), then new entries (XREADGROUP)."""
@@ -264,7 +418,13 @@ class RedisQueue(Queue):
         return sorted(jobs, key=lambda j: j.enqueued_at)
 
     async def _settle(self, job: Job, action: str, when: float = 0.0, error: str = "") -> bool:
-        return int(await self._run("settle", _GROUP, job.id, job.receipt or "", action, repr(when), error)) == 1
+        if self._client is None:
+            raise QueueUnavailable("the queue is not open")
+        return await self._settles((job.id, job.receipt or "", action, repr(when), error)) == 1
+
+    async def _settle_batch(self, calls: list[tuple[str, ...]]) -> Sequence[Any]:
+        flat = [arg for call in calls for arg in call]
+        return await self._run("settle", _GROUP, *flat)  # type: ignore[no-any-return]
 
     async def extend(self, job: Job, visibility: float) -> bool:
         """Push the claim's deadline out."""
@@ -337,17 +497,17 @@ class RedisQueue(Queue):
 
 
 def _dump(job: Job) -> str:
-    return json.dumps(
-        {
-            "id": job.id,
-            "kind": job.kind,
-            "pipeline": job.pipeline,
-            "workflow_type": job.workflow_type,
-            "payload": json.loads(dump_json(job.payload) or "{}"),
-            "enqueued_at": job.enqueued_at,
-            "dedupe_key": job.dedupe_key,
-        }
-    )
+    """The job's JSON, encoded once (dump_json never fails: what JSON cannot hold in the payload is converted)."""
+    data = {
+        "id": job.id,
+        "kind": job.kind,
+        "pipeline": job.pipeline,
+        "workflow_type": job.workflow_type,
+        "payload": job.payload,
+        "enqueued_at": job.enqueued_at,
+        "dedupe_key": job.dedupe_key,
+    }
+    return dump_json(data) or "{}"
 
 
 def _load(data: str, attempts: int, error: str, receipt: str | None) -> Job:

@@ -39,6 +39,13 @@ class Workers:
         self.stats: Stats | None = None  # the last refresh, for /healthz and the metrics
         self.error: str | None = None  # why the last refresh failed, while it fails
         self._running: dict[asyncio.Task[None], Job] = {}
+        # Claims to keep: job id -> (job, when its claim was last taken or extended, monotonic). One heartbeat task
+        # extends them all (its extends go to the backend together); a job leaves before it is settled.
+        self._beating: dict[str, tuple[Job, float]] = {}
+        # When the last claim filled every free worker, more jobs are likely waiting: the next claim then waits for
+        # a quarter of the workers to be free (or the poll interval), so one call fetches several jobs, not one.
+        self._backlog = False
+        self._min_batch = max(1, self.size // 4)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -67,6 +74,7 @@ class Workers:
         self._tasks = [
             asyncio.create_task(self._dispatch(), name="queue-dispatcher"),
             asyncio.create_task(self._monitor(), name="queue-monitor"),
+            asyncio.create_task(self._heartbeat(), name="queue-heartbeat"),
         ]
 
     async def stop(self, timeout: float) -> None:
@@ -85,30 +93,36 @@ class Workers:
         await cancel_and_wait(*self._tasks)
 
     async def _dispatch(self) -> None:
+        waited = False  # the last wait ended by the poll interval, not a wake-up
         while not self._stopping:
             self._wake.clear()  # before claiming: a wake-up during the claim is kept for the next round
             free = self.size - len(self._running)
-            if free > 0:
+            if free >= (self._min_batch if self._backlog and not waited else 1):
                 try:
                     jobs = await self.queue.claim(self.consumer, free, self.visibility)
                 except QueueUnavailable as exc:
                     log.warning("queue: cannot claim jobs: %s", exc.message)
                     jobs = []
+                self._backlog = len(jobs) >= free
                 if self.stopping:  # claimed while stopping: leave them for the next start
                     for job in jobs:
                         await self._settle(job, self.queue.retry(job, "claimed during shutdown", 0.0), None)
                     return
+                claimed = time.monotonic()
                 for job in jobs:
+                    self._beating[job.id] = (job, claimed)
                     task = asyncio.create_task(self._run(job), name=f"queue-job-{job.id}")
                     self._running[task] = job
                     task.add_done_callback(self._finished)
                 if jobs:
+                    waited = False
                     continue  # more may be due
             try:
                 async with asyncio.timeout(POLL_SECONDS):
                     await self._wake.wait()
+                waited = False
             except TimeoutError:
-                pass
+                waited = True
 
     @property
     def stopping(self) -> bool:
@@ -122,11 +136,10 @@ class Workers:
     async def _run(self, job: Job) -> None:
         if job.attempts > self.max_attempts:
             # Claimed again after each attempt's worker died (say, the job kills its process): stop here.
+            self._beating.pop(job.id, None)
             died = f"its worker stopped during each of {job.attempts - 1} attempts"
             await self._settle(job, self.queue.bury(job, died), "dead")
             return
-        finished = asyncio.Event()
-        heartbeat = asyncio.create_task(self._heartbeat(job, finished), name=f"queue-heartbeat-{job.id}")
         outcome: Outcome | None = None
         error: str | None
         try:
@@ -136,8 +149,9 @@ class Workers:
             log.exception("queue job %s failed", job.id)
             error = f"{type(exc).__name__}: {exc}"
         finally:
-            finished.set()
-            await cancel_and_wait(heartbeat)  # ends it mid-extend too, so no extend follows the settling call
+            # No extend is sent for the job from now on; one sent already reaches the backend first (Redis: the
+            # same batching queue, in order) or changes nothing once the job is settled.
+            self._beating.pop(job.id, None)
         if error is None:
             done = await self._settle(job, self.queue.ack(job), "done")
         elif job.attempts >= self.max_attempts:
@@ -170,21 +184,31 @@ class Workers:
             self.engine.metrics.child(self.engine.metrics.queue_jobs, outcome).value += 1.0
         return settled
 
-    async def _heartbeat(self, job: Job, finished: asyncio.Event) -> None:
-        """Keep the claim while the job runs, so a slow pipeline is never handed to another worker."""
-        while not finished.is_set():
-            try:
-                async with asyncio.timeout(self.visibility / 3):
-                    await finished.wait()
-                return
-            except TimeoutError:
-                pass
-            try:
-                if not await self.queue.extend(job, self.visibility):
-                    log.warning("queue job %s: claim lost while running", job.id)
-                    return
-            except QueueUnavailable as exc:
-                log.warning("queue job %s: heartbeat failed: %s", job.id, exc.message)
+    async def _heartbeat(self) -> None:
+        """Keep the claims of running jobs, each extended every third of the visibility, so a slow pipeline is
+        never handed to another worker; the extends due at one tick go out together."""
+        every = self.visibility / 3
+        while True:
+            now = time.monotonic()
+            due = [job for job, at in self._beating.values() if now - at >= every]
+            if due:
+                for job in due:
+                    self._beating[job.id] = (job, now)
+                results = await asyncio.gather(
+                    *(self.queue.extend(job, self.visibility) for job in due), return_exceptions=True
+                )
+                for job, result in zip(due, results, strict=True):
+                    if job.id not in self._beating:  # settled meanwhile: nothing to keep
+                        continue
+                    if isinstance(result, QueueUnavailable):
+                        log.warning("queue job %s: heartbeat failed: %s", job.id, result.message)
+                    elif isinstance(result, BaseException):
+                        log.error("queue job %s: heartbeat failed", job.id, exc_info=result)
+                    elif not result:
+                        log.warning("queue job %s: claim lost while running", job.id)
+                        self._beating.pop(job.id, None)
+            oldest = min((at for _, at in self._beating.values()), default=time.monotonic())
+            await asyncio.sleep(max(0.01, oldest + every - time.monotonic()))
 
     async def _monitor(self) -> None:
         pruned = time.monotonic()
