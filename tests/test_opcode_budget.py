@@ -18,10 +18,12 @@ import pytest
 from tests.conftest import ROOT
 
 # Opcodes of the median request of `bench_hotpath.py --child SUBJECT` (`--traced 200`), 3 % headroom:
-# measured 6202 and 6724 (the bare handler: 3821).
+# measured 6202 and 6724 (the bare handler: 3821); then 7040 for `default` once every execution also records
+# its payload and step outputs for the admin page (issue 13: the detail is encoded when the execution is
+# added to the recorder, on the request's task).
 # `default` is the shipped configuration (JSON access log at info, recording to SQLite); `stripped` has
 # neither. Measured on Python 3.11; another minor version executes other bytecode.
-BUDGET = {"stripped": 6400, "default": 6950}
+BUDGET = {"stripped": 6400, "default": 7250}
 
 
 @pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="the budgets are Python 3.11's bytecode")
