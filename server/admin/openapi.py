@@ -52,6 +52,7 @@ def _session_path() -> dict[str, Any]:
                 "400": error("no token in the body"),
                 "401": error("the token does not verify"),
                 "403": error("the token has neither the admin nor the viewer role"),
+                "413": error("the body is over the limit"),
                 "503": error(_NO_KEY[1]),
             },
         },

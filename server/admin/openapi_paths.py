@@ -165,14 +165,23 @@ def other_paths() -> dict[str, dict[str, Any]]:
         LIMIT,
         query("cursor", "the cursor of the next page (from `next`)"),
     ]
+    first = {"id": "$response.body#/executions/0/id"}  # links: the page's newest execution
+    page = ok_json("a page", executions)
+    page["links"] = {
+        "execution": {"operationId": "getExecutionDetail", "parameters": first},
+        "rerun": {"operationId": "rerunExecution", "parameters": first},
+    }
+    rerun = ok_json("the new execution", RERUN)
+    rerun["links"] = {"execution": {"operationId": "getExecutionDetail", "parameters": {"id": "$response.body#/id"}}}
     pipelines = every(pipelines={"type": "array", "items": PIPELINE}, source=STRING)
     entries = every(entries={"type": "array", "items": AUDIT_ENTRY}, next=NULLABLE_STRING)
     return {
         "/api/executions": {
             "get": op(
                 "Recorded executions, newest first",
-                {"200": ok_json("a page", executions)},
+                {"200": page},
                 bad_query,
+                operationId="listExecutions",
                 parameters=filters,
             )
         },
@@ -182,16 +191,18 @@ def other_paths() -> dict[str, dict[str, Any]]:
                 "One execution: its steps and their outputs, the payload, the component versions",
                 {"200": ok_json("ok", EXECUTION_DETAIL)},
                 (404, "no recorded execution by that id"),
+                operationId="getExecutionDetail",
             ),
         },
         "/api/executions/{id}/rerun": {
             "parameters": [path("id")],
             "post": op(
                 "Run the pipeline again on the recorded payload, now (recorded as `manual`, with `rerun_of`)",
-                {"201": ok_json("the new execution", RERUN)},
+                {"201": rerun},
                 (404, "no recorded execution by that id, or its pipeline is no longer in the config"),
                 (409, "the recorded payload was not kept whole (over the size cap)"),
                 write=True,
+                operationId="rerunExecution",
             ),
         },
         "/api/pipelines": {
