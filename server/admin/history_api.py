@@ -7,11 +7,15 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, NotFound, clip
 from ..http.middleware import json_response
 from ..keys import STORE
 from ..store.base import HistoryRow
 from .components_api import checked_id
+from .queries import whole_number
+
+# The largest version the store can hold (PostgreSQL's INTEGER): a larger one is not stored, and is not sent to it.
+LARGEST_VERSION = 2**31 - 1
 
 
 async def list_versions(request: web.Request) -> web.Response:
@@ -51,11 +55,12 @@ async def diff_versions(request: web.Request) -> web.Response:
 
 
 async def _stored(request: web.Request, cid: str, raw: str, field: str) -> HistoryRow:
-    if not raw.isdigit():
+    number = whole_number(raw)
+    if number is None:
         raise BadRequest(f"{field} must be a version number", field=field)
-    row = await request.app[STORE].component_version(cid, int(raw))
+    row = await request.app[STORE].component_version(cid, number) if number <= LARGEST_VERSION else None
     if row is None:
-        raise NotFound(f"version {raw} of component {cid!r} is not stored (or no longer kept)")
+        raise NotFound(f"version {clip(raw)} of component {cid!r} is not stored (or no longer kept)")
     if row.deleted:
         return HistoryRow(row.id, row.version, row.sha256, row.at, row.who, row.origin, True, "")
     return row

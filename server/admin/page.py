@@ -12,7 +12,7 @@ from aiohttp import web
 
 from ..errors import NotFound
 
-_STATIC = resources.files(__package__).joinpath("static")
+STATIC = resources.files(__package__).joinpath("static")
 # No inline script or style anywhere, nothing from another origin, no framing.
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -32,10 +32,13 @@ def _read(name: str) -> bytes | None:
     parts = name.split("/")
     if not name or any(part in ("", ".", "..") or part.startswith(".") for part in parts):
         return None
-    target = _STATIC
+    target = STATIC
     for part in parts:
         target = target.joinpath(part)
-    return target.read_bytes() if target.is_file() else None
+    try:
+        return target.read_bytes() if target.is_file() else None
+    except OSError:  # a name the file system refuses (over 255 bytes: ENAMETOOLONG) is no file of ours
+        return None
 
 
 async def index(request: web.Request) -> web.Response:

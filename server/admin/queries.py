@@ -62,17 +62,24 @@ def time_of(query: Any, key: str) -> datetime | None:
     raw = _SPACED_OFFSET.sub(r"\1+\2", raw.strip())
     try:
         value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
+        # In UTC here: a time at the calendar's edge whose offset moves it past year 1 or 9999 is refused now,
+        # not by the store's conversion (0001-01-01T00:00:00+01:00 overflows).
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
         raise BadRequest(f"{key} must be an ISO 8601 time, like 2026-11-25T19:00:00Z", field=key) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def limit_of(query: Any) -> int:
     """The `limit` query argument, 1 to 1000 (50 when absent)."""
-    raw = query.get("limit", "50")
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+    number = whole_number(query.get("limit", "50"))
+    if number is None or not 1 <= number <= 1000:
         raise BadRequest("limit must be a whole number from 1 to 1000", field="limit")
-    return int(raw)
+    return number
+
+
+def whole_number(raw: str) -> int | None:
+    """`raw` as a whole number when it is ASCII digits, else None (`"²".isdigit()` holds, yet `int("²")` fails)."""
+    return int(raw) if raw.isascii() and raw.isdigit() else None
 
 
 def _flow(pipeline: Pipeline) -> dict[str, list[str]]:
