@@ -15,7 +15,8 @@ from aiohttp import web
 from joserfc import jwt as jose
 from joserfc.jwk import ECKey, OctKey, RSAKey
 
-from server.admin.auth import Authenticator, require_admin
+from server.admin.auth import Authenticator
+from server.admin.guard import Sessions, require
 from server.http.middleware import middleware
 from server.keys import IDENTITY, METRICS, SETTINGS
 from server.metrics.catalog import Metrics
@@ -23,6 +24,7 @@ from server.settings import Settings
 from tests.conftest import ROOT
 
 SECRET = "s" * 40
+# Stamped at import: the tokens below live an hour, so a slow run (a busy CI machine) never sees them expire.
 NOW = int(time.time())
 
 
@@ -48,7 +50,7 @@ async def admin_client(aiohttp_client):
             identity = request[IDENTITY]
             return web.json_response({"subject": identity.subject, "roles": sorted(identity.roles)})
 
-        app.router.add_get("/api/whoami", require_admin(Authenticator(settings))(whoami))
+        app.router.add_get("/api/whoami", require(Sessions(Authenticator(settings)), write=True)(whoami))
         return await aiohttp_client(app)
 
     return make
@@ -61,8 +63,8 @@ def bearer(token: str) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("claims", "roles"),
     [
-        ({"sub": "ada", "role": "admin", "exp": NOW + 60}, ["admin"]),
-        ({"sub": "ada", "roles": ["viewer", "admin"], "exp": NOW + 60}, ["admin", "viewer"]),
+        ({"sub": "ada", "role": "admin", "exp": NOW + 3600}, ["admin"]),
+        ({"sub": "ada", "roles": ["viewer", "admin"], "exp": NOW + 3600}, ["admin", "viewer"]),
     ],
 )
 async def test_tokens_from_another_jose_library_are_accepted(admin_client, claims, roles):
@@ -110,9 +112,9 @@ def test_the_cli_refuses_a_short_secret():
         ({}, "a bearer token is required"),
         ({"Authorization": "Basic YTpi"}, "a bearer token is required"),
         (bearer(hs256({"sub": "a", "role": "admin", "exp": NOW - 10})), "expired"),
-        (bearer(hs256({"sub": "a", "role": "admin", "exp": NOW + 60}, "w" * 40)), "signature does not verify"),
+        (bearer(hs256({"sub": "a", "role": "admin", "exp": NOW + 3600}, "w" * 40)), "signature does not verify"),
         (bearer(hs256({"sub": "a", "role": "admin"})), "the token has no 'exp' claim"),
-        (bearer(unsigned({"sub": "a", "role": "admin", "exp": NOW + 60})), "'none' are not accepted"),
+        (bearer(unsigned({"sub": "a", "role": "admin", "exp": NOW + 3600})), "'none' are not accepted"),
         (bearer("not.a.token"), "the token is not a valid JWT"),
     ],
 )
@@ -127,9 +129,9 @@ async def test_bad_tokens_are_401_with_a_bearer_challenge(admin_client, headers,
 @pytest.mark.parametrize(
     "claims",
     [
-        {"sub": "bob", "exp": NOW + 60},
-        {"sub": "bob", "role": "viewer", "exp": NOW + 60},
-        {"sub": "bob", "roles": "admin", "exp": NOW + 60},  # a string where a list belongs is not a role list
+        {"sub": "bob", "exp": NOW + 3600},
+        {"sub": "bob", "role": "viewer", "exp": NOW + 3600},
+        {"sub": "bob", "roles": "admin", "exp": NOW + 3600},  # a string where a list belongs is not a role list
     ],
 )
 async def test_a_valid_token_without_the_admin_role_is_403(admin_client, claims):
@@ -141,7 +143,7 @@ async def test_a_valid_token_without_the_admin_role_is_403(admin_client, claims)
 
 async def test_issuer_and_audience_are_checked_when_configured(admin_client):
     client = await admin_client(jwt_issuer="https://id.example", jwt_audience="workflow")
-    good = {"sub": "a", "role": "admin", "exp": NOW + 60, "iss": "https://id.example", "aud": "workflow"}
+    good = {"sub": "a", "role": "admin", "exp": NOW + 3600, "iss": "https://id.example", "aud": "workflow"}
     response = await client.get("/api/whoami", headers=bearer(hs256(good)))
     assert (response.status, await response.json()) == (200, {"subject": "a", "roles": ["admin"]})
     for wrong, error in (
@@ -159,7 +161,7 @@ async def test_issuer_and_audience_are_checked_when_configured(admin_client):
 )
 async def test_without_a_usable_secret_every_call_is_503(admin_client, secret, needle):
     client = await admin_client(jwt_secret=secret)
-    response = await client.get("/api/whoami", headers=bearer(hs256({"sub": "a", "role": "admin", "exp": NOW + 60})))
+    response = await client.get("/api/whoami", headers=bearer(hs256({"sub": "a", "role": "admin", "exp": NOW + 3600})))
     assert response.status == 503
     assert needle in (await response.json())["error"]
 
@@ -179,17 +181,17 @@ async def test_jwks_tokens_from_an_identity_provider(admin_client, aiohttp_serve
     provider.router.add_get("/.well-known/jwks.json", jwks)
     idp = await aiohttp_server(provider)
     client = await admin_client(jwt_secret=None, jwt_jwks_url=f"http://127.0.0.1:{idp.port}/.well-known/jwks.json")
-    token = jose.encode({"alg": alg, "kid": key.kid}, {"sub": "sso", "roles": ["admin"], "exp": NOW + 60}, key)
+    token = jose.encode({"alg": alg, "kid": key.kid}, {"sub": "sso", "roles": ["admin"], "exp": NOW + 3600}, key)
     response = await client.get("/api/whoami", headers=bearer(token))
     assert (response.status, await response.json()) == (200, {"subject": "sso", "roles": ["admin"]})
     # HS256 is not accepted when only a JWKS is configured (no algorithm confusion with the public key).
-    forged = pyjwt.encode({"sub": "x", "role": "admin", "exp": NOW + 60}, "k" * 40, algorithm="HS256")
+    forged = pyjwt.encode({"sub": "x", "role": "admin", "exp": NOW + 3600}, "k" * 40, algorithm="HS256")
     response = await client.get("/api/whoami", headers=bearer(forged))
     assert (response.status, await response.json()) == (401, {"error": "tokens signed with 'HS256' are not accepted"})
     other = (RSAKey if alg == "RS256" else ECKey).generate_key(
         2048 if alg == "RS256" else "P-256", parameters={"kid": key.kid}
     )
-    wrong = jose.encode({"alg": alg, "kid": key.kid}, {"sub": "sso", "roles": ["admin"], "exp": NOW + 60}, other)
+    wrong = jose.encode({"alg": alg, "kid": key.kid}, {"sub": "sso", "roles": ["admin"], "exp": NOW + 3600}, other)
     response = await client.get("/api/whoami", headers=bearer(wrong))
     assert (response.status, await response.json()) == (401, {"error": "the token's signature does not verify"})
 
@@ -197,19 +199,19 @@ async def test_jwks_tokens_from_an_identity_provider(admin_client, aiohttp_serve
 @pytest.mark.parametrize(
     ("claims", "error"),
     [
-        ({"role": "admin", "exp": NOW + 60}, "the token needs a 'sub' claim naming who it is for"),
-        ({"sub": "", "role": "admin", "exp": NOW + 60}, "the token needs a 'sub' claim naming who it is for"),
-        ({"sub": 7, "role": "admin", "exp": NOW + 60}, "the token needs a 'sub' claim naming who it is for"),
-        ({"sub": "x" * 129, "role": "admin", "exp": NOW + 60}, "the token's 'sub' is longer than 128 characters"),
-        ({"sub": "a", "role": "admin", "exp": str(NOW + 60)}, "the token has an 'exp' claim that is not a number"),
+        ({"role": "admin", "exp": NOW + 3600}, "the token needs a 'sub' claim naming who it is for"),
+        ({"sub": "", "role": "admin", "exp": NOW + 3600}, "the token needs a 'sub' claim naming who it is for"),
+        ({"sub": 7, "role": "admin", "exp": NOW + 3600}, "the token needs a 'sub' claim naming who it is for"),
+        ({"sub": "x" * 129, "role": "admin", "exp": NOW + 3600}, "the token's 'sub' is longer than 128 characters"),
+        ({"sub": "a", "role": "admin", "exp": str(NOW + 3600)}, "the token has an 'exp' claim that is not a number"),
         ({"sub": "a", "role": "admin", "exp": True}, "the token has an 'exp' claim that is not a number"),
         ({"sub": "a", "role": "admin", "exp": "soon"}, "the token has an 'exp' claim that is not a number"),
         (
-            {"sub": "a", "role": "admin", "exp": NOW + 60, "iat": "0"},
+            {"sub": "a", "role": "admin", "exp": NOW + 3600, "iat": "0"},
             "the token has an 'iat' claim that is not a number",
         ),
         (
-            {"sub": "a", "role": "admin", "exp": NOW + 60, "nbf": [1]},
+            {"sub": "a", "role": "admin", "exp": NOW + 3600, "nbf": [1]},
             "the token has an 'nbf' claim that is not a number",
         ),
         # Lifetime: exp - iat, or exp - now without iat; the default limit is 24 h.
@@ -222,7 +224,7 @@ async def test_jwks_tokens_from_an_identity_provider(admin_client, aiohttp_serve
             "the token is valid for 240.0 h, longer than the limit of 24 h (JWT_MAX_LIFETIME)",
         ),
         (
-            {"sub": "a", "role": "admin", "iat": NOW - 90000, "exp": NOW + 60},
+            {"sub": "a", "role": "admin", "iat": NOW - 90000, "exp": NOW + 3600},
             "the token is valid for 25.0 h, longer than the limit of 24 h (JWT_MAX_LIFETIME)",
         ),
     ],
@@ -246,7 +248,7 @@ async def test_the_lifetime_limit_is_a_setting(admin_client):
 @pytest.mark.parametrize(
     "token",
     [
-        hs256({"sub": "a", "role": "admin", "exp": NOW + 60})[:-3] + "!!!",  # PyJWT: "Invalid crypto padding"
+        hs256({"sub": "a", "role": "admin", "exp": NOW + 3600})[:-3] + "!!!",  # PyJWT: "Invalid crypto padding"
         "eyJhbGciOiJIUzI1NiJ9.bm90IGpzb24.c2ln",  # PyJWT: "Invalid payload string: ..."
         "eyJhbGciOiJIUzI1NiJ9",  # PyJWT: "Not enough segments"
         "%%%.%%%.%%%",  # PyJWT: "Invalid header padding"
@@ -272,7 +274,7 @@ async def test_an_es256_token_naming_an_rsa_key_is_401(admin_client, aiohttp_ser
     provider.router.add_get("/jwks.json", jwks)
     idp = await aiohttp_server(provider)
     client = await admin_client(jwt_secret=None, jwt_jwks_url=f"http://127.0.0.1:{idp.port}/jwks.json")
-    token = jose.encode({"alg": "ES256", "kid": "rsa-1"}, {"sub": "x", "role": "admin", "exp": NOW + 60}, ec)
+    token = jose.encode({"alg": "ES256", "kid": "rsa-1"}, {"sub": "x", "role": "admin", "exp": NOW + 3600}, ec)
     response = await client.get("/api/whoami", headers=bearer(token))
     assert (response.status, await response.json()) == (
         401,

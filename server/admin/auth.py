@@ -14,8 +14,7 @@ from aiohttp import web
 from jwt.exceptions import InvalidSubjectError
 from jwt.types import Options
 
-from ..errors import AuthUnavailable, Forbidden, Unauthorized
-from ..keys import IDENTITY
+from ..errors import AuthUnavailable, Unauthorized
 from ..settings import Settings
 
 log = logging.getLogger("workflow.auth")
@@ -148,24 +147,6 @@ _REASONS: tuple[tuple[type[Exception], str], ...] = (
     (InvalidSubjectError, "the token needs a 'sub' claim naming who it is for"),
     (jwt.PyJWKClientError, "no key of the identity provider verifies the token"),
 )
-
-
-def require_admin(authenticator: Authenticator) -> Callable[[Handler], Handler]:
-    """Wrap a handler so it runs only for a verified token carrying the admin role."""
-
-    def decorate(handler: Handler) -> Handler:
-        async def guarded(request: web.Request) -> web.StreamResponse:
-            identity = await authenticator.identify(request)
-            if ADMIN_ROLE not in identity.roles:
-                raise Forbidden(f"{identity.subject!r} does not have the {ADMIN_ROLE!r} role")
-            request[IDENTITY] = identity
-            return await handler(request)
-
-        guarded.__name__ = handler.__name__
-        guarded.__doc__ = handler.__doc__
-        return guarded
-
-    return decorate
 
 
 def _roles(claims: dict[str, Any]) -> frozenset[str]:
