@@ -81,7 +81,16 @@ def test_make_run_and_make_token_use_the_development_secret() -> None:
         ("run", ".venv/bin/workflow-server -config example/order-processing-pipeline.yaml --dev"),
         ("token", ".venv/bin/workflow-server token --dev --sub dev --role admin"),
     ):
-        dry = subprocess.run(["make", "-n", target, "VENV=.venv"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        # Run from `make test` (as CI does), make would print "Entering/Leaving directory" lines: not here.
+        env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+        dry = subprocess.run(
+            ["make", "-n", "--no-print-directory", target, "VENV=.venv"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert dry.returncode == 0, dry.stderr
         assert dry.stdout.splitlines()[-1] == command
 
