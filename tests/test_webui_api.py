@@ -319,6 +319,14 @@ async def test_an_execution_shows_its_payload_outputs_and_versions_redacted(serv
         None,
         [],
     )
+    # The result holds the same data: the secret is hidden there too (a viewer reads this).
+    assert detail["result"]["password"] == "[redacted]" and detail["result"]["nested"] == {"Token": "[redacted]"}
+    # Sending "[redacted]" on as the password would be wrong: such a payload is not sent again.
+    status, body = await call(server, "POST", f"/api/executions/{detail['id']}/rerun")
+    assert (status, body["error"]) == (
+        409,
+        f"execution {detail['id']!r} has redacted values in its payload; it cannot be sent again",
+    )
 
 
 async def test_a_detail_over_the_cap_is_folded_and_cannot_be_rerun(serve, components: Path) -> None:

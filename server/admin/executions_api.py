@@ -8,8 +8,9 @@ from aiohttp import web
 
 from ..errors import BadRequest, Conflict, NotFound
 from ..http.middleware import json_response
-from ..keys import ENGINE, IDENTITY, STORE
+from ..keys import ENGINE, IDENTITY, RECORDER, STORE
 from ..store.base import ExecutionRow, InvalidCursor
+from ..store.detail import REDACTED
 from .queries import limit_of, time_of
 
 STATUSES = ("success", "error", "timeout")
@@ -46,6 +47,13 @@ async def get_execution(request: web.Request) -> web.Response:
     """`GET /api/executions/{id}`: one execution with its steps, outputs, payload and component versions."""
     row = await _row(request)
     body = execution_json(row, steps=True)
+    policy = request.app[RECORDER].details
+    if policy is not None:
+        # The result and the errors hold the pipeline's data too: the same secrets are hidden there (the public
+        # GET /executions/{id} keeps answering an async pipeline's real result to whoever holds its id).
+        body["result"], body["error"] = policy.redact(body["result"]), policy.redact(body["error"])
+        for step in body["steps"]:
+            step["error"] = policy.redact(step.get("error"))
     detail = row.detail if isinstance(row.detail, dict) else {}
     outputs = detail.get("outputs") or {}
     for step in body["steps"]:
@@ -71,6 +79,8 @@ async def rerun_execution(request: web.Request) -> web.Response:
     payload = detail.get("payload")
     if not isinstance(payload, dict) or detail.get("truncated"):
         raise Conflict(f"execution {row.id!r} has no complete recorded payload to send again", id=row.id)
+    if _holds(payload, REDACTED):  # sending "[redacted]" on as a password or a token would be wrong, silently
+        raise Conflict(f"execution {row.id!r} has redacted values in its payload; it cannot be sent again", id=row.id)
     engine = request.app[ENGINE]
     pipeline = engine.config.pipelines.get(row.pipeline)
     if pipeline is None:
@@ -114,3 +124,12 @@ def execution_json(row: ExecutionRow, *, steps: bool) -> dict[str, Any]:
             for s in row.steps
         ]
     return body
+
+
+def _holds(value: Any, marker: str) -> bool:
+    """Whether `marker` is a value anywhere in `value` (a JSON document)."""
+    if isinstance(value, dict):
+        return any(_holds(v, marker) for v in value.values())
+    if isinstance(value, list):
+        return any(_holds(v, marker) for v in value)
+    return bool(value == marker)
