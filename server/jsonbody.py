@@ -21,16 +21,22 @@ class JSONBodyError(ValueError):
 def loads(raw: bytes | str, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     """Parse `raw` as JSON; refuse nesting deeper than `max_depth`, NaN, Infinity and numbers out of range."""
     data = raw.encode() if isinstance(raw, str) else raw
+    encoding = json.detect_encoding(data)
+    try:
+        text = data.decode(encoding, "surrogatepass")
+    except UnicodeDecodeError:
+        raise JSONBodyError("not valid JSON: the text is not UTF-8") from None
+    if encoding not in ("utf-8", "utf-8-sig"):
+        # The depth scan reads UTF-8 bytes: in UTF-16 or UTF-32 a character's bytes can look like brackets.
+        data = text.encode("utf-8", "surrogatepass")
     if depth_exceeds(data, max_depth):
         raise JSONBodyError(f"JSON nested deeper than the limit of {max_depth} levels (WORKFLOW_MAX_JSON_DEPTH)")
     try:
-        return _DECODER.decode(data.decode(json.detect_encoding(data), "surrogatepass"))
+        return _DECODER.decode(text)
     except JSONBodyError:
         raise
     except RecursionError:  # the depth check ran first; this is a safety net, not the rule
         raise JSONBodyError(f"JSON nested deeper than the limit of {max_depth} levels") from None
-    except UnicodeDecodeError:
-        raise JSONBodyError("not valid JSON: the text is not UTF-8") from None
     except ValueError as exc:
         if "integer string conversion" in str(exc):  # Python's own int limit; its hint is for programmers
             limit = sys.get_int_max_str_digits()

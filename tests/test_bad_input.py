@@ -299,3 +299,12 @@ async def test_a_multipart_body_without_its_boundary_is_400(make_server, caplog)
     assert response.status == 400
     assert body["error"].startswith("request body is not a valid form: ")
     no_tracebacks(caplog)
+
+
+def test_utf16_and_utf32_bodies_are_held_to_the_depth_limit_too():
+    # U+225B is the bytes 5B 22 in UTF-16-LE, '[' and '"' to a scan of the raw bytes: it must not hide the nesting.
+    deep = '["\u225b", ' + "[" * 600 + "]" * 600 + "]"
+    for encoding in ("utf-16-le", "utf-16-be", "utf-16", "utf-32"):
+        with pytest.raises(jsonbody.JSONBodyError, match="deeper than the limit of 64 levels"):
+            jsonbody.loads(deep.encode(encoding), 64)
+    assert jsonbody.loads('{"a": ["\u225b"]}'.encode("utf-16"), 64) == {"a": ["\u225b"]}
