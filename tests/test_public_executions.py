@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from server.keys import RECORDER
-from tests.conftest import Server, until
+from tests.conftest import ADMIN, SECRET, Server, until
 
 CONFIG = """
 pipelines:
@@ -100,3 +100,17 @@ async def test_without_recording_a_normal_execution_is_unknown(serve) -> None:
     response = await server.client.post("/orders", json={"sku": "mug"})
     status, body = await execution(server, response.headers["X-Execution-ID"])
     assert status == 404 and body["error"].startswith("no execution ")
+
+
+async def test_a_nul_character_in_an_id_or_a_filter_is_a_clear_4xx_on_every_store(serve, store_overrides) -> None:
+    server = await serve(CONFIG, jwt_secret=SECRET, **store_overrides)
+    assert await execution(server, "a%00b") == (
+        404,
+        {"error": "no execution 'a\\x00b' (unknown, or expired from history)"},
+    )
+    detail = await server.admin.get("/api/executions/a%00b", headers=ADMIN)
+    assert detail.status == 404
+    listing = await server.admin.get("/api/executions?error=a%00", headers=ADMIN)
+    assert (listing.status, await listing.json()) == (400, {"error": "'error' holds a NUL character", "field": "error"})
+    audit = await server.admin.get("/api/audit?actor=%00", headers=ADMIN)
+    assert audit.status == 400

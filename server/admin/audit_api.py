@@ -9,7 +9,7 @@ from aiohttp import web
 from ..errors import BadRequest
 from ..http.middleware import json_response
 from ..keys import STORE
-from .queries import limit_of, whole_number
+from .queries import limit_of, refuse_nul, whole_number
 
 # The largest audit entry id the store holds (a 64-bit integer): a cursor past it is none this server handed out.
 LARGEST_ID = 2**63 - 1
@@ -18,6 +18,7 @@ LARGEST_ID = 2**63 - 1
 async def list_audit(request: web.Request) -> web.Response:
     """`GET /api/audit?component=&actor=&limit=&cursor=`: entries newest first; `next` links the following page."""
     query = request.query
+    refuse_nul(query)
     cursor = query.get("cursor") or None
     before = whole_number(cursor) if cursor is not None else None
     if cursor is not None and (before is None or before > LARGEST_ID):

@@ -11,7 +11,7 @@ from ..http.middleware import json_response
 from ..keys import ENGINE, IDENTITY, RECORDER, STORE
 from ..store.base import ExecutionRow, InvalidCursor
 from ..store.detail import REDACTED
-from .queries import limit_of, time_of
+from .queries import limit_of, refuse_nul, time_of
 
 STATUSES = ("success", "error", "timeout")
 # Step types that reach outside the server: re-running a pipeline with one of them repeats that effect.
@@ -21,6 +21,7 @@ SIDE_EFFECTS = frozenset({"step.chat_reply", "step.http_call", "step.db_exec", "
 async def list_executions(request: web.Request) -> web.Response:
     """`GET /api/executions?pipeline=&status=&workflow_type=&error=&since=&until=&limit=&before=`: newest first."""
     query = request.query
+    refuse_nul(query)
     status = query.get("status") or None
     if status is not None and status not in STATUSES:
         raise BadRequest(f"status must be one of {', '.join(STATUSES)}", field="status")
@@ -94,7 +95,8 @@ async def rerun_execution(request: web.Request) -> web.Response:
 
 
 async def _row(request: web.Request) -> ExecutionRow:
-    row = await request.app[STORE].get_execution(request.match_info["id"])
+    execution_id = request.match_info["id"]
+    row = None if "\x00" in execution_id else await request.app[STORE].get_execution(execution_id)
     if row is None:
         raise NotFound(f"no recorded execution {request.match_info['id'][:128]!r}")
     return row

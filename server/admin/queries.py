@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from ..config.model import Pipeline
-from ..errors import BadRequest
+from ..errors import BadRequest, clip
 from ..http.middleware import json_response
 from ..keys import ENGINE, STORE
 
@@ -67,6 +68,13 @@ def time_of(query: Any, key: str) -> datetime | None:
         return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
     except (ValueError, OverflowError):
         raise BadRequest(f"{key} must be an ISO 8601 time, like 2026-11-25T19:00:00Z", field=key) from None
+
+
+def refuse_nul(query: Mapping[str, str]) -> None:
+    """400 for a query argument holding a NUL character: PostgreSQL cannot take one in a text value."""
+    for name, value in query.items():
+        if "\x00" in value:
+            raise BadRequest(f"{clip(name)!r} holds a NUL character", field=clip(name))
 
 
 def limit_of(query: Any) -> int:

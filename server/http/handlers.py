@@ -89,6 +89,8 @@ async def handle_execution(request: web.Request) -> web.Response:
     attempt); then the recorder's buffer (written behind, not in the store yet); then the store; else 404.
     """
     execution_id = request.match_info["id"]
+    if "\x00" in execution_id:  # no id holds one, and PostgreSQL cannot even be asked
+        raise NotFound(f"no execution {clip(execution_id)!r} (unknown, or expired from history)")
     record = request.app[ENGINE].executions.get(execution_id)
     if record is not None:
         return json_response(record.to_json())
