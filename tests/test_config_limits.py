@@ -57,6 +57,7 @@ def problems_of(text: str, registry: Registry, **kwargs: Any) -> list[str]:
         (DEEP_BLOCK, 64, "F:65: the YAML nests deeper than the limit of 64 levels (WORKFLOW_MAX_JSON_DEPTH)"),
         ("a: &a [1, *a]\n", 64, "F:1: alias *a is used inside its own anchor"),
         ("name: x\nn: " + "9" * 5000 + "\n", 64, "F:2: a number has more than 4300 digits"),
+        ("name: x\nflag: !!bool maybe\n", 64, "F:2: the value 'maybe' cannot be read as bool: 'maybe'"),
         (
             "name: x\nwhen: 2026-13-45\n",
             64,
@@ -70,7 +71,16 @@ def problems_of(text: str, registry: Registry, **kwargs: Any) -> list[str]:
             " expanded",
         ),
     ],
-    ids=["alias-bomb", "flow-nesting", "block-nesting", "recursive-alias", "long-int", "bad-date", "depth-via-aliases"],
+    ids=[
+        "alias-bomb",
+        "flow-nesting",
+        "block-nesting",
+        "recursive-alias",
+        "long-int",
+        "bad-bool",
+        "bad-date",
+        "depth-via-aliases",
+    ],
 )
 def test_yaml_past_its_limits_is_one_clear_problem(registry, text, max_depth, expected):
     assert problems_of(text, registry, max_depth=max_depth) == [expected]

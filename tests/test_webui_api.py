@@ -139,6 +139,8 @@ async def test_a_session_cookie_signs_in_and_its_writes_need_the_csrf_token(serv
     assert server.client.app[RELOADER].components["greeter"].version == 1
     status, _ = await call(server, "PUT", f"{PREFIX}/greeter", {"source": hello(2)}, headers={"X-CSRF-Token": "x"})
     assert status == 403
+    status, _ = await call(server, "PUT", f"{PREFIX}/greeter", {"source": hello(2)}, headers={"X-CSRF-Token": "é"})
+    assert status == 403
     status, body = await call(
         server, "PUT", f"{PREFIX}/greeter", {"source": hello(2)}, headers={"X-CSRF-Token": session["csrf"]}
     )
@@ -504,3 +506,10 @@ async def _ready(session: aiohttp.ClientSession, port: int) -> bool:
             return response.status == 200
     except aiohttp.ClientConnectionError:
         return False
+
+
+@pytest.mark.parametrize("last", ["\u00b2", "9" * 5000, "-1", "1e3"])
+async def test_a_last_event_id_we_did_not_hand_out_starts_afresh(server: Server, last: str) -> None:
+    response = await server.admin.get("/api/events", params={"last_id": last}, headers=ADMIN)
+    assert (response.status, response.content_type) == (200, "text/event-stream")
+    response.close()

@@ -78,7 +78,7 @@ class EventHub:
         raw = request.headers.get("Last-Event-ID") or request.query.get("last_id") or ""
         # A resuming client gets what it missed; a first connection may ask for what the ring holds (the timeline).
         backlog = list(self.recent) if request.query.get("recent") else []
-        if raw.isdigit():
+        if raw.isascii() and raw.isdigit() and len(raw) <= 18:  # an id we handed out; anything else starts afresh
             backlog = self._since(int(raw))
         self._streams.add(queue)
         try:

@@ -75,7 +75,8 @@ async def identify(request: web.Request, sessions: Sessions, *, write: bool) -> 
     if "Authorization" in request.headers or COOKIE not in request.cookies:
         return await sessions.authenticator.identify(request)
     record = sessions.read(request.cookies[COOKIE])
-    if write and not hmac.compare_digest(request.headers.get(CSRF_HEADER, ""), str(record.get("csrf", ""))):
+    sent, expected = request.headers.get(CSRF_HEADER, "").encode(), str(record.get("csrf", "")).encode()
+    if write and not hmac.compare_digest(sent, expected):  # bytes: compare_digest refuses non-ASCII text
         raise Forbidden(f"a write with the session cookie needs its CSRF token in {CSRF_HEADER}")
     return Identity(str(record.get("sub")), frozenset(record.get("roles", ())))
 

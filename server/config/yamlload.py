@@ -166,11 +166,12 @@ class _Loader(yaml.SafeLoader):
         return f"the YAML nests deeper than the limit of {self.max_depth} levels (WORKFLOW_MAX_JSON_DEPTH)"
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
-        # PyYAML lets a value's own conversion error out bare (an int of 5,000 digits, month 13): give it a line.
+        # PyYAML lets a value's own conversion error out bare (an int of 5,000 digits, month 13, `!!bool maybe`
+        # is a KeyError, `!!timestamp foo` an AttributeError): give it a line.
         try:
             return super().construct_object(node, deep=deep)
-        except (ValueError, OverflowError) as exc:
-            if isinstance(exc, _Unreadable):
+        except (ValueError, OverflowError, KeyError, AttributeError, TypeError) as exc:
+            if isinstance(exc, _OverLimit):
                 raise
             raise _Unreadable(node.start_mark.line + 1, _unreadable(node, exc)) from None
 
