@@ -40,6 +40,7 @@ class Coalescer:
 
     def _flush(self) -> None:
         self._flushing = False
+        self._waiting = [(call, future) for call, future in self._waiting if not future.done()]  # callers gone
         while self._waiting and len(self._batches) < IN_FLIGHT:
             batch, self._waiting = self._waiting[:BATCH], self._waiting[BATCH:]
             task = asyncio.create_task(self._run(batch), name="redis-queue-batch")
@@ -57,7 +58,10 @@ class Coalescer:
             if len(results) != len(batch):
                 raise QueueUnavailable(f"the queue answered {len(results)} results for {len(batch)} calls")
         except QueueUnavailable as exc:
-            for _, future in batch:
+            # The calls that queued up behind this batch would each wait for the same unreachable queue, a timeout
+            # per batch ahead of them: they fail now too, so no caller waits past one timeout.
+            stranded, self._waiting = self._waiting, []
+            for _, future in (*batch, *stranded):
                 if not future.done():
                     future.set_exception(QueueUnavailable(exc.message))
             return
