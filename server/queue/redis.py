@@ -55,7 +55,9 @@ class _Link:
     async def evalsha(self, sha: str, text: str, args: Sequence[Any]) -> Any:
         async with self._lock:
             reader = getattr(self._conn, "_reader", None)
-            if reader is not None and reader.at_eof():  # closed by Redis while kept: a new one, before sending
+            # Closed by Redis while kept (end of stream), or reset (the reader holds the error): a new one, before
+            # anything is sent, so nothing can run twice.
+            if reader is not None and (reader.at_eof() or reader.exception() is not None):
                 await self._conn.disconnect()
             return await self._evalsha(sha, text, args)
 
