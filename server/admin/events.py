@@ -24,6 +24,9 @@ KEPT = 500
 HEARTBEAT = 15.0
 _QUEUED = 1000  # events waiting for one slow client; past that it is disconnected and resumes by id
 
+# A write the client does not take within this ends its stream (a client that stopped reading).
+WRITE_SECONDS = 5.0
+
 
 class EventHub:
     """Numbers events, keeps the recent ones, and hands each to every open stream."""
@@ -83,21 +86,21 @@ class EventHub:
         self._streams.add(queue)
         try:
             await response.prepare(request)
-            await response.write(b"retry: 1000\n\n")
+            await _send(response, b"retry: 1000\n\n")
             for past in backlog:
-                await response.write(_frame(*past))
+                await _send(response, _frame(*past))
             while not self.closed:
                 try:
                     async with asyncio.timeout(self.heartbeat):
                         event = await queue.get()
                 except TimeoutError:
-                    await response.write(b": heartbeat\n\n")
+                    await _send(response, b": heartbeat\n\n")
                     continue
                 if event is None:
                     break
-                await response.write(_frame(*event))
-        except ConnectionResetError:
-            pass  # the client left: nothing to answer
+                await _send(response, _frame(*event))
+        except (ConnectionResetError, _Stalled):
+            pass  # the client left, or stopped reading: nothing to answer
         finally:
             self._streams.discard(queue)
         return response
@@ -112,3 +115,15 @@ class EventHub:
 
 def _frame(event_id: int, kind: str, data: dict[str, Any]) -> bytes:
     return f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(data, default=str)}\n\n".encode()
+
+
+class _Stalled(Exception):
+    """The client stopped reading: its stream ends rather than hold a handler (and a shutdown) on a full socket."""
+
+
+async def _send(response: web.StreamResponse, data: bytes) -> None:
+    try:
+        async with asyncio.timeout(WRITE_SECONDS):
+            await response.write(data)
+    except TimeoutError:
+        raise _Stalled from None
