@@ -513,3 +513,12 @@ async def test_a_last_event_id_we_did_not_hand_out_starts_afresh(server: Server,
     response = await server.admin.get("/api/events", params={"last_id": last}, headers=ADMIN)
     assert (response.status, response.content_type) == (200, "text/event-stream")
     response.close()
+
+
+async def test_a_stream_ends_when_the_token_that_opened_it_expires(server: Server) -> None:
+    server.admin.app[EVENTS].heartbeat = 0.05
+    response = await server.admin.get("/api/events", headers=token("ada", exp=int(time.time()) + 2))
+    assert response.status == 200
+    async with asyncio.timeout(10):
+        await response.content.read()  # returns once the server ends the stream
+    assert response.content.at_eof()

@@ -32,6 +32,7 @@ class Identity:
 
     subject: str
     roles: frozenset[str]
+    expires: float | None = None  # the token's (or the session's) `exp`: an open event stream ends then
 
 
 class Authenticator:
@@ -61,7 +62,7 @@ class Authenticator:
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("a bearer token is required", error="invalid_request")
         claims = await self.verify(token.strip())
-        return Identity(claims["sub"], _roles(claims))
+        return Identity(claims["sub"], _roles(claims), float(claims["exp"]))
 
     async def verify(self, token: str) -> dict[str, Any]:
         """The token's claims; raise Unauthorized, in words of our own, when it does not verify."""

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..keys import IDENTITY
 from ..reload.manager import Event
 
 KEPT = 500
@@ -89,9 +90,16 @@ class EventHub:
             await _send(response, b"retry: 1000\n\n")
             for past in backlog:
                 await _send(response, _frame(*past))
+            identity = request.get(IDENTITY)
+            expires = identity.expires if identity is not None else None
             while not self.closed:
+                # The stream lives no longer than the token or session that opened it: the client then reconnects,
+                # and must sign in again.
+                left = self.heartbeat if expires is None else min(self.heartbeat, expires - time.time())
+                if left <= 0:
+                    break
                 try:
-                    async with asyncio.timeout(self.heartbeat):
+                    async with asyncio.timeout(left):
                         event = await queue.get()
                 except TimeoutError:
                     await _send(response, b": heartbeat\n\n")

@@ -78,7 +78,7 @@ async def identify(request: web.Request, sessions: Sessions, *, write: bool) -> 
     sent, expected = request.headers.get(CSRF_HEADER, "").encode(), str(record.get("csrf", "")).encode()
     if write and not hmac.compare_digest(sent, expected):  # bytes: compare_digest refuses non-ASCII text
         raise Forbidden(f"a write with the session cookie needs its CSRF token in {CSRF_HEADER}")
-    return Identity(str(record.get("sub")), frozenset(record.get("roles", ())))
+    return Identity(str(record.get("sub")), frozenset(record.get("roles", ())), float(record.get("exp", 0)) or None)
 
 
 def require(sessions: Sessions, *, write: bool) -> Callable[[Handler], Handler]:
