@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import jwt
 import psycopg2
 import pytest
@@ -160,6 +161,43 @@ def metric_value(text: str, name: str, **labels: str) -> float:
 def server_command(config: str | Path, addr: str, admin_addr: str) -> list[str]:
     """The command line of a real `workflow-server` process (`python -m server`) on the given addresses."""
     return [sys.executable, "-m", "server", "-config", str(config), "--addr", addr, "--admin-addr", admin_addr]
+
+
+async def start_server_process(
+    config: Path, tmp_path: Path, *extra: str, **env_vars: str
+) -> tuple[asyncio.subprocess.Process, int, int]:
+    """A real server process on free loopback ports (main, admin), data and components under `tmp_path`, once
+    /readyz answers 200; JSON logs on its piped stderr. Fails the test with its stderr if it never gets ready."""
+    port, admin = free_port(), free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("WORKFLOW_")},
+        "WORKFLOW_LOG_FORMAT": "json",
+        "WORKFLOW_DATA_DIR": str(tmp_path / "data"),
+        "WORKFLOW_COMPONENTS_DIR": str(tmp_path / "components"),
+        **env_vars,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        *server_command(config, f"127.0.0.1:{port}", f"127.0.0.1:{admin}"),
+        *extra,
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with aiohttp.ClientSession() as session:
+        for _ in range(200):
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+                    if response.status == 200:
+                        return proc, port, admin
+            except aiohttp.ClientConnectionError:
+                pass
+            if proc.returncode is not None:
+                break
+            await asyncio.sleep(0.05)
+    if proc.returncode is None:
+        proc.kill()
+    pytest.fail(f"server did not become ready:\n{(await proc.communicate())[1].decode()}")
 
 
 def service_unavailable(reason: str) -> None:

@@ -18,7 +18,7 @@ import pytest
 from server import logs
 from server.logoutput import BufferedHandler, LogOutput
 from server.metrics.catalog import Metrics
-from tests.conftest import ROOT, free_port, metric_value, server_command
+from tests.conftest import metric_value, start_server_process
 
 ARGS = ("POST", '/api/orders/ü"x', 201, "/api/orders/{id}", 0.0004127, "127.0.0.1", 'req-"1"')
 
@@ -152,36 +152,8 @@ async def _serve(tmp_path: Path, **env_vars: str) -> tuple[asyncio.subprocess.Pr
         'pipelines:\n  echo:\n    trigger: {type: http, config: {path: "/echo/{id}", method: POST}}\n'
         "    steps:\n      - {name: answer, type: step.json_response, config: {status: 201}}\n"
     )
-    port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("WORKFLOW_")},
-        "WORKFLOW_LOG_FORMAT": "json",
-        "WORKFLOW_DATA_DIR": str(tmp_path / "data"),
-        "WORKFLOW_COMPONENTS_DIR": str(tmp_path / "components"),
-        "WORKFLOW_ISOLATE_COMPONENTS": "false",
-        **env_vars,
-    }
-    proc = await asyncio.create_subprocess_exec(
-        *server_command(config, f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}"),
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    async with aiohttp.ClientSession() as session:
-        for _ in range(200):
-            try:
-                async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
-                    if response.status == 200:
-                        return proc, port
-            except aiohttp.ClientConnectionError:
-                pass
-            if proc.returncode is not None:
-                break
-            await asyncio.sleep(0.05)
-    if proc.returncode is None:
-        proc.kill()
-    pytest.fail(f"server did not become ready:\n{(await proc.communicate())[1].decode()}")
+    proc, port, _ = await start_server_process(config, tmp_path, WORKFLOW_ISOLATE_COMPONENTS="false", **env_vars)
+    return proc, port
 
 
 async def _run(tmp_path: Path, requests: int, **env_vars: str) -> list[dict]:

@@ -15,46 +15,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.conftest import ROOT, free_port, metric_value, server_command
-
-
-async def _start(
-    config: Path, tmp_path: Path, *extra: str, **env_vars: str
-) -> tuple[asyncio.subprocess.Process, int, int]:
-    port, admin = free_port(), free_port()
-    env = {
-        **os.environ,
-        "WORKFLOW_LOG_FORMAT": "json",
-        "WORKFLOW_DATA_DIR": str(tmp_path / "data"),
-        "WORKFLOW_COMPONENTS_DIR": str(tmp_path / "components"),
-        **env_vars,
-    }
-    proc = await asyncio.create_subprocess_exec(
-        *server_command(config, f"127.0.0.1:{port}", f"127.0.0.1:{admin}"),
-        *extra,
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    async with aiohttp.ClientSession() as session:
-        for _ in range(200):
-            try:
-                async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
-                    if response.status == 200:
-                        return proc, port, admin
-            except aiohttp.ClientConnectionError:
-                pass
-            if proc.returncode is not None:
-                break
-            await asyncio.sleep(0.05)
-    proc.kill()
-    _, err = await proc.communicate()
-    pytest.fail(f"server did not become ready:\n{err.decode()}")
+from tests.conftest import ROOT, metric_value, start_server_process
 
 
 async def test_serves_the_order_example_and_exits_cleanly_on_sigterm(tmp_path):
-    proc, port, admin = await _start(ROOT / "example" / "order-processing-pipeline.yaml", tmp_path)
+    proc, port, admin = await start_server_process(ROOT / "example" / "order-processing-pipeline.yaml", tmp_path)
     async with aiohttp.ClientSession() as session:
         async with session.post(
             f"http://127.0.0.1:{port}/api/orders", json={"customer_id": "C-1", "total": 10}
@@ -92,7 +57,7 @@ async def test_sigterm_lets_the_in_flight_request_finish(tmp_path, aiohttp_serve
                 config: {{body: "{{{{ .body }}}}"}}
     """)
     )
-    proc, port, _ = await _start(config, tmp_path)
+    proc, port, _ = await start_server_process(config, tmp_path)
     async with aiohttp.ClientSession() as session:
         request = asyncio.ensure_future(session.get(f"http://127.0.0.1:{port}/slow"))
         await asyncio.sleep(0.3)
@@ -195,7 +160,7 @@ def _log_lines(err: bytes, logger: str) -> list[dict]:
 
 async def test_a_blocking_async_step_shows_in_healthz_the_metric_and_one_warning(tmp_path):
     config, component = _blocking_config(tmp_path)
-    proc, port, _ = await _start(config, tmp_path)
+    proc, port, _ = await start_server_process(config, tmp_path)
     async with aiohttp.ClientSession() as session:
         async with session.get(f"http://127.0.0.1:{port}/nap") as response:
             assert response.status == 200
@@ -228,7 +193,9 @@ async def test_a_blocking_async_step_shows_in_healthz_the_metric_and_one_warning
 
 async def test_sigterm_ends_the_process_despite_a_step_thread_stuck_forever(tmp_path):
     config, component = _blocking_config(tmp_path)
-    proc, port, _ = await _start(config, tmp_path, WORKFLOW_STEP_TIMEOUT="1s", WORKFLOW_SHUTDOWN_TIMEOUT="2s")
+    proc, port, _ = await start_server_process(
+        config, tmp_path, WORKFLOW_STEP_TIMEOUT="1s", WORKFLOW_SHUTDOWN_TIMEOUT="2s"
+    )
     async with aiohttp.ClientSession() as session:
         started = time.monotonic()
         async with session.get(f"http://127.0.0.1:{port}/spin") as response:
@@ -247,7 +214,7 @@ async def test_sigterm_ends_the_process_despite_a_step_thread_stuck_forever(tmp_
 
 async def test_sigterm_ends_the_process_while_an_async_step_blocks_the_loop(tmp_path):
     config, component = _blocking_config(tmp_path)
-    proc, port, _ = await _start(config, tmp_path, WORKFLOW_SHUTDOWN_TIMEOUT="2s")
+    proc, port, _ = await start_server_process(config, tmp_path, WORKFLOW_SHUTDOWN_TIMEOUT="2s")
     assert proc.stderr is not None
     async with aiohttp.ClientSession() as session:
         request = asyncio.ensure_future(session.get(f"http://127.0.0.1:{port}/hang"))
@@ -278,7 +245,7 @@ async def test_a_startup_hook_blocking_the_loop_delays_readiness_and_is_reported
         "pipelines:\n  p:\n    trigger: {type: http, config: {path: /p, method: GET}}\n"
         "    steps:\n      - {name: s, type: step.set, config: {values: {a: 1}}}\n"
     )
-    proc, port, _ = await _start(config, tmp_path)
+    proc, port, _ = await start_server_process(config, tmp_path)
     async with aiohttp.ClientSession() as session:
         async with session.get(f"http://127.0.0.1:{port}/p") as response:
             assert response.status == 200
